@@ -1,0 +1,111 @@
+// The worker ↔ broker RPC: every request and reply shape, shared by workers/, src/lua and
+// src/broker. A Lua binding calls `caller.call(op, args)` and blocks; the broker answers.
+// Units are in the names (…Ms, …Bytes). Values that may pass 2^53 are bigint.
+
+import type { AgentOps, AgentOp, AgentStreamOp, AgentStreamOps } from '../agent/protocol.js';
+import type { EventKind, EventPayloads } from '../events/types.js';
+
+export type VmState = 'created' | 'booted' | 'paused' | 'shutdown' | 'dead';
+
+/** Boot options after the Lua layer validated keys and types (seed 001 "Boot opts"). */
+export interface BootOptions {
+  memoryBytes?: number;
+  cpus?: number;
+  kernelCmdline?: string;
+  kernelCmdlineAppend?: string;
+  rngSeed?: bigint;
+  /** Seconds since the epoch. */
+  initialTime?: number;
+  files?: { path: string; content: Uint8Array; mode?: number }[];
+  agentTimeoutMs?: number;
+}
+
+export interface VmInfo {
+  state: VmState;
+  cid: number | null;
+  /** Why the VM is dead, when it is. */
+  deadReason?: string;
+}
+
+export interface StreamChunk {
+  /** null when nothing arrived before the timeout or the stream ended. */
+  data: Uint8Array | null;
+  /** The transport has ended and nothing is buffered. */
+  eof: boolean;
+}
+
+/** Every RPC op: `args` from the worker, `reply` from the broker. */
+export interface RpcOps {
+  /** Declare a VM (state created). Validates the profile; the error lists known profiles. */
+  'vm.create': { args: { name: string; profile: string; labPath: string }; reply: { vmId: number } };
+  'vm.boot': { args: { vmId: number; opts: BootOptions }; reply: { cid: number; bootMs: number; restored: boolean } };
+  'vm.shutdown': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.pause': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.resume': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.reset': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.power_button': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.info': { args: { vmId: number }; reply: VmInfo };
+  'vm.snapshot': { args: { vmId: number; path?: string }; reply: { path: string; bytes: number } };
+  'vm.restore': { args: { vmId: number; path: string }; reply: { cid: number } };
+  /** Last bytes of the console log (default 4 KiB). */
+  'vm.console_tail': { args: { vmId: number; maxBytes?: number }; reply: { text: string } };
+  'vm.console_log': { args: { vmId: number }; reply: { data: Uint8Array } };
+  'vm.console_write': { args: { vmId: number; data: Uint8Array; timeoutMs?: number }; reply: Record<string, never> };
+  /** Relay one agent op. `worker` routes it to a guest worker process. `timeoutMs` bounds the wait. */
+  'agent.call': {
+    args: { [K in AgentOp]: { vmId: number; worker?: number; op: K; data: AgentOps[K]['req']; timeoutMs?: number } }[AgentOp];
+    reply: { result: AgentOps[AgentOp]['res'] };
+  };
+  /** Open a stream through the agent (tail, fd, process output) or on the console. */
+  'stream.open': {
+    args:
+      | { [K in AgentStreamOp]: { vmId: number; worker?: number; op: K; data: Omit<AgentStreamOps[K], 'window'> } }[AgentStreamOp]
+      | { vmId: number; op: 'console' };
+    reply: { streamId: number };
+  };
+  'stream.read': { args: { streamId: number; timeoutMs: number }; reply: StreamChunk };
+  'stream.close': { args: { streamId: number }; reply: Record<string, never> };
+  /** File-level reservation from the resource pool (reference §1.5). */
+  'lab.claim': { args: { memoryBytes: number; cpus: number }; reply: Record<string, never> };
+  /** Cross-file barrier named per run. Raises on timeout or when it can never fill. */
+  'lab.barrier': { args: { name: string; count: number; timeoutMs: number }; reply: { released: true } };
+  /** Tear down everything the given VMs own (scope end). */
+  'scope.close': { args: { vmIds: number[] }; reply: Record<string, never> };
+}
+export type RpcOp = keyof RpcOps;
+export type RpcArgs<K extends RpcOp> = RpcOps[K]['args'];
+export type RpcReply<K extends RpcOp> = RpcOps[K]['reply'];
+
+/** Messages on the task's MessagePort, worker → broker. */
+export type WorkerMessage =
+  | { type: 'call'; seq: number; op: RpcOp; args: unknown }
+  /** Fire-and-forget: an event for the bus (test_started, test_passed, …). */
+  | { type: 'event'; event: { [K in EventKind]: { kind: K; payload: EventPayloads[K] } }[EventKind] };
+
+/** broker → worker. */
+export type BrokerMessage =
+  | { type: 'reply'; seq: number; ok: true; reply: unknown }
+  | { type: 'reply'; seq: number; ok: false; error: RpcErrorData };
+
+export interface RpcErrorData {
+  message: string;
+  code?: (typeof RpcErrorCode)[keyof typeof RpcErrorCode];
+  /** Set when an agent op failed with an OS error. */
+  errno?: number;
+}
+
+/** SharedArrayBuffer layout: one Int32 slot the broker bumps and notifies after each reply. */
+export const SIGNAL_SLOT = 0;
+export const SIGNAL_BUFFER_BYTES = 4;
+
+/** Error codes a binding may act on. */
+export const RpcErrorCode = {
+  /** The VM is dead (QEMU exited or the agent is gone). */
+  vmDead: 'vm_dead',
+  /** A call waited longer than its timeout. */
+  timeout: 'timeout',
+  /** An agent op failed with an errno; `message` is the agent's. */
+  agent: 'agent',
+  /** Bad arguments: the message names the thing, the value and the fix. */
+  usage: 'usage',
+} as const;

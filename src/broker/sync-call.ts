@@ -1,0 +1,77 @@
+// The worker side of the RPC: post a request, block in Atomics.wait until the broker bumps the
+// signal slot, then take the reply with receiveMessageOnPort. Works from any Lua context because
+// nothing here yields to the event loop.
+
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import {
+  SIGNAL_SLOT,
+  type BrokerMessage,
+  type RpcErrorData,
+  type RpcArgs,
+  type RpcOp,
+  type RpcReply,
+  type WorkerMessage,
+} from './protocol.js';
+
+export class RpcError extends Error {
+  override name = 'RpcError';
+  readonly code: RpcErrorData['code'];
+  readonly errno: number | undefined;
+  constructor(data: RpcErrorData) {
+    super(data.message);
+    this.code = data.code;
+    this.errno = data.errno;
+  }
+}
+
+export class SyncCaller {
+  private readonly _signal: Int32Array;
+  private _seq = 0;
+
+  constructor(
+    private readonly _port: MessagePort,
+    signalBuffer: SharedArrayBuffer,
+  ) {
+    this._signal = new Int32Array(signalBuffer);
+  }
+
+  /**
+   * Blocks until the broker replies. `timeoutMs` (default: forever) bounds the wait; on expiry
+   * this throws a `timeout` RpcError and a late reply is discarded by its sequence number.
+   */
+  call<K extends RpcOp>(op: K, args: RpcArgs<K>, timeoutMs = Infinity): RpcReply<K> {
+    const seq = ++this._seq;
+    // 1. Read the slot before posting so a reply that lands before we wait is not missed.
+    let seen = Atomics.load(this._signal, SIGNAL_SLOT);
+    const message: WorkerMessage = { type: 'call', seq, op, args };
+    this._port.postMessage(message);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // 2. Drain whatever arrived; stale replies from abandoned calls are dropped.
+      for (let m = receiveMessageOnPort(this._port); m; m = receiveMessageOnPort(this._port)) {
+        const reply = m.message as BrokerMessage;
+        if (reply.seq !== seq) continue;
+        if (reply.ok) return reply.reply as RpcReply<K>;
+        throw new RpcError(reply.error);
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new RpcError({ message: `broker did not answer \`${op}\` within ${timeoutMs} ms`, code: 'timeout' });
+      }
+      // 3. Sleep until the broker bumps the slot (or a short poll, in case a notify raced the post).
+      Atomics.wait(this._signal, SIGNAL_SLOT, seen, Math.min(remaining, 1000));
+      seen = Atomics.load(this._signal, SIGNAL_SLOT);
+    }
+  }
+
+  /** Fire-and-forget: an event for the run's bus. */
+  emit(event: Extract<WorkerMessage, { type: 'event' }>['event']): void {
+    const message: WorkerMessage = { type: 'event', event };
+    this._port.postMessage(message);
+  }
+}
+
+/** Blocks the calling thread (never the main thread) for `ms`. */
+export function sleepSync(ms: number): void {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -1,0 +1,32 @@
+// The run's event bus: every progress fact goes through `emit`, and sinks subscribe. A sink that
+// throws is reported once and detached so the others keep receiving.
+
+import type { AnyEvent, EventKind, EventPayloads } from './types.js';
+
+export type EventSink = (event: AnyEvent) => void;
+
+export class EventBus {
+  private readonly _sinks = new Set<EventSink>();
+
+  subscribe(sink: EventSink): () => void {
+    this._sinks.add(sink);
+    return () => this._sinks.delete(sink);
+  }
+
+  emit<K extends EventKind>(kind: K, payload: EventPayloads[K]): void {
+    const event = { ts: nowNs(), kind, payload } as AnyEvent;
+    for (const sink of this._sinks) {
+      try {
+        sink(event);
+      } catch (err) {
+        this._sinks.delete(sink);
+        process.emitWarning(`event sink failed and was detached: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+/** Nanoseconds since the epoch (a float: exact to about 0.25 µs today, which events do not need). */
+export function nowNs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
+}

@@ -1,0 +1,67 @@
+// Every event on the run's bus (reference §4.6, plus Provium's own kinds). Frames on the wire are
+// a 4-byte big-endian length + msgpack `{ts, kind, payload}` with `ts` in ns since the epoch.
+// Changing a kind or a field changes EVENTS_PROTOCOL_VERSION (pinned by a unit test).
+
+export const EVENTS_PROTOCOL_VERSION = 1;
+
+export interface ResourceAmount {
+  memory_bytes: number;
+  cpus: number;
+}
+/** Test metadata as the test file declared it (strings, numbers, bools, arrays, maps). */
+export type MetaMap = Record<string, unknown>;
+
+export type FileStatus = 'passed' | 'failed' | 'timed_out' | 'crashed' | 'skipped';
+
+export interface EventPayloads {
+  // Reference kinds.
+  file_discovered: { path: string; fixture_refs: string[]; declared_claim: ResourceAmount | null };
+  file_dispatched: { path: string; reservation: ResourceAmount; worker: number };
+  file_blocked: { path: string; waiting_for: ResourceAmount; reason: 'pool_full' };
+  file_completed: { path: string; status: FileStatus; duration_ns: number };
+  test_started: { path: string; name: string; meta: MetaMap; attempt: number };
+  test_skipped: { path: string; name: string; reason: string; meta: MetaMap };
+  test_passed: { path: string; name: string; duration_ns: number; meta: MetaMap; attempt: number };
+  test_failed: {
+    path: string;
+    name: string;
+    duration_ns: number;
+    reason: string;
+    console_excerpt: string;
+    meta: MetaMap;
+    attempt: number;
+  };
+  vm_spawned: { file: string; vm_name: string; profile: string; memory_bytes: number; cid: number; boot_ns: number; restored: boolean };
+  vm_shutdown: { file: string; vm_name: string; duration_ns: number };
+  pool_state: { used: ResourceAmount; available: ResourceAmount; running_files: number; queued_files: number };
+  claim_acquired: { path: string; amount: ResourceAmount };
+  claim_released: { path: string; amount: ResourceAmount };
+  fixture_build_started: { path: string };
+  fixture_build_done: { path: string; duration_ns: number; snapshot_bytes: number };
+  fixture_build_waiting: { path: string; held_by_file: string };
+  fixture_cache_hit: { path: string };
+  // Provium's own kinds.
+  run_started: { version: number; files: number; workers: number; shard: { index: number; count: number } | null; accel: string };
+  run_finished: {
+    passed: number;
+    failed: number;
+    skipped: number;
+    flaky: number;
+    files: number;
+    duration_ns: number;
+    interrupted: boolean;
+  };
+  test_retry: { path: string; name: string; attempt: number; reason: string };
+  test_flaky: { path: string; name: string; attempts: number };
+  vm_restored: { file: string; vm_name: string; restore_ns: number; from: string };
+  worker_replaced: { path: string; reason: string };
+}
+export type EventKind = keyof EventPayloads;
+
+export interface EventFrame<K extends EventKind = EventKind> {
+  /** Nanoseconds since the epoch. */
+  ts: number;
+  kind: K;
+  payload: EventPayloads[K];
+}
+export type AnyEvent = { [K in EventKind]: EventFrame<K> }[EventKind];
