@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decodeBody, encodeFrame, FrameError, FrameReader } from '../../src/agent/framing.js';
+
+describe('framing', () => {
+  it('prefixes the msgpack body with its big-endian length', () => {
+    const frame = encodeFrame({ id: 1, kind: 'hello', data: { protocol_version: 1 } });
+    assert.equal(frame.readUInt32BE(0), frame.byteLength - 4);
+    assert.deepEqual(decodeBody(frame.subarray(4)), { id: 1, kind: 'hello', data: { protocol_version: 1 } });
+  });
+
+  it('pins the bytes of a hello frame', () => {
+    const frame = encodeFrame({ id: 1, kind: 'hello', data: { protocol_version: 1 } });
+    assert.equal(
+      frame.toString('hex'),
+      '00000023' + '83' + 'a26964' + '01' + 'a46b696e64' + 'a568656c6c6f' + 'a464617461' + '81' + 'b070726f746f636f6c5f76657273696f6e' + '01',
+    );
+  });
+
+  it('reassembles frames split at every byte boundary', () => {
+    const frames = [encodeFrame({ a: 1 }), encodeFrame({ b: 'x'.repeat(300) }), encodeFrame({ c: new Uint8Array([0, 255]) })];
+    const all = Buffer.concat(frames);
+    const reader = new FrameReader(1024);
+    const bodies: unknown[] = [];
+    for (let i = 0; i < all.byteLength; i++) bodies.push(...reader.push(all.subarray(i, i + 1)).map(decodeBody));
+    assert.deepEqual(bodies, [{ a: 1 }, { b: 'x'.repeat(300) }, { c: new Uint8Array([0, 255]) }]);
+    assert.equal(reader.pendingBytes, 0);
+  });
+
+  it('yields several frames from one chunk and keeps a partial one', () => {
+    const two = Buffer.concat([encodeFrame(1), encodeFrame(2), encodeFrame(3).subarray(0, 3)]);
+    const reader = new FrameReader(1024);
+    assert.deepEqual(reader.push(two).map(decodeBody), [1, 2]);
+    assert.equal(reader.pendingBytes, 3);
+  });
+
+  it('refuses an oversized frame from its header, before the body arrives', () => {
+    const reader = new FrameReader(16);
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(17, 0);
+    assert.throws(() => reader.push(header), FrameError);
+  });
+
+  it('round-trips 64-bit integers exactly as bigint', () => {
+    const big = 0xc0104b00_00000001n;
+    const frame = encodeFrame({ v: big, small: 5 });
+    assert.deepEqual(decodeBody(frame.subarray(4)), { v: big, small: 5 });
+  });
+});

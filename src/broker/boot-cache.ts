@@ -1,0 +1,92 @@
+// Boot snapshots (DESIGN §4): the first cold boot of a boot key saves the guest at agent-ready;
+// later boots of that key restore it. The key holds everything that shapes early boot.
+
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { PROTOCOL_VERSION } from '../agent/protocol.js';
+import type { LaunchSpec } from '../vmm/qemu.js';
+
+/** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
+const MAX_BOOT_SNAPSHOTS = 12;
+
+async function fileStamp(file: string | undefined): Promise<string> {
+  if (!file) return '-';
+  try {
+    const st = await stat(file);
+    return `${file}@${st.size}:${st.mtimeMs}`;
+  } catch {
+    return `${file}@missing`;
+  }
+}
+
+export class BootCache {
+  private readonly _dir: string;
+
+  constructor(cacheDir: string) {
+    this._dir = path.join(cacheDir, 'boot-snapshots');
+  }
+
+  /** The key of a launch, or undefined when this launch cannot be cached (per-boot files). */
+  async key(spec: LaunchSpec, qemuBinary: string): Promise<string | undefined> {
+    if (spec.extraInitrd) return undefined;
+    const p = spec.profile;
+    const parts = [
+      `protocol=${PROTOCOL_VERSION}`,
+      `profile=${p.name}`,
+      `kernel=${await fileStamp(p.kernel)}`,
+      `initrd=${await fileStamp(p.initrd)}`,
+      `cmdline=${spec.cmdlineReplace ?? p.cmdline}|${spec.cmdlineAppend ?? ''}`,
+      `machine=${p.machine}`,
+      `accel=${p.accel}`,
+      `inject=${p.injectAgent}`,
+      `memory=${spec.memoryBytes}`,
+      `cpus=${spec.cpus}`,
+      `qemu=${await fileStamp(qemuBinary)}`,
+    ];
+    return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 32);
+  }
+
+  pathFor(key: string): string {
+    return path.join(this._dir, `${key}.snap`);
+  }
+
+  /** The snapshot for `key`, if one was saved. */
+  async lookup(key: string): Promise<string | undefined> {
+    const file = this.pathFor(key);
+    try {
+      await stat(file);
+      return file;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Saves through `write` into a temporary file, then renames it in place (two workers may race). */
+  async store(key: string, write: (tmpFile: string) => Promise<void>): Promise<void> {
+    await mkdir(this._dir, { recursive: true });
+    const tmp = path.join(this._dir, `${key}.${process.pid}.${Date.now()}.tmp`);
+    try {
+      await write(tmp);
+      await rename(tmp, this.pathFor(key));
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    await this._evict();
+  }
+
+  /** Drops a snapshot that failed to restore, so the next boot is cold and saves a good one. */
+  async discard(key: string): Promise<void> {
+    await rm(this.pathFor(key), { force: true });
+  }
+
+  private async _evict(): Promise<void> {
+    const names = (await readdir(this._dir)).filter((n) => n.endsWith('.snap'));
+    if (names.length <= MAX_BOOT_SNAPSHOTS) return;
+    const aged = await Promise.all(
+      names.map(async (n) => ({ file: path.join(this._dir, n), used: (await stat(path.join(this._dir, n))).atimeMs })),
+    );
+    aged.sort((a, b) => a.used - b.used);
+    for (const old of aged.slice(0, aged.length - MAX_BOOT_SNAPSHOTS)) await rm(old.file, { force: true });
+  }
+}

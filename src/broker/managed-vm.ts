@@ -1,0 +1,451 @@
+// One guest as the broker sees it: its state machine, its QEMU process, its agent link and the
+// resources it holds. Every way a VM can end (shutdown, QEMU exit, session teardown) goes
+// through `_finish`, which is idempotent.
+
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { AgentClient, AgentError, AgentLinkError, type AgentStream } from '../agent/client.js';
+import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../agent/protocol.js';
+import type { Profile } from '../config/profiles.js';
+import { formatMs, formatSize } from '../config/units.js';
+import type { EventBus } from '../events/bus.js';
+import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import type { BootCache } from './boot-cache.js';
+import { buildFilesCpio, type BootFile } from './boot-files.js';
+import { RpcErrorCode, type BootOptions, type VmInfo, type VmState } from './protocol.js';
+import type { ResourcePool } from './resources.js';
+import { BrokerError } from './rpc-server.js';
+import { ConsoleLink } from './streams.js';
+
+/** What a VM needs from the session that owns it. */
+export interface VmOwner {
+  bus: EventBus;
+  pool: ResourcePool;
+  sessionId: number;
+  /** The test file, as reports show it. */
+  displayPath: string;
+  bootCache: BootCache;
+}
+
+const CONSOLE_EXCERPT_BYTES = 4096;
+/** Ops that may legitimately run long get no default timeout; the rest get this one. */
+const DEFAULT_AGENT_TIMEOUT_MS = 30_000;
+const UNBOUNDED_OPS = new Set<string>(['exec', 'wait', 'sleep', 'worker_join', 'stdin_write', 'batch', 'syscall', 'ioctl']);
+
+let nextCid = 100;
+
+export class ManagedVm {
+  state: VmState = 'created';
+  cid: number | null = null;
+  private _deadReason: string | undefined;
+  private _qemu: QemuVm | undefined;
+  private _agent: AgentClient | undefined;
+  private _releaseResources: (() => void) | undefined;
+  private _bootedAt = 0;
+  private _console: ConsoleLink | undefined;
+  /** The launch the running guest came from (for snapshots). */
+  private _launched: LaunchSpec | undefined;
+  /** Set while we stop QEMU on purpose, so its exit is not a death. */
+  private _stopping = false;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    readonly profile: Profile,
+    private readonly _owner: VmOwner,
+  ) {}
+
+  info(): VmInfo {
+    const info: VmInfo = { state: this.state, cid: this.cid };
+    if (this._deadReason) info.deadReason = this._deadReason;
+    return info;
+  }
+
+  get qemu(): QemuVm | undefined {
+    return this._qemu;
+  }
+
+  /** Boots to agent-ready. On failure the VM is back in `created` and the error carries the console tail. */
+  async boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
+    if (this.state !== 'created' && this.state !== 'shutdown') {
+      throw this._stateError('boot', ['created', 'shutdown']);
+    }
+    const started = performance.now();
+    const memoryBytes = opts.memoryBytes ?? this.profile.memoryBytes;
+    const cpus = opts.cpus ?? this.profile.cpus;
+    // 1. Wait for room in the resource pool.
+    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
+      memory_bytes: memoryBytes,
+      cpus,
+    });
+    let restored = false;
+    try {
+      // 2. Build the launch; per-boot files make it uncacheable.
+      const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes, cpus };
+      if (opts.kernelCmdline !== undefined) spec.cmdlineReplace = opts.kernelCmdline;
+      if (opts.kernelCmdlineAppend !== undefined) spec.cmdlineAppend = opts.kernelCmdlineAppend;
+      if (opts.rngSeed !== undefined) spec.rngSeed = opts.rngSeed;
+      if (opts.initialTime !== undefined) spec.initialTime = opts.initialTime;
+      if (opts.files?.length) spec.extraInitrd = await writeFilesArchive(opts.files);
+      const timeoutMs = opts.agentTimeoutMs ?? this.profile.agentTimeoutMs;
+      const cache = this._owner.bootCache;
+      const key = await cache.key(spec, QEMU_BINARY);
+      // 3. Restore the boot snapshot of this key when there is one, else boot cold and save one.
+      const snapshot = key ? await cache.lookup(key) : undefined;
+      if (key && snapshot) {
+        try {
+          await this._restoreFrom(spec, snapshot, timeoutMs);
+          restored = true;
+        } catch {
+          await this._finish('created');
+          this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
+            memory_bytes: memoryBytes,
+            cpus,
+          });
+          await cache.discard(key);
+        }
+      }
+      if (!restored) {
+        await this._coldBoot(spec, timeoutMs);
+        if (key) await cache.store(key, async (tmp) => void (await this._saveTo(tmp))).catch(() => undefined);
+      }
+      // 4. Clones must not share random state or a stale clock.
+      if (restored) await this._afterRestore(opts);
+      this._launched = spec;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      const tail = await this._consoleTailSafe();
+      await this._finish('created');
+      throw new BrokerError(
+        `vm \`${this.name}\` (profile ${this.profile.name}) failed to boot: ${reason}\n` +
+          `--- console (last ${formatSize(CONSOLE_EXCERPT_BYTES)}) ---\n${tail || '(empty)'}`,
+      );
+    }
+    this.state = 'booted';
+    this.cid = nextCid++;
+    this._bootedAt = performance.now();
+    const bootMs = this._bootedAt - started;
+    this._owner.bus.emit('vm_spawned', {
+      file: this._owner.displayPath,
+      vm_name: this.name,
+      profile: this.profile.name,
+      memory_bytes: memoryBytes,
+      cid: this.cid,
+      boot_ns: Math.round(bootMs * 1e6),
+      restored,
+    });
+    return { cid: this.cid, bootMs, restored };
+  }
+
+  private async _coldBoot(spec: LaunchSpec, timeoutMs: number): Promise<void> {
+    this._stopping = false;
+    try {
+      this._qemu = await QemuVm.launch(spec);
+    } finally {
+      // QEMU has read the initrd into guest memory by the time launch resolves.
+      if (spec.extraInitrd) await rm(path.dirname(spec.extraInitrd), { recursive: true, force: true });
+    }
+    this._watchExit(this._qemu);
+    this._agent = await this._connectAgent(timeoutMs);
+  }
+
+  private async _restoreFrom(spec: LaunchSpec, snapshotFile: string, timeoutMs: number): Promise<void> {
+    this._stopping = false;
+    this._qemu = await QemuVm.launch({ ...spec, incomingSnapshot: true });
+    this._watchExit(this._qemu);
+    await restoreSnapshot(this._qemu, snapshotFile);
+    this._agent = await this._connectAgent(timeoutMs);
+    await this._agent.resync(timeoutMs);
+  }
+
+  /** Saves the running guest to `file` and lets it run on. */
+  private async _saveTo(file: string): Promise<number> {
+    const qemu = this._qemu!;
+    try {
+      return (await saveSnapshot(qemu, file)).bytes;
+    } finally {
+      await qemu.qmp.execute('cont').catch(() => undefined);
+    }
+  }
+
+  private async _afterRestore(opts: BootOptions): Promise<void> {
+    const agent = this._agent!;
+    const seed = opts.rngSeed !== undefined ? seedBytes(opts.rngSeed) : randomBytes(32);
+    const nowMs = opts.initialTime !== undefined ? opts.initialTime * 1000 : Date.now();
+    await Promise.all([
+      agent.request('seed_rng', { seed }, { timeoutMs: 10_000 }),
+      agent.request('set_time', { sec: Math.floor(nowMs / 1000), nsec: Math.round((nowMs % 1000) * 1e6) }, { timeoutMs: 10_000 }),
+    ]);
+  }
+
+  /** vm:snapshot: the guest keeps running; a sidecar records how to launch it again. */
+  async snapshot(file: string, openStreams: number): Promise<{ path: string; bytes: number }> {
+    this.requireAgent('snapshot');
+    if (openStreams > 0) {
+      throw new BrokerError(`vm \`${this.name}\`: cannot snapshot with ${openStreams} stream(s) open; close them first`);
+    }
+    const bytes = await this._saveTo(file);
+    const meta: SnapshotMeta = { profile: this.profile.name, memoryBytes: this._launched!.memoryBytes, cpus: this._launched!.cpus };
+    if (this._launched!.cmdlineReplace !== undefined) meta.cmdlineReplace = this._launched!.cmdlineReplace;
+    if (this._launched!.cmdlineAppend !== undefined) meta.cmdlineAppend = this._launched!.cmdlineAppend;
+    await writeFile(`${file}.json`, JSON.stringify(meta));
+    return { path: file, bytes };
+  }
+
+  /** vm:restore: from created or shutdown, into a new QEMU that streams the snapshot in. */
+  async restore(file: string): Promise<{ cid: number }> {
+    if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
+    let meta: SnapshotMeta;
+    try {
+      await stat(file);
+      meta = JSON.parse(await readFile(`${file}.json`, 'utf8')) as SnapshotMeta;
+    } catch (err) {
+      throw new BrokerError(`vm \`${this.name}\`: cannot restore from ${file}: ${(err as Error).message} (was it written by vm:snapshot?)`);
+    }
+    if (meta.profile !== this.profile.name) {
+      throw new BrokerError(`vm \`${this.name}\` has profile ${this.profile.name} but snapshot ${file} was taken with profile ${meta.profile}`);
+    }
+    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
+      memory_bytes: meta.memoryBytes,
+      cpus: meta.cpus,
+    });
+    const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: meta.memoryBytes, cpus: meta.cpus };
+    if (meta.cmdlineReplace !== undefined) spec.cmdlineReplace = meta.cmdlineReplace;
+    if (meta.cmdlineAppend !== undefined) spec.cmdlineAppend = meta.cmdlineAppend;
+    try {
+      await this._restoreFrom(spec, file, this.profile.agentTimeoutMs);
+      await this._afterRestore({});
+    } catch (err) {
+      const tail = await this._consoleTailSafe();
+      await this._finish('created');
+      throw new BrokerError(`vm \`${this.name}\`: restore from ${file} failed: ${(err as Error).message}\n--- console ---\n${tail}`);
+    }
+    this._launched = spec;
+    this.state = 'booted';
+    this.cid = nextCid++;
+    this._bootedAt = performance.now();
+    return { cid: this.cid };
+  }
+
+  private async _connectAgent(timeoutMs: number): Promise<AgentClient> {
+    const qemu = this._qemu!;
+    try {
+      const agent = await AgentClient.connect(qemu.agentSocketPath, {
+        timeoutMs,
+        isAlive: () => qemu.state === 'running',
+      });
+      agent.on('closed', (reason: string) => {
+        if (this.state === 'booted' || this.state === 'paused') this._markDead(`agent link closed: ${reason}`);
+      });
+      return agent;
+    } catch (err) {
+      if (err instanceof AgentLinkError && err.reason === 'timeout') {
+        throw new Error(`the agent did not answer within ${formatMs(timeoutMs)} (agent_timeout)`);
+      }
+      if (qemu.state !== 'running') {
+        const exit = await qemu.exited;
+        throw new Error(`QEMU exited during boot (${describeExit(exit)})${exit.stderrTail ? `: ${exit.stderrTail.trim()}` : ''}`);
+      }
+      throw err;
+    }
+  }
+
+  private _watchExit(qemu: QemuVm): void {
+    void qemu.exited.then((exit) => {
+      if (this._stopping || this._qemu !== qemu) return;
+      const stderr = exit.stderrTail.trim();
+      this._markDead(`QEMU exited unexpectedly (${describeExit(exit)})${stderr ? `: ${stderr}` : ''}`);
+    });
+  }
+
+  private _markDead(reason: string): void {
+    if (this.state === 'dead' || this.state === 'shutdown' || this.state === 'created') return;
+    this._deadReason = reason;
+    this.state = 'dead';
+    this._agent?.close(reason);
+    void this._finish('dead');
+  }
+
+  /** The agent link, or an error naming the state. */
+  requireAgent(op: string): AgentClient {
+    if (this.state === 'booted' && this._agent) return this._agent;
+    if (this.state === 'paused') throw new BrokerError(`vm \`${this.name}\` is paused; use resume() before ${op}`);
+    throw this._stateError(op, ['booted']);
+  }
+
+  async callAgent<K extends AgentOp>(op: K, data: AgentOps[K]['req'], worker?: number, timeoutMs?: number): Promise<AgentOps[K]['res']> {
+    const agent = this.requireAgent(op);
+    const limit = timeoutMs ?? (UNBOUNDED_OPS.has(op) ? undefined : DEFAULT_AGENT_TIMEOUT_MS);
+    try {
+      return await agent.request(op, data, { worker, timeoutMs: limit });
+    } catch (err) {
+      throw this._agentFailure(op, err);
+    }
+  }
+
+  async openStream<K extends AgentStreamOp>(op: K, data: Omit<AgentStreamOps[K], 'window'>, worker?: number): Promise<AgentStream> {
+    const agent = this.requireAgent(op);
+    try {
+      return await agent.openStream(op, data, { worker, timeoutMs: DEFAULT_AGENT_TIMEOUT_MS });
+    } catch (err) {
+      throw this._agentFailure(op, err);
+    }
+  }
+
+  async closeStream(stream: AgentStream): Promise<void> {
+    if (this._agent && this._agent.state !== 'closed') await this._agent.closeStream(stream).catch(() => undefined);
+  }
+
+  get openAgentStreams(): number {
+    return this._agent?.openStreamCount ?? 0;
+  }
+
+  private _agentFailure(op: string, err: unknown): BrokerError {
+    if (err instanceof AgentError) return new BrokerError(err.message, RpcErrorCode.agent, err.errno);
+    if (err instanceof AgentLinkError && err.reason === 'timeout') {
+      return new BrokerError(`vm \`${this.name}\`: ${err.message}`, RpcErrorCode.timeout);
+    }
+    if (this.state === 'dead') return this.deadError();
+    return new BrokerError(`vm \`${this.name}\`: ${(err as Error).message}`, RpcErrorCode.vmDead);
+  }
+
+  deadError(): BrokerError {
+    return new BrokerError(`vm \`${this.name}\` is dead: ${this._deadReason ?? 'unknown reason'}`, RpcErrorCode.vmDead);
+  }
+
+  async pause(): Promise<void> {
+    if (this.state !== 'booted') throw this._stateError('pause', ['booted']);
+    await this._qemu!.qmp.execute('stop');
+    this.state = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    if (this.state !== 'paused') throw this._stateError('resume', ['paused']);
+    await this._qemu!.qmp.execute('cont');
+    this.state = 'booted';
+  }
+
+  /** Warm reboot: the guest runs its boot path again and the agent is greeted anew. */
+  async reset(): Promise<void> {
+    if (this.state !== 'booted') throw this._stateError('reset', ['booted']);
+    const old = this._agent!;
+    this._agent = undefined;
+    this.state = 'created'; // keeps the old link's close from marking the VM dead
+    old.close(`vm \`${this.name}\` was reset`);
+    try {
+      await this._qemu!.qmp.execute('system_reset');
+      this._agent = await this._connectAgent(this.profile.agentTimeoutMs);
+      this.state = 'booted';
+    } catch (err) {
+      this.state = 'booted';
+      this._markDead(`reset failed: ${(err as Error).message}`);
+      throw this.deadError();
+    }
+  }
+
+  /** ACPI power button: the guest shuts itself down; if it does not within the grace, it is stopped. */
+  async powerButton(graceMs = 10_000): Promise<{ graceful: boolean }> {
+    if (this.state !== 'booted') throw this._stateError('power_button', ['booted']);
+    const qemu = this._qemu!;
+    this._stopping = true;
+    await qemu.qmp.execute('system_powerdown');
+    const graceful = await Promise.race([qemu.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    await this.shutdown();
+    return { graceful };
+  }
+
+  /** The serial console link (one per VM: QEMU's chardev takes one client). */
+  console(): ConsoleLink {
+    if (!this._qemu || (this.state !== 'booted' && this.state !== 'paused')) throw this._stateError('use the console', ['booted', 'paused']);
+    this._console ??= new ConsoleLink(this._qemu.consoleSocketPath);
+    return this._console;
+  }
+
+  async consoleTail(maxBytes = CONSOLE_EXCERPT_BYTES): Promise<string> {
+    return this._qemu ? this._qemu.consoleTail(maxBytes) : '';
+  }
+
+  private async _consoleTailSafe(): Promise<string> {
+    try {
+      return await this.consoleTail();
+    } catch {
+      return '';
+    }
+  }
+
+  /** Any state → shutdown. Emits vm_shutdown when a guest was running. */
+  async shutdown(): Promise<void> {
+    if (this.state === 'shutdown') return;
+    const wasRunning = this.state === 'booted' || this.state === 'paused' || this.state === 'dead';
+    await this._finish('shutdown');
+    if (wasRunning) {
+      this._owner.bus.emit('vm_shutdown', {
+        file: this._owner.displayPath,
+        vm_name: this.name,
+        duration_ns: Math.round((performance.now() - this._bootedAt) * 1e6),
+      });
+    }
+  }
+
+  private async _finish(next: VmState): Promise<void> {
+    if (next !== 'dead') this.state = next;
+    this._stopping = true;
+    const agent = this._agent;
+    this._agent = undefined;
+    agent?.close(`vm \`${this.name}\` was shut down`);
+    this._console?.close();
+    this._console = undefined;
+    const qemu = this._qemu;
+    if (next !== 'dead') this._qemu = undefined;
+    const release = this._releaseResources;
+    this._releaseResources = undefined;
+    try {
+      await qemu?.stop();
+    } finally {
+      release?.();
+    }
+  }
+
+  private _stateError(op: string, allowed: VmState[]): BrokerError {
+    if (this.state === 'dead') return this.deadError();
+    const hint = this.state === 'created' ? '; call boot() first' : '';
+    return new BrokerError(
+      `vm \`${this.name}\`: cannot ${op} in state ${this.state} (allowed: ${allowed.join(', ')})${hint}`,
+      RpcErrorCode.usage,
+    );
+  }
+}
+
+function describeExit(exit: { code: number | null; signal: string | null }): string {
+  return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+interface SnapshotMeta {
+  profile: string;
+  memoryBytes: number;
+  cpus: number;
+  cmdlineReplace?: string;
+  cmdlineAppend?: string;
+}
+
+const QEMU_BINARY = '/usr/bin/qemu-system-x86_64';
+
+/** The 8 little-endian bytes of a u64 seed. */
+function seedBytes(seed: bigint): Uint8Array {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64LE(BigInt.asUintN(64, seed));
+  return bytes;
+}
+
+async function writeFilesArchive(files: BootFile[]): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-files-'));
+  const file = path.join(dir, 'files.cpio');
+  await writeFile(file, buildFilesCpio(files), { mode: 0o600 });
+  return file;
+}

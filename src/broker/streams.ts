@@ -1,0 +1,160 @@
+// Streams as the broker serves them to a worker: agent streams (tails, fd streams, process
+// output) and the serial console. Both buffer a bounded amount; the console pauses its socket
+// when the reader falls behind, the agent stream relies on the agent's credit window.
+
+import net from 'node:net';
+import type { AgentStream } from '../agent/client.js';
+import type { StreamChunk } from './protocol.js';
+
+export interface BrokerStream {
+  readonly vmId: number;
+  read(timeoutMs: number): Promise<StreamChunk>;
+  close(): Promise<void>;
+}
+
+export class AgentBackedStream implements BrokerStream {
+  constructor(
+    readonly vmId: number,
+    private readonly _stream: AgentStream,
+    private readonly _close: (stream: AgentStream) => Promise<void>,
+  ) {}
+
+  async read(timeoutMs: number): Promise<StreamChunk> {
+    const data = await this._stream.read(timeoutMs);
+    return { data, eof: data === null && this._stream.ended };
+  }
+
+  close(): Promise<void> {
+    return this._close(this._stream);
+  }
+}
+
+const CONSOLE_HIGH_WATER_BYTES = 1024 * 1024;
+
+/**
+ * The one connection QEMU's console chardev accepts. Readers subscribe and see output from the
+ * moment they subscribed; writes share the same socket.
+ */
+export class ConsoleLink {
+  private _socket: net.Socket | undefined;
+  private _connecting: Promise<net.Socket> | undefined;
+  private readonly _readers = new Set<ConsoleReader>();
+
+  constructor(private readonly _socketPath: string) {}
+
+  private _connect(): Promise<net.Socket> {
+    if (this._socket && !this._socket.destroyed) return Promise.resolve(this._socket);
+    this._connecting ??= new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.createConnection(this._socketPath);
+      socket.once('connect', () => {
+        socket.removeListener('error', reject);
+        socket.on('error', () => undefined);
+        socket.on('data', (chunk: Buffer) => {
+          for (const reader of this._readers) reader._push(chunk);
+          if ([...this._readers].some((r) => r.bufferedBytes > CONSOLE_HIGH_WATER_BYTES)) socket.pause();
+        });
+        socket.on('close', () => {
+          for (const reader of this._readers) reader._end();
+          this._socket = undefined;
+        });
+        this._socket = socket;
+        resolve(socket);
+      });
+      socket.once('error', reject);
+    }).finally(() => {
+      this._connecting = undefined;
+    });
+    return this._connecting;
+  }
+
+  async openReader(vmId: number): Promise<ConsoleReader> {
+    await this._connect();
+    const reader = new ConsoleReader(vmId, this);
+    this._readers.add(reader);
+    return reader;
+  }
+
+  async write(data: Uint8Array, timeoutMs: number): Promise<void> {
+    const socket = await this._connect();
+    await new Promise<void>((resolve, reject) => {
+      const timer = timeoutMs > 0 ? setTimeout(() => reject(new Error(`console write did not complete within ${timeoutMs} ms`)), timeoutMs) : undefined;
+      socket.write(data, (err) => {
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+  }
+
+  /** @internal */
+  _drained(): void {
+    if ([...this._readers].every((r) => r.bufferedBytes <= CONSOLE_HIGH_WATER_BYTES)) this._socket?.resume();
+  }
+
+  /** @internal */
+  _detach(reader: ConsoleReader): void {
+    this._readers.delete(reader);
+    this._drained();
+  }
+
+  close(): void {
+    for (const reader of this._readers) reader._end();
+    this._readers.clear();
+    this._socket?.destroy();
+    this._socket = undefined;
+  }
+}
+
+export class ConsoleReader implements BrokerStream {
+  private readonly _chunks: Buffer[] = [];
+  private _buffered = 0;
+  private _ended = false;
+  private _waiter: (() => void) | undefined;
+
+  constructor(
+    readonly vmId: number,
+    private readonly _link: ConsoleLink,
+  ) {}
+
+  get bufferedBytes(): number {
+    return this._buffered;
+  }
+
+  async read(timeoutMs: number): Promise<StreamChunk> {
+    if (this._chunks.length === 0 && !this._ended && timeoutMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this._waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this._waiter = undefined;
+    }
+    if (this._chunks.length === 0) return { data: null, eof: this._ended };
+    const data = Buffer.concat(this._chunks);
+    this._chunks.length = 0;
+    this._buffered = 0;
+    this._link._drained();
+    return { data: new Uint8Array(data), eof: false };
+  }
+
+  async close(): Promise<void> {
+    this._end();
+    this._link._detach(this);
+  }
+
+  /** @internal */
+  _push(chunk: Buffer): void {
+    if (this._ended) return;
+    this._chunks.push(chunk);
+    this._buffered += chunk.byteLength;
+    this._waiter?.();
+  }
+
+  /** @internal */
+  _end(): void {
+    this._ended = true;
+    this._waiter?.();
+  }
+}
