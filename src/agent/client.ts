@@ -216,6 +216,19 @@ export class AgentClient extends EventEmitter {
     this._socket.write(encodeFrame(frame));
   }
 
+  /**
+   * After a guest reset: fails what was in flight, then greets the new agent on the same socket.
+   * The socket is kept because QEMU's chardev serves one client and drops a new one that arrives
+   * before it has noticed the old one leave.
+   */
+  async rehandshake(reason: string, timeoutMs: number): Promise<void> {
+    if (this.state === 'closed') throw new AgentLinkError(this._closeReason, 'closed');
+    this._failInFlight(reason);
+    this.state = 'connecting';
+    await this._handshake(Date.now() + timeoutMs);
+    this.state = 'ready';
+  }
+
   /** Proves the channel is in step (after a restore): a fresh token must come back. */
   async resync(timeoutMs: number): Promise<void> {
     const token = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
@@ -313,6 +326,11 @@ export class AgentClient extends EventEmitter {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this._closeReason = reason;
+    this._failInFlight(reason);
+    this.emit('closed', reason);
+  }
+
+  private _failInFlight(reason: string): void {
     for (const pending of this._pending.values()) {
       clearTimeout(pending.timer);
       pending.reject(new AgentLinkError(reason, 'closed'));
@@ -320,7 +338,6 @@ export class AgentClient extends EventEmitter {
     this._pending.clear();
     for (const stream of this._streams.values()) stream._end({ errno: 0, message: reason });
     this._streams.clear();
-    this.emit('closed', reason);
   }
 }
 

@@ -10,6 +10,21 @@ import type { LaunchSpec } from '../vmm/qemu.js';
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
 
+/** A bare command name resolved through PATH, so the key follows the binary QEMU really runs. */
+async function onPath(binary: string): Promise<string> {
+  if (binary.includes('/')) return binary;
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    const candidate = path.join(dir || '.', binary);
+    try {
+      await stat(candidate);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  return binary;
+}
+
 async function fileStamp(file: string | undefined): Promise<string> {
   if (!file) return '-';
   try {
@@ -42,7 +57,7 @@ export class BootCache {
       `inject=${p.injectAgent}`,
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
-      `qemu=${await fileStamp(qemuBinary)}`,
+      `qemu=${await fileStamp(await onPath(qemuBinary))}`,
     ];
     return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 32);
   }

@@ -12,6 +12,7 @@ import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
 import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
 import { RpcErrorCode, type BootOptions, type VmInfo, type VmState } from './protocol.js';
@@ -91,7 +92,7 @@ export class ManagedVm {
       if (opts.files?.length) spec.extraInitrd = await writeFilesArchive(opts.files);
       const timeoutMs = opts.agentTimeoutMs ?? this.profile.agentTimeoutMs;
       const cache = this._owner.bootCache;
-      const key = await cache.key(spec, QEMU_BINARY);
+      const key = await cache.key(spec, qemuBinary());
       // 3. Restore the boot snapshot of this key when there is one, else boot cold and save one.
       const snapshot = key ? await cache.lookup(key) : undefined;
       if (key && snapshot) {
@@ -330,13 +331,16 @@ export class ManagedVm {
   /** Warm reboot: the guest runs its boot path again and the agent is greeted anew. */
   async reset(): Promise<void> {
     if (this.state !== 'booted') throw this._stateError('reset', ['booted']);
-    const old = this._agent!;
-    this._agent = undefined;
-    this.state = 'created'; // keeps the old link's close from marking the VM dead
-    old.close(`vm \`${this.name}\` was reset`);
+    this.state = 'created'; // so a failure below is reported as a failed reset, not a death
     try {
-      await this._qemu!.qmp.execute('system_reset');
-      this._agent = await this._connectAgent(this.profile.agentTimeoutMs);
+      // QEMU runs with -no-reboot so a guest that reboots itself (a panic) ends. That setting
+      // would turn this reset into a shutdown, and a PVH guest goes through a burst of resets of
+      // its own before it boots again, so lift it until the new agent has answered.
+      const qmp = this._qemu!.qmp;
+      await qmp.execute('set-action', { reboot: 'reset' });
+      await qmp.execute('system_reset');
+      await this._agent!.rehandshake(`vm \`${this.name}\` was reset`, this.profile.agentTimeoutMs);
+      await qmp.execute('set-action', { reboot: 'shutdown' });
       this.state = 'booted';
     } catch (err) {
       this.state = 'booted';
@@ -434,7 +438,6 @@ interface SnapshotMeta {
   cmdlineAppend?: string;
 }
 
-const QEMU_BINARY = '/usr/bin/qemu-system-x86_64';
 
 /** The 8 little-endian bytes of a u64 seed. */
 function seedBytes(seed: bigint): Uint8Array {
