@@ -42,9 +42,12 @@ export class BootCache {
     this._dir = path.join(cacheDir, 'boot-snapshots');
   }
 
-  /** The key of a launch, or undefined when this launch cannot be cached (per-boot files). */
+  /** `PROVIUM_BOOT_SNAPSHOTS=0` turns boot snapshots off: every boot is cold. */
+  readonly enabled = process.env['PROVIUM_BOOT_SNAPSHOTS'] !== '0';
+
+  /** The key of a launch, or undefined when this launch is not cached (per-boot files, or off). */
   async key(spec: LaunchSpec, qemuBinary: string): Promise<string | undefined> {
-    if (spec.extraInitrd) return undefined;
+    if (!this.enabled || spec.extraInitrd) return undefined;
     const p = spec.profile;
     const parts = [
       `protocol=${PROTOCOL_VERSION}`,
