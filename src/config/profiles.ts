@@ -1,0 +1,172 @@
+// Profiles: what a VM boots. The built-in `minimal` comes from the image built by
+// `provium image build`; user profiles come from `[profiles.<name>]` in provium.toml.
+
+import { isAbsolute, resolve } from 'node:path';
+import { parseDuration, parseSize } from './units.js';
+import { imageInfo } from '../vmm/image.js';
+import { kAgentRdinit, kTunedCmdline, rdinitOf } from '../vmm/cmdline.js';
+
+export type MachineType = 'q35' | 'microvm' | 'pc';
+export type AccelChoice = 'auto' | 'kvm' | 'tcg';
+
+export interface Profile {
+  name: string;
+  /** Absolute path; for minimal: the PVH vmlinux. */
+  kernel: string;
+  /** Absolute path. */
+  initrd?: string;
+  /** Full kernel command line (console=ttyS0 always present; rdinit= when the agent is injected). */
+  cmdline: string;
+  memoryBytes: number;
+  cpus: number;
+  machine: MachineType;
+  accel: AccelChoice;
+  /** Append the agent overlay cpio to the initrd (cmdline then carries rdinit=/sbin/provium-agent). */
+  injectAgent: boolean;
+  agentTimeoutMs: number;
+  builtin: boolean;
+}
+
+const MiB = 1024 * 1024;
+export const kMinimalMemoryBytes = 256 * MiB;
+/** The reference's default for user profiles. */
+export const kUserMemoryBytes = 512 * MiB;
+export const kDefaultAgentTimeoutMs = 30_000;
+const kMinMemoryBytes = 32 * MiB;
+const kMaxCpus = 64;
+const kMachines: readonly MachineType[] = ['q35', 'microvm', 'pc'];
+const kAccels: readonly AccelChoice[] = ['auto', 'kvm', 'tcg'];
+const kProfileKeys = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'machine', 'accel', 'inject_agent', 'agent_boot_timeout'] as const;
+const kNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/** A profile that cannot be used as written; the message names the profile, the key and the fix. */
+export class ProfileError extends Error {
+  override name = 'ProfileError';
+}
+
+/**
+ * The built-in profiles. `minimal` needs its image: without it this throws, naming the command
+ * that builds it. The agent is baked into the image, so nothing is injected at boot.
+ */
+export async function builtinProfiles(): Promise<Record<string, Profile>> {
+  const image = await imageInfo();
+  if (!image) {
+    throw new ProfileError('profile `minimal`: the guest image is not built — run `provium image build` (or `npm run setup`)');
+  }
+  return {
+    minimal: {
+      name: 'minimal',
+      kernel: image.kernel,
+      initrd: image.initrd,
+      cmdline: `${kTunedCmdline} rdinit=${kAgentRdinit}`,
+      memoryBytes: kMinimalMemoryBytes,
+      cpus: 1,
+      machine: 'q35',
+      accel: 'auto',
+      injectAgent: false,
+      agentTimeoutMs: kDefaultAgentTimeoutMs,
+      builtin: true,
+    },
+  };
+}
+
+/**
+ * `[profiles.<name>]` tables from provium.toml (`raw` is the value of `profiles`). Relative paths
+ * resolve against `baseDir`; files are checked at boot time, not here.
+ */
+export function resolveProfiles(raw: unknown, baseDir: string): Record<string, Profile> {
+  if (raw === undefined || raw === null) return {};
+  if (!isTable(raw)) throw new ProfileError(`[profiles] must be a table of [profiles.<name>] tables, got ${describe(raw)}`);
+  const out: Record<string, Profile> = {};
+  for (const [name, table] of Object.entries(raw)) {
+    if (!kNamePattern.test(name)) {
+      throw new ProfileError(`profile \`${name}\`: invalid name; use letters, digits, '_', '.' and '-'`);
+    }
+    if (!isTable(table)) {
+      throw new ProfileError(`profile \`${name}\`: expected a [profiles.${name}] table, got ${describe(table)}`);
+    }
+    out[name] = resolveOne(name, table, baseDir);
+  }
+  return out;
+}
+
+function resolveOne(name: string, t: Record<string, unknown>, baseDir: string): Profile {
+  const where = `profile \`${name}\``;
+  for (const key of Object.keys(t)) {
+    if (!(kProfileKeys as readonly string[]).includes(key)) {
+      throw new ProfileError(`${where}: unknown key \`${key}\`; accepted keys: ${kProfileKeys.join(', ')}`);
+    }
+  }
+
+  // 1. Paths.
+  if (t['kernel'] === undefined) throw new ProfileError(`${where}: \`kernel\` is required (a path to a bzImage or PVH vmlinux)`);
+  const kernel = path(where, 'kernel', t['kernel'], baseDir);
+  const initrd = t['initrd'] === undefined ? undefined : path(where, 'initrd', t['initrd'], baseDir);
+
+  // 2. Agent injection and the command line.
+  const injectAgent = t['inject_agent'] === undefined ? true : bool(where, 'inject_agent', t['inject_agent']);
+  let cmdline = t['cmdline'] === undefined ? '' : str(where, 'cmdline', t['cmdline']).trim();
+  const parts = cmdline.split(/\s+/).filter(Boolean);
+  if (!parts.some((p) => p === 'console=ttyS0' || p.startsWith('console=ttyS0,'))) parts.unshift('console=ttyS0');
+  if (injectAgent) {
+    const rdinit = rdinitOf(cmdline);
+    if (rdinit !== undefined && rdinit !== kAgentRdinit) {
+      throw new ProfileError(`${where}: \`cmdline\` sets rdinit=${rdinit}, which conflicts with inject_agent (rdinit=${kAgentRdinit}); remove it or set inject_agent = false`);
+    }
+    if (rdinit === undefined) parts.push(`rdinit=${kAgentRdinit}`);
+  }
+  cmdline = parts.join(' ');
+
+  // 3. Sizes and counts.
+  const memoryBytes = t['memory'] === undefined ? kUserMemoryBytes : parseSize(t['memory'], `${where}: memory`);
+  if (memoryBytes < kMinMemoryBytes) {
+    throw new ProfileError(`${where}: memory ${memoryBytes} bytes is too small; use at least "32M"`);
+  }
+  const cpus = t['cpus'] === undefined ? 1 : t['cpus'];
+  if (typeof cpus !== 'number' || !Number.isInteger(cpus) || cpus < 1 || cpus > kMaxCpus) {
+    throw new ProfileError(`${where}: cpus must be an integer from 1 to ${kMaxCpus}, got ${describe(cpus)}`);
+  }
+  const machine = oneOf(where, 'machine', t['machine'] ?? 'q35', kMachines);
+  const accel = oneOf(where, 'accel', t['accel'] ?? 'auto', kAccels);
+  const agentTimeoutMs = t['agent_boot_timeout'] === undefined
+    ? kDefaultAgentTimeoutMs
+    : parseDuration(t['agent_boot_timeout'], `${where}: agent_boot_timeout`);
+  if (agentTimeoutMs <= 0) throw new ProfileError(`${where}: agent_boot_timeout must be more than 0`);
+
+  const profile: Profile = { name, kernel, cmdline, memoryBytes, cpus, machine, accel, injectAgent, agentTimeoutMs, builtin: false };
+  if (initrd !== undefined) profile.initrd = initrd;
+  return profile;
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v === null) return 'null';
+  return typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' ? typeof v : `${typeof v} ${String(v)}`;
+}
+
+function str(where: string, key: string, v: unknown): string {
+  if (typeof v !== 'string') throw new ProfileError(`${where}: \`${key}\` must be a string, got ${describe(v)}`);
+  return v;
+}
+
+function bool(where: string, key: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') throw new ProfileError(`${where}: \`${key}\` must be true or false, got ${describe(v)}`);
+  return v;
+}
+
+function path(where: string, key: string, v: unknown, baseDir: string): string {
+  const s = str(where, key, v);
+  if (s.trim() === '') throw new ProfileError(`${where}: \`${key}\` is empty`);
+  return isAbsolute(s) ? s : resolve(baseDir, s);
+}
+
+function oneOf<T extends string>(where: string, key: string, v: unknown, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new ProfileError(`${where}: \`${key}\` must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${describe(v)}`);
+  }
+  return v as T;
+}

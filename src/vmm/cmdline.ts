@@ -1,0 +1,181 @@
+// Pure construction of the kernel command line and QEMU's argv from a LaunchSpec. No I/O here
+// (the TSC frequency and paths are passed in), so unit tests can pin every flag.
+
+import type { Profile } from '../config/profiles.js';
+
+/** DESIGN §3: the boot-time flags that measured fastest on TCG. */
+export const kTunedCmdline =
+  'console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off i8042.noaux i8042.nomux i8042.nopnp ' +
+  '8250.nr_uarts=1 no_timer_check tsc=reliable nokaslr random.trust_cpu=on audit=0';
+export const kAgentRdinit = '/sbin/provium-agent';
+/** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
+export const kAgentPortName = 'org.provium.agent';
+/** Empty pcie-root-ports on q35, so disks and NICs can be hot-plugged. */
+export const kDefaultHotplugSlots = 4;
+
+export interface NetdevSpec { id: string; socketPath: string; mac: string }
+export interface BlockdevSpec { id: string; nbdSocketPath: string; readonly: boolean; exportName?: string }
+
+export interface LaunchSpec {
+  /** VM name (for messages). */
+  name: string;
+  profile: Profile;
+  memoryBytes: number;
+  cpus: number;
+  /** Extra kernel args, appended last (so they win). */
+  cmdlineAppend?: string;
+  /** Replaces profile.cmdline; console=ttyS0 and the profile's rdinit are re-added. */
+  cmdlineReplace?: string;
+  /** An extra cpio(.gz) appended after the initrd and the agent overlay (per-boot files). */
+  extraInitrd?: string;
+  /** Exposed as fw_cfg `opt/provium/rng-seed`: the 8 bytes as 16 lowercase hex digits. */
+  rngSeed?: bigint;
+  /** Seconds since the epoch: the guest's RTC at boot (-rtc base=<ISO>,clock=vm). */
+  initialTime?: number;
+  /** `-netdev stream` clients of the broker's switch + virtio-net-pci. */
+  netdevs?: NetdevSpec[];
+  /** NBD clients of the broker's disk server + virtio-blk-pci, in order (vda, vdb, …). */
+  blockdevs?: BlockdevSpec[];
+  /** Start with `-incoming defer` (for restoreSnapshot). */
+  incomingSnapshot?: boolean;
+  /** Overrides the accelerator (skips resolveAccel); the KVM probe uses it. */
+  accel?: 'kvm' | 'tcg';
+  /** Spare pcie-root-ports on q35 (default kDefaultHotplugSlots). */
+  hotplugSlots?: number;
+  /** Raw QEMU arguments appended last (for `provium console -- ARGS`). */
+  extraQemuArgs?: string[];
+}
+
+/** Everything buildQemuArgs needs beyond the spec, resolved by the caller. */
+export interface LaunchContext {
+  accel: 'kvm' | 'tcg';
+  /** The initrd QEMU gets: the profile's, or a concatenation made in the scratch dir. */
+  initrdPath: string | undefined;
+  qmpSocketPath: string;
+  agentSocketPath: string;
+  consoleSocketPath: string;
+  consoleLogPath: string;
+  /** Host TSC frequency in kHz (microvm only: tsc_early_khz). */
+  tscKhz: number | undefined;
+}
+
+/** Splits a command line on whitespace (kernel parameters do not nest quotes we need to honour). */
+function tokens(cmdline: string | undefined): string[] {
+  return (cmdline ?? '').split(/\s+/).filter(Boolean);
+}
+
+/** The value of the last `rdinit=` in a command line. */
+export function rdinitOf(cmdline: string): string | undefined {
+  let value: string | undefined;
+  for (const t of tokens(cmdline)) if (t.startsWith('rdinit=')) value = t.slice('rdinit='.length);
+  return value;
+}
+
+/**
+ * The kernel command line for a boot:
+ * 1. the profile's cmdline, or `cmdlineReplace`;
+ * 2. `console=ttyS0` at the front when missing (the console log is the serial port);
+ * 3. the profile's rdinit (its own `rdinit=` or the injected agent) when the replacement lost it;
+ * 4. on microvm, `tsc_early_khz=<host kHz>` (else it may hang calibrating the TSC);
+ * 5. `cmdlineAppend` last, so its values win.
+ */
+export function kernelCmdline(spec: LaunchSpec, tscKhz?: number): string {
+  const profile = spec.profile;
+  const parts = tokens(spec.cmdlineReplace ?? profile.cmdline);
+  if (!parts.some((t) => t === 'console=ttyS0' || t.startsWith('console=ttyS0,'))) parts.unshift('console=ttyS0');
+  const rdinit = rdinitOf(profile.cmdline) ?? (profile.injectAgent ? kAgentRdinit : undefined);
+  if (rdinit !== undefined && !parts.some((t) => t.startsWith('rdinit='))) parts.push(`rdinit=${rdinit}`);
+  if (profile.machine === 'microvm' && tscKhz !== undefined && !parts.some((t) => t.startsWith('tsc_early_khz='))) {
+    parts.push(`tsc_early_khz=${tscKhz}`);
+  }
+  parts.push(...tokens(spec.cmdlineAppend));
+  return parts.join(' ');
+}
+
+/** `-rtc base=` wants whole seconds in UTC without a zone suffix: 2001-01-01T00:00:00. */
+export function rtcBase(initialTime: number): string {
+  if (!Number.isFinite(initialTime) || initialTime < 0 || initialTime > 253402300799) {
+    throw new RangeError(`initial_time must be seconds since the epoch between 0 and 253402300799 (year 9999), got ${initialTime}`);
+  }
+  return new Date(Math.floor(initialTime) * 1000).toISOString().replace(/\.\d{3}Z$/, '');
+}
+
+/** 8 bytes as 16 hex digits (two's complement for negative seeds). */
+export function rngSeedHex(seed: bigint): string {
+  return BigInt.asUintN(64, seed).toString(16).padStart(16, '0');
+}
+
+/** QEMU's `-m` in MiB, rounded up. */
+export function memoryArg(bytes: number): string {
+  return `${Math.max(1, Math.ceil(bytes / (1024 * 1024)))}M`;
+}
+
+/** Escapes a value for QEMU's option parser, where `,` is written `,,`. */
+function q(value: string): string {
+  return value.replace(/,/g, ',,');
+}
+
+/** QEMU's argv (without the binary) for a launch. */
+export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
+  const profile = spec.profile;
+  const microvm = profile.machine === 'microvm';
+  const a: string[] = [];
+
+  // 1. Machine, CPU, memory. +arat everywhere (else an idle microvm guest burns a core's 5-7%).
+  a.push('-name', q(spec.name));
+  if (microvm) {
+    // PCIe on microvm lets us keep the virtio-pci devices (and modules) of q35.
+    a.push('-machine', `microvm,accel=${ctx.accel},pcie=on,rtc=on,pit=off,pic=off,x-option-roms=off`);
+  } else {
+    a.push('-machine', `${profile.machine},accel=${ctx.accel}`);
+  }
+  a.push('-cpu', ctx.accel === 'kvm' ? 'host' : 'qemu64,+arat');
+  a.push('-m', memoryArg(spec.memoryBytes), '-smp', String(spec.cpus));
+  a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
+
+  // 2. Kernel, initrd, command line.
+  a.push('-kernel', profile.kernel);
+  if (ctx.initrdPath) a.push('-initrd', ctx.initrdPath);
+  a.push('-append', kernelCmdline(spec, ctx.tscKhz));
+
+  // 3. QMP: QEMU dials the broker's socket (no polling for a socket file to appear).
+  a.push('-chardev', `socket,id=qmp,path=${q(ctx.qmpSocketPath)}`, '-mon', 'chardev=qmp,mode=control');
+
+  // 4. Serial console: a server socket for live readers/writers, and a log written even when
+  //    nobody is connected.
+  a.push('-chardev', `socket,id=con,path=${q(ctx.consoleSocketPath)},server=on,wait=off,logfile=${q(ctx.consoleLogPath)}`);
+  a.push('-serial', 'chardev:con');
+
+  // 5. The agent's virtio-serial port, and entropy.
+  a.push('-device', 'virtio-serial-pci,id=vser0');
+  a.push('-chardev', `socket,id=agent,path=${q(ctx.agentSocketPath)},server=on,wait=off`);
+  a.push('-device', `virtserialport,bus=vser0.0,chardev=agent,name=${kAgentPortName}`);
+  a.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0');
+
+  // 6. Per-boot values.
+  if (spec.rngSeed !== undefined) a.push('-fw_cfg', `name=opt/provium/rng-seed,string=${rngSeedHex(spec.rngSeed)}`);
+  // clock=vm: the RTC stops while the VM is paused, like the guest's own clock (TSC) does.
+  const base = spec.initialTime !== undefined ? rtcBase(spec.initialTime) : 'utc';
+  a.push('-rtc', `base=${base},clock=vm`);
+
+  // 7. NICs and disks, in order.
+  for (const n of spec.netdevs ?? []) {
+    a.push('-netdev', `stream,id=${q(n.id)},server=off,addr.type=unix,addr.path=${q(n.socketPath)}`);
+    a.push('-device', `virtio-net-pci,netdev=${q(n.id)},mac=${q(n.mac)},id=${q(n.id)}-dev`);
+  }
+  for (const b of spec.blockdevs ?? []) {
+    const exp = b.exportName !== undefined ? `,export=${q(b.exportName)}` : '';
+    a.push('-blockdev', `driver=nbd,node-name=${q(b.id)},server.type=unix,server.path=${q(b.nbdSocketPath)}${exp},read-only=${b.readonly ? 'on' : 'off'}`);
+    a.push('-device', `virtio-blk-pci,drive=${q(b.id)},id=${q(b.id)}-dev`);
+  }
+
+  // 8. Spare hot-plug slots (q35 only: microvm cannot hot-plug, pc has no PCIe).
+  if (profile.machine === 'q35') {
+    const n = spec.hotplugSlots ?? kDefaultHotplugSlots;
+    for (let i = 0; i < n; i++) a.push('-device', `pcie-root-port,id=hp${i},chassis=${i + 1}`);
+  }
+
+  if (spec.incomingSnapshot) a.push('-incoming', 'defer');
+  a.push(...(spec.extraQemuArgs ?? []));
+  return a;
+}

@@ -1,0 +1,363 @@
+// The guest image of the built-in profile `minimal`: decides whether it is stale, runs
+// profiles/minimal/build.sh when it is, and describes the result. The shell work (apt-get
+// download, dpkg-deb, depmod, cpio) lives in the script; this file owns staleness, locking and
+// the manifest.
+//
+// Staleness inputs: the agent binary's sha256, the build script's sha256, and the package
+// versions apt would pick (kernel, busybox-static). Resolving versions costs ≈0.7 s of apt-cache,
+// so it only runs when the apt lists changed since the last build (their names, sizes and mtimes
+// are folded into `aptListsStamp`): an up-to-date check takes a few milliseconds.
+
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { agentBinaryPath, downloadsDir, imageDir, profileScript } from './paths.js';
+
+const kProfile = 'minimal';
+const kManifestVersion = 1;
+const kAptListsDir = '/var/lib/apt/lists';
+/** How long a second builder waits for the first before giving up. */
+const kLockWaitMs = 15 * 60_000;
+const kLockPollMs = 250;
+const kOutputs = ['vmlinux', 'vmlinuz', 'initrd.cpio.gz', 'agent-overlay.cpio.gz'] as const;
+
+export interface BuiltImage {
+  profile: string;
+  dir: string;
+  /** Uncompressed PVH vmlinux: what `-kernel` gets. */
+  kernel: string;
+  /** The compressed bzImage as Debian ships it (for SeaBIOS boots or other tools). */
+  kernelCompressed: string;
+  initrd: string;
+  /** cpio.gz holding only /sbin/provium-agent, appended for profiles with inject_agent. */
+  agentOverlay: string;
+  kernelRelease: string;
+  kernelPackage: string;
+  kernelVersion: string;
+  busyboxVersion: string;
+  /** Module paths relative to /lib/modules/<release>/, in load order. */
+  modules: string[];
+  agentSha256: string;
+  builtAt: string;
+  /** True when this call built it; false when the cached image was current. */
+  rebuilt: boolean;
+}
+
+interface Manifest {
+  manifestVersion: number;
+  profile: string;
+  kernelRelease: string;
+  kernelPackage: string;
+  kernelVersion: string;
+  busyboxVersion: string;
+  modules: string[];
+  inputs: {
+    agentSha256: string;
+    scriptSha256: string;
+    kernelDebSha256: string;
+    busyboxDebSha256: string;
+    aptListsStamp: string;
+  };
+  /** Sizes of the outputs: a truncated or missing output makes the image stale. */
+  outputBytes: Record<string, number>;
+  builtAt: string;
+}
+
+interface Versions {
+  kernelPackage: string;
+  kernelVersion: string;
+  busyboxVersion: string;
+}
+
+export interface BuildImageOptions {
+  force?: boolean;
+  log?: (line: string) => void;
+  /** Agent binary to bake in; default agentBinaryPath(). */
+  agentPath?: string;
+}
+
+export class ImageBuildError extends Error {
+  override name = 'ImageBuildError';
+}
+
+/** The built image if the manifest and every output are present; no staleness check. */
+export async function imageInfo(): Promise<BuiltImage | undefined> {
+  const dir = imageDir(kProfile);
+  const manifest = await readManifest(dir);
+  if (!manifest || !(await outputsIntact(dir, manifest))) return undefined;
+  return toBuiltImage(dir, manifest, false);
+}
+
+/** Builds the `minimal` image when an input changed (or `force`), else returns the cached one. */
+export async function buildImage(opts: BuildImageOptions = {}): Promise<BuiltImage> {
+  const log = opts.log ?? (() => {});
+  const agentPath = opts.agentPath ?? agentBinaryPath();
+  const dir = imageDir(kProfile);
+
+  // 1. Fast path: nothing changed.
+  if (!opts.force) {
+    const fresh = await checkFresh(dir, agentPath, log);
+    if (fresh) return fresh;
+  }
+
+  // 2. Serialize builders (two CLI runs, or setup.sh racing a test run), then check again:
+  //    the other builder may have just produced what we need.
+  const release = await acquireLock(`${dir}.lock`, log);
+  try {
+    if (!opts.force) {
+      const fresh = await checkFresh(dir, agentPath, () => {});
+      if (fresh) return fresh;
+    }
+    return await runBuild(dir, agentPath, log);
+  } finally {
+    await release();
+  }
+}
+
+async function checkFresh(dir: string, agentPath: string, log: (line: string) => void): Promise<BuiltImage | undefined> {
+  const manifest = await readManifest(dir);
+  if (!manifest) return undefined;
+  if (!(await outputsIntact(dir, manifest))) {
+    log('image outputs missing or changed; rebuilding');
+    return undefined;
+  }
+  const [agentSha, scriptSha, stamp] = await Promise.all([
+    sha256File(agentPath).catch(() => undefined),
+    sha256File(profileScript(kProfile)),
+    aptListsStamp(),
+  ]);
+  if (agentSha === undefined) throw missingAgent(agentPath);
+  if (agentSha !== manifest.inputs.agentSha256) {
+    log('agent binary changed; rebuilding the image');
+    return undefined;
+  }
+  if (scriptSha !== manifest.inputs.scriptSha256) {
+    log('profiles/minimal/build.sh changed; rebuilding the image');
+    return undefined;
+  }
+  if (stamp !== manifest.inputs.aptListsStamp) {
+    // The lists changed (apt-get update): only a new package version makes the image stale.
+    const v = await resolveVersions();
+    if (v.kernelPackage !== manifest.kernelPackage || v.kernelVersion !== manifest.kernelVersion ||
+        v.busyboxVersion !== manifest.busyboxVersion) {
+      log(`package versions changed (kernel ${manifest.kernelPackage} ${manifest.kernelVersion} -> ` +
+          `${v.kernelPackage} ${v.kernelVersion}, busybox ${manifest.busyboxVersion} -> ${v.busyboxVersion}); rebuilding`);
+      return undefined;
+    }
+    manifest.inputs.aptListsStamp = stamp;
+    await writeManifest(dir, manifest);
+  }
+  return toBuiltImage(dir, manifest, false);
+}
+
+async function runBuild(dir: string, agentPath: string, log: (line: string) => void): Promise<BuiltImage> {
+  // 1. Inputs: the agent must exist before anything is downloaded.
+  const agentSha = await sha256File(agentPath).catch(() => undefined);
+  if (agentSha === undefined) throw missingAgent(agentPath);
+  const script = profileScript(kProfile);
+  const [scriptSha, stamp, versions] = await Promise.all([sha256File(script), aptListsStamp(), resolveVersions()]);
+
+  // 2. Build into a staging dir next to the final one, so a failed build leaves the old image.
+  //    We hold the lock, so any other staging or trash dir is left over from a killed build.
+  const parent = dirname(dir);
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    if (name.startsWith(`${kProfile}.staging-`) || name.startsWith(`${kProfile}.old-`)) {
+      await rm(join(parent, name), { recursive: true, force: true });
+    }
+  }
+  const staging = `${dir}.staging-${process.pid}`;
+  await mkdir(staging, { recursive: true });
+  const started = Date.now();
+  log(`building image \`${kProfile}\` (${versions.kernelPackage} ${versions.kernelVersion}, agent ${agentSha.slice(0, 12)})`);
+  try {
+    const child = execa('bash', [script, 'build', '--out', staging, '--agent', agentPath, '--downloads', downloadsDir(),
+      '--kernel-pkg', versions.kernelPackage, '--kernel-version', versions.kernelVersion,
+      '--busybox-version', versions.busyboxVersion], { reject: false, all: true, stdin: 'ignore' });
+    const lines: string[] = [];
+    child.all?.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim()) { lines.push(line); log(line); }
+      }
+    });
+    const result = await child;
+    if (result.exitCode !== 0) {
+      const reason = lines.filter((l) => l.startsWith('build.sh:')).pop() ?? lines.slice(-5).join('\n');
+      throw new ImageBuildError(`image build failed (${script} exited with ${result.exitCode ?? result.signal}): ${reason}`);
+    }
+
+    // 3. Manifest from the script's build-info plus our inputs.
+    const info = parseKeyValues(await readFile(join(staging, 'build-info'), 'utf8'));
+    const outputBytes: Record<string, number> = {};
+    for (const name of kOutputs) outputBytes[name] = (await stat(join(staging, name))).size;
+    const manifest: Manifest = {
+      manifestVersion: kManifestVersion,
+      profile: kProfile,
+      kernelRelease: need(info, 'kernel_release'),
+      kernelPackage: need(info, 'kernel_pkg'),
+      kernelVersion: need(info, 'kernel_version'),
+      busyboxVersion: need(info, 'busybox_version'),
+      modules: need(info, 'modules').split(',').filter(Boolean),
+      inputs: {
+        agentSha256: agentSha,
+        scriptSha256: scriptSha,
+        kernelDebSha256: need(info, 'kernel_deb_sha256'),
+        busyboxDebSha256: need(info, 'busybox_deb_sha256'),
+        aptListsStamp: stamp,
+      },
+      outputBytes,
+      builtAt: new Date().toISOString(),
+    };
+    await writeManifest(staging, manifest);
+
+    // 4. Swap: old -> trash, staging -> final. VMs already running have read their kernel.
+    const trash = `${dir}.old-${process.pid}`;
+    await rm(trash, { recursive: true, force: true });
+    await rename(dir, trash).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+    await rename(staging, dir);
+    await rm(trash, { recursive: true, force: true });
+    log(`image \`${kProfile}\` built in ${((Date.now() - started) / 1000).toFixed(1)}s: ${dir}`);
+    return toBuiltImage(dir, manifest, true);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+async function resolveVersions(): Promise<Versions> {
+  const r = await execa('bash', [profileScript(kProfile), 'resolve'], { reject: false, stdin: 'ignore' });
+  if (r.exitCode !== 0) {
+    throw new ImageBuildError(r.stderr.trim() || `resolving package versions failed (exit ${r.exitCode}) — run \`apt-get update\` as root`);
+  }
+  const kv = parseKeyValues(r.stdout);
+  return { kernelPackage: need(kv, 'kernel_pkg'), kernelVersion: need(kv, 'kernel_version'), busyboxVersion: need(kv, 'busybox_version') };
+}
+
+/** Names, sizes and mtimes of apt's package lists: changes whenever `apt-get update` changes them. */
+async function aptListsStamp(): Promise<string> {
+  const hash = createHash('sha256');
+  let names: string[] = [];
+  try {
+    names = (await readdir(kAptListsDir)).filter((n) => n.includes('_Packages')).sort();
+  } catch {
+    // No apt lists at all: the stamp is the empty hash; resolve() will explain what to do.
+  }
+  for (const name of names) {
+    const st = await stat(join(kAptListsDir, name)).catch(() => undefined);
+    if (st) hash.update(`${name}\0${st.size}\0${st.mtimeMs}\n`);
+  }
+  return hash.digest('hex');
+}
+
+async function outputsIntact(dir: string, manifest: Manifest): Promise<boolean> {
+  for (const name of kOutputs) {
+    const st = await stat(join(dir, name)).catch(() => undefined);
+    if (!st || st.size !== manifest.outputBytes[name]) return false;
+  }
+  return true;
+}
+
+async function readManifest(dir: string): Promise<Manifest | undefined> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    return m.manifestVersion === kManifestVersion && m.profile === kProfile ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
+  const tmp = join(dir, `.manifest.json.${process.pid}`);
+  await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n');
+  await rename(tmp, join(dir, 'manifest.json'));
+}
+
+function toBuiltImage(dir: string, m: Manifest, rebuilt: boolean): BuiltImage {
+  return {
+    profile: m.profile,
+    dir,
+    kernel: join(dir, 'vmlinux'),
+    kernelCompressed: join(dir, 'vmlinuz'),
+    initrd: join(dir, 'initrd.cpio.gz'),
+    agentOverlay: join(dir, 'agent-overlay.cpio.gz'),
+    kernelRelease: m.kernelRelease,
+    kernelPackage: m.kernelPackage,
+    kernelVersion: m.kernelVersion,
+    busyboxVersion: m.busyboxVersion,
+    modules: m.modules,
+    agentSha256: m.inputs.agentSha256,
+    builtAt: m.builtAt,
+    rebuilt,
+  };
+}
+
+function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    createReadStream(path)
+      .on('data', (chunk) => hash.update(chunk))
+      .on('error', reject)
+      .on('end', () => resolve(hash.digest('hex')));
+  });
+}
+
+function parseKeyValues(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+  }
+  return out;
+}
+
+function need(kv: Map<string, string>, key: string): string {
+  const v = kv.get(key);
+  if (v === undefined || v === '') throw new ImageBuildError(`image build: ${profileScript(kProfile)} did not report \`${key}\` — the script and image.ts disagree; report this`);
+  return v;
+}
+
+function missingAgent(path: string): ImageBuildError {
+  return new ImageBuildError(`the guest agent binary ${path} does not exist — build it with \`make -C agent\` (or \`npm run build\`), or point PROVIUM_AGENT_BIN at one`);
+}
+
+/** A lock file holding the owner's pid; a dead owner's lock is taken over. */
+async function acquireLock(path: string, log: (line: string) => void): Promise<() => Promise<void>> {
+  await mkdir(join(path, '..'), { recursive: true });
+  const deadline = Date.now() + kLockWaitMs;
+  let told = false;
+  for (;;) {
+    try {
+      const fh = await open(path, 'wx');
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return async () => { await rm(path, { force: true }); };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    if (Number.isFinite(owner) ? !isAlive(owner) : await olderThan(path, 10_000)) {
+      // Stale: the owner died mid-build (or never wrote its pid). Remove and retry the create.
+      await rm(path, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new ImageBuildError(`waited ${kLockWaitMs / 60_000} min for another image build (pid ${owner}, lock ${path}) — stop it or remove the lock`);
+    }
+    if (!told) { log(`waiting for another image build (pid ${owner})`); told = true; }
+    await new Promise((r) => setTimeout(r, kLockPollMs));
+  }
+}
+
+async function olderThan(path: string, ms: number): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  return st !== undefined && Date.now() - st.mtimeMs > ms;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

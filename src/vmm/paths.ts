@@ -1,0 +1,81 @@
+// Where things live on the host: the cache (images, downloads, accel verdicts), the repository
+// (profile scripts, the agent binary), the QEMU binary, and per-VM scratch directories.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** `$PROVIUM_CACHE_DIR`, else `~/.cache/provium` (XDG_CACHE_HOME is honoured when set). */
+export function cacheDir(): string {
+  const explicit = process.env['PROVIUM_CACHE_DIR'];
+  if (explicit) return resolve(explicit);
+  const xdg = process.env['XDG_CACHE_HOME'];
+  return join(xdg ? resolve(xdg) : join(homedir(), '.cache'), 'provium');
+}
+
+/** `<cache>/images/<profile>`: the built image of a built-in profile. */
+export function imageDir(profile: string): string {
+  return join(cacheDir(), 'images', profile);
+}
+
+/** `<cache>/downloads`: .deb files kept between image builds. */
+export function downloadsDir(): string {
+  return join(cacheDir(), 'downloads');
+}
+
+/** `<cache>/accel.json`: the per-host KVM verdicts. */
+export function accelCachePath(): string {
+  return join(cacheDir(), 'accel.json');
+}
+
+let repoRootMemo: string | undefined;
+
+/**
+ * The Provium checkout or installed package: the nearest ancestor of this module holding a
+ * package.json named "provium". Works from `src/vmm` and from the compiled `dist/src/vmm`.
+ */
+export function repoRoot(): string {
+  if (repoRootMemo) return repoRootMemo;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'provium') {
+          repoRootMemo = dir;
+          return dir;
+        }
+      } catch {
+        // Not ours or unreadable: keep walking up.
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`cannot find Provium's package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+/** The build script of a built-in profile. */
+export function profileScript(profile: string): string {
+  return join(repoRoot(), 'profiles', profile, 'build.sh');
+}
+
+/** The guest agent binary: `$PROVIUM_AGENT_BIN`, else `agent/build/provium-agent` in the checkout. */
+export function agentBinaryPath(): string {
+  const explicit = process.env['PROVIUM_AGENT_BIN'];
+  return explicit ? resolve(explicit) : join(repoRoot(), 'agent', 'build', 'provium-agent');
+}
+
+/** The QEMU binary: `$PROVIUM_QEMU`, else `qemu-system-x86_64` from PATH. */
+export function qemuBinary(): string {
+  return process.env['PROVIUM_QEMU'] || 'qemu-system-x86_64';
+}
+
+/**
+ * Parent of the per-VM scratch directories. Unix socket paths are limited to 107 bytes, so this
+ * stays short: `$PROVIUM_RUNTIME_DIR`, else the OS temp dir.
+ */
+export function scratchParent(): string {
+  return process.env['PROVIUM_RUNTIME_DIR'] || tmpdir();
+}

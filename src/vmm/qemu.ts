@@ -1,0 +1,346 @@
+// One QEMU process: scratch directory, launch, QMP, console log, exit watch and teardown.
+//
+// QEMU must never outlive the harness. It runs under `setpriv --pdeathsig KILL`, so the kernel
+// SIGKILLs it when the thread that spawned it dies (even when Node is SIGKILLed); launch() must
+// therefore run on the main thread, which owns it for the process's lifetime. On a normal exit
+// the `exit` hook below SIGKILLs whatever is left, and killAllQemu() is exported for other
+// handlers (SIGINT in the CLI).
+
+import { rmSync } from 'node:fs';
+import { access, chmod, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { execa } from 'execa';
+import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
+import { resolveAccel } from './accel.js';
+import { hostTscKhz } from './host.js';
+import { imageInfo } from './image.js';
+import { qemuBinary, scratchParent } from './paths.js';
+import { QmpClient } from './qmp.js';
+
+// The whole QEMU-layer surface is importable from here.
+export type { LaunchSpec, NetdevSpec, BlockdevSpec } from './cmdline.js';
+export { saveSnapshot, restoreSnapshot, SnapshotError } from './snapshot.js';
+export { resolveAccel } from './accel.js';
+export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
+
+/** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
+export const kLaunchTimeoutMs = 30_000;
+/** stop(): how long QEMU gets to exit after `quit` before SIGKILL. */
+export const kStopGraceMs = 3_000;
+const kStderrTailBytes = 4096;
+/** After a QMP failure during launch, how long to wait for QEMU's exit to explain it. */
+const kExitGraceMs = 500;
+const kConsoleTailBytes = 4096;
+const kScratchPrefix = 'provium-vm-';
+/** A scratch dir without an owner file is left alone this long (it may be being created). */
+const kSweepMinAgeMs = 60_000;
+
+export interface QemuExit {
+  code: number | null;
+  signal: string | null;
+  stderrTail: string;
+}
+
+/** QEMU failed to start or died during launch; `stderrTail` is what it printed last. */
+export class QemuLaunchError extends Error {
+  override name = 'QemuLaunchError';
+  constructor(message: string, readonly stderrTail: string) {
+    super(stderrTail ? `${message}\n${stderrTail.trimEnd()}` : message);
+  }
+}
+
+/** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
+const live = new Set<QemuVm>();
+let exitHookInstalled = false;
+let setprivPath: Promise<string | undefined> | undefined;
+let swept = false;
+
+/** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs. */
+export function killAllQemu(): void {
+  for (const vm of live) {
+    try { process.kill(vm.pid, 'SIGKILL'); } catch { /* already gone */ }
+    try { rmSync(vm.scratchDir, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+  }
+  live.clear();
+}
+
+export class QemuVm {
+  state: 'running' | 'exited' = 'running';
+  readonly agentSocketPath: string;
+  readonly consoleSocketPath: string;
+  readonly consoleLogPath: string;
+  readonly qmpSocketPath: string;
+  readonly stderrPath: string;
+  readonly exited: Promise<QemuExit>;
+  /** Wall time from launch() to QMP ready, in ms. */
+  launchMs = 0;
+  private _qmp: QmpClient | undefined;
+  private _stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly spec: LaunchSpec,
+    readonly accel: 'kvm' | 'tcg',
+    readonly scratchDir: string,
+    readonly pid: number,
+    readonly argv: string[],
+    exit: Promise<QemuExit>,
+  ) {
+    this.agentSocketPath = join(scratchDir, 'agent.sock');
+    this.consoleSocketPath = join(scratchDir, 'console.sock');
+    this.consoleLogPath = join(scratchDir, 'console.log');
+    this.qmpSocketPath = join(scratchDir, 'qmp.sock');
+    this.stderrPath = join(scratchDir, 'qemu.stderr');
+    this.exited = exit.then((e) => {
+      this.state = 'exited';
+      live.delete(this);
+      this._qmp?.close();
+      return e;
+    });
+  }
+
+  get name(): string {
+    return this.spec.name;
+  }
+
+  get qmp(): QmpClient {
+    if (!this._qmp) throw new Error(`VM ${this.name}: QMP is not connected yet`);
+    return this._qmp;
+  }
+
+  /** Resolves once QEMU runs and QMP is negotiated; rejects (with QEMU's stderr) if it exits first. */
+  static async launch(spec: LaunchSpec): Promise<QemuVm> {
+    const started = performance.now();
+    const where = `VM ${spec.name} (profile ${spec.profile.name})`;
+
+    // 1. Inputs that must exist: the kernel, the initrd parts. Checked here (boot time), not at load.
+    await mustExist(spec.profile.kernel, `${where}: kernel`);
+    const initrdParts: string[] = [];
+    if (spec.profile.initrd) initrdParts.push(await mustExist(spec.profile.initrd, `${where}: initrd`));
+    if (spec.profile.injectAgent) initrdParts.push(await agentOverlayPath(where));
+    if (spec.extraInitrd) initrdParts.push(await mustExist(spec.extraInitrd, `${where}: extra initrd`));
+
+    const accel = spec.accel ?? (await resolveAccel(spec.profile.accel));
+    const tscKhz = spec.profile.machine === 'microvm' ? await hostTscKhz() : undefined;
+
+    // 2. Private scratch dir (mkdtemp makes it 0700; chmod in case of an odd umask), marked with
+    //    our pid so a later run can sweep it if we die without cleaning up (SIGKILL).
+    sweepOnce();
+    const scratch = await mkdtemp(join(scratchParent(), kScratchPrefix));
+    await chmod(scratch, 0o700);
+    await writeFile(join(scratch, 'owner'), `${process.pid}\n`);
+    let server: Server | undefined;
+    try {
+      const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
+      const paths = {
+        qmpSocketPath: join(scratch, 'qmp.sock'),
+        agentSocketPath: join(scratch, 'agent.sock'),
+        consoleSocketPath: join(scratch, 'console.sock'),
+        consoleLogPath: join(scratch, 'console.log'),
+      };
+      const args = buildQemuArgs(spec, { accel, initrdPath, tscKhz, ...paths });
+
+      // 3. Listen for QEMU's QMP connection before it starts.
+      server = createServer();
+      const accepted = new Promise<Socket>((resolve) => server!.once('connection', resolve));
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(paths.qmpSocketPath, () => { server!.off('error', reject); resolve(); });
+      });
+
+      // 4. Spawn under setpriv --pdeathsig KILL. QEMU's stdout is unused (no stdio chardevs).
+      const stderrPath = join(scratch, 'qemu.stderr');
+      const setpriv = await findSetpriv();
+      const bin = qemuBinary();
+      const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', bin, ...args] : [bin, ...args];
+      const child = execa(argv[0]!, argv.slice(1), {
+        stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true,
+      });
+      const exit: Promise<QemuExit> = child.then(async (r): Promise<QemuExit> => {
+        const tail = await tailFile(stderrPath, kStderrTailBytes);
+        // A spawn failure (ENOENT) prints nothing: execa's message says what happened.
+        const spawnError = r.failed && r.exitCode === undefined && r.signal === undefined ? String(r.shortMessage ?? '') : '';
+        return { code: r.exitCode ?? null, signal: r.signal ?? null, stderrTail: tail || spawnError };
+      });
+      if (child.pid === undefined) {
+        const e = await exit;
+        throw new QemuLaunchError(`${where}: could not start ${bin} — install it with \`apt-get install qemu-system-x86\` or set PROVIUM_QEMU`, e.stderrTail);
+      }
+      const vm = new QemuVm(spec, accel, scratch, child.pid, argv, exit);
+      live.add(vm);
+      installExitHook();
+
+      // 5. QMP, or QEMU's exit, or the launch timeout: whichever comes first.
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        vm._qmp = await Promise.race([
+          accepted.then((sock) => QmpClient.accept(sock, `${spec.name}/qmp`)),
+          vm.exited.then((e) => {
+            throw new QemuLaunchError(`${where}: QEMU exited during launch (${e.signal ?? `code ${e.code}`})`, e.stderrTail);
+          }),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new QemuLaunchError(`${where}: QEMU did not connect to QMP within ${kLaunchTimeoutMs} ms`, '')), kLaunchTimeoutMs);
+          }),
+        ]);
+      } catch (err) {
+        // A QMP failure is usually QEMU dying: report its exit and stderr rather than a socket error.
+        const died = err instanceof QemuLaunchError
+          ? undefined
+          : await Promise.race([vm.exited, new Promise<undefined>((r) => setTimeout(r, kExitGraceMs, undefined))]);
+        vm.kill();
+        await vm.exited;
+        if (died) throw new QemuLaunchError(`${where}: QEMU exited during launch (${died.signal ?? `code ${died.code}`})`, died.stderrTail);
+        throw err;
+      } finally {
+        clearTimeout(timer);
+      }
+      // QEMU may have died between the handshake and here; the exited hook closes QMP then.
+      if (vm.state === 'exited') vm._qmp.close();
+      vm.launchMs = performance.now() - started;
+      return vm;
+    } catch (err) {
+      await rm(scratch, { recursive: true, force: true });
+      throw err;
+    } finally {
+      server?.close();
+    }
+  }
+
+  /** The last `maxBytes` of the serial console log (4 KiB by default). */
+  consoleTail(maxBytes = kConsoleTailBytes): Promise<string> {
+    return tailFile(this.consoleLogPath, maxBytes);
+  }
+
+  /** The last `maxBytes` of what QEMU printed (its error reports). */
+  stderrTail(maxBytes = kStderrTailBytes): Promise<string> {
+    return tailFile(this.stderrPath, maxBytes);
+  }
+
+  /** Idempotent: QMP `quit`, SIGKILL after `graceMs`, then removes the scratch dir. */
+  stop(opts: { graceMs?: number } = {}): Promise<void> {
+    this._stopping ??= this._stop(opts.graceMs ?? kStopGraceMs);
+    return this._stopping;
+  }
+
+  /** SIGKILL now. The `exited` promise settles when the process is reaped. */
+  kill(): void {
+    if (this.state === 'exited') return;
+    try { process.kill(this.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+
+  private async _stop(graceMs: number): Promise<void> {
+    if (this.state === 'running') {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
+      // `quit` may get no reply (QEMU exits first): either way we wait for the exit.
+      this._qmp?.execute('quit', undefined, { timeoutMs: graceMs }).catch(() => {});
+      await Promise.race([this.exited, grace]);
+      clearTimeout(timer);
+      this.kill();
+      await this.exited;
+    }
+    await rm(this.scratchDir, { recursive: true, force: true });
+  }
+}
+
+/** The agent overlay cpio for profiles with inject_agent: $PROVIUM_OVERLAY or the built image's. */
+async function agentOverlayPath(where: string): Promise<string> {
+  const explicit = process.env['PROVIUM_OVERLAY'];
+  if (explicit) return mustExist(explicit, `${where}: agent overlay (PROVIUM_OVERLAY)`);
+  const image = await imageInfo();
+  if (!image) throw new Error(`${where}: inject_agent needs the agent overlay, which is built with the image — run \`provium image build\``);
+  return image.agentOverlay;
+}
+
+async function mustExist(path: string, what: string): Promise<string> {
+  try {
+    await access(path, fsConstants.R_OK);
+    return path;
+  } catch (e) {
+    throw new Error(`${what} ${path} is not readable (${(e as NodeJS.ErrnoException).code}) — check the path in provium.toml`);
+  }
+}
+
+/**
+ * initrd parts concatenated: the kernel unpacks each cpio (compressed or not) in turn, later
+ * files winning. Each part starts 4-byte aligned, which uncompressed cpio requires.
+ */
+async function concatInitrds(parts: string[], dest: string): Promise<string> {
+  const outFile = createWriteStream(dest, { mode: 0o600 });
+  let written = 0;
+  for (const part of parts) {
+    const pad = (4 - (written % 4)) % 4;
+    if (pad) { outFile.write(Buffer.alloc(pad)); written += pad; }
+    await pipeline(createReadStream(part), outFile, { end: false });
+    written += (await stat(part)).size;
+  }
+  await new Promise<void>((resolve, reject) => outFile.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  return dest;
+}
+
+async function tailFile(path: string, maxBytes: number): Promise<string> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const { size } = await fh.stat();
+    const len = Math.min(size, maxBytes);
+    const buf = Buffer.alloc(len);
+    await fh.read(buf, 0, len, size - len);
+    return buf.toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+function findSetpriv(): Promise<string | undefined> {
+  setprivPath ??= (async () => {
+    for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
+      const p = join(dir, 'setpriv');
+      try { await access(p, fsConstants.X_OK); return p; } catch { /* next */ }
+    }
+    return undefined;
+  })();
+  return setprivPath;
+}
+
+/**
+ * Once per process, in the background: removes scratch dirs whose owner process is gone (a run
+ * that was SIGKILLed; its QEMUs died with it through pdeathsig).
+ */
+function sweepOnce(): void {
+  if (swept) return;
+  swept = true;
+  void (async () => {
+    const parent = scratchParent();
+    for (const name of await readdir(parent).catch(() => [] as string[])) {
+      if (!name.startsWith(kScratchPrefix)) continue;
+      const dir = join(parent, name);
+      const owner = Number.parseInt(await readFile(join(dir, 'owner'), 'utf8').catch(() => ''), 10);
+      const stale = Number.isFinite(owner)
+        ? owner !== process.pid && !pidAlive(owner)
+        : Date.now() - ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Date.now()) > kSweepMinAgeMs;
+      if (stale) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    }
+  })();
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', killAllQemu);
+}
