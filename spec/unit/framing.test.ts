@@ -13,7 +13,7 @@ describe('framing', () => {
     const frame = encodeFrame({ id: 1, kind: 'hello', data: { protocol_version: 1 } });
     assert.equal(
       frame.toString('hex'),
-      '00000023' + '83' + 'a26964' + '01' + 'a46b696e64' + 'a568656c6c6f' + 'a464617461' + '81' + 'b070726f746f636f6c5f76657273696f6e' + '01',
+      '00000028' + '83' + 'a26964' + '01' + 'a46b696e64' + 'a568656c6c6f' + 'a464617461' + '81' + 'b070726f746f636f6c5f76657273696f6e' + '01',
     );
   });
 
@@ -23,7 +23,8 @@ describe('framing', () => {
     const reader = new FrameReader(1024);
     const bodies: unknown[] = [];
     for (let i = 0; i < all.byteLength; i++) bodies.push(...reader.push(all.subarray(i, i + 1)).map(decodeBody));
-    assert.deepEqual(bodies, [{ a: 1 }, { b: 'x'.repeat(300) }, { c: new Uint8Array([0, 255]) }]);
+    assert.deepEqual(bodies.slice(0, 2), [{ a: 1 }, { b: 'x'.repeat(300) }]);
+    assert.deepEqual([...(bodies[2] as { c: Uint8Array }).c], [0, 255]);
     assert.equal(reader.pendingBytes, 0);
   });
 

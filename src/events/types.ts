@@ -11,7 +11,8 @@ export interface ResourceAmount {
 /** Test metadata as the test file declared it (strings, numbers, bools, arrays, maps). */
 export type MetaMap = Record<string, unknown>;
 
-export type FileStatus = 'passed' | 'failed' | 'timed_out' | 'crashed' | 'skipped';
+/** `interrupted`: the run was stopped (Ctrl-C) while the file ran; it is reported as not finished. */
+export type FileStatus = 'passed' | 'failed' | 'timed_out' | 'crashed' | 'skipped' | 'interrupted';
 
 export interface EventPayloads {
   // Reference kinds.

@@ -1,0 +1,120 @@
+// The command line (reference §2.1, issue 2 item 6, issue 4): `provium [paths] [flags]` runs
+// tests; `list`, `image build`, `events FILE` and `doctor` are subcommands. Exit codes: 0 all
+// passed, 1 a failure, 2 bad usage/config/environment (the message names the fix), 130 Ctrl-C.
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { Command, CommanderError } from 'commander';
+import { ConfigError, loadConfig, type ProviumConfig } from '../config/config.js';
+import { listSuite } from '../run/list.js';
+import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
+import { UsageError } from '../run/errors.js';
+import { ExitCode } from '../run/outcome.js';
+import { repoRoot } from '../vmm/paths.js';
+import { doctorCommand } from './doctor.js';
+import { eventsCommand } from './events-cmd.js';
+import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './flags.js';
+import { imageBuildCommand } from './image-cmd.js';
+import { realDeps } from './wiring.js';
+
+export interface CliIO extends RunIO {
+  stdin: Readable;
+}
+
+/** Lets unit tests replace the broker and the worker pool. */
+export type DepsFactory = (opts: { skipPreflight: boolean }) => RunDeps;
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Known error kinds print as one line and exit 2; anything else is a bug: stack and exit 2. */
+function reportError(err: unknown, io: CliIO): number {
+  if (err instanceof UsageError || err instanceof ConfigError) {
+    io.stderr.write(`provium: ${err.message}\n`);
+    return ExitCode.usage;
+  }
+  const e = err as Error;
+  io.stderr.write(`provium: internal error: ${e?.stack ?? String(err)}\n`);
+  return ExitCode.usage;
+}
+
+export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = realDeps): Promise<number> {
+  let exitCode: number = ExitCode.ok;
+  const program = new Command('provium');
+  program
+    .description('Integration tests in Lua against real QEMU guests.\nRuns every *.test.lua under PATHS (default: the [provium] roots, else the current directory).')
+    .version(version(), '--version')
+    .argument('[paths...]', 'test files or directories')
+    .showHelpAfterError('(run `provium --help` for the flags)')
+    // `provium list --tag x`: the flags after a subcommand are the subcommand's.
+    .enablePositionalOptions()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    });
+  addRunFlags(program).action(async (paths: string[], raw: RawFlags) => {
+    const config = await loadRunConfig(raw, io);
+    const options = toRunOptions(paths, raw, config, io.env, io.cwd);
+    exitCode = await runSuite(options, io, makeDeps({ skipPreflight: raw.preflight === false }));
+  });
+
+  addSelectionFlags(
+    program
+      .command('list')
+      .description('print the files and tests a run with the same flags would run, with their tags')
+      .argument('[paths...]', 'test files or directories'),
+  ).action(async (paths: string[], raw: RawFlags) => {
+    const config = await loadRunConfig(raw, io);
+    const options = toRunOptions(paths, { ...raw, progress: false, preflight: false }, config, io.env, io.cwd);
+    exitCode = await listSuite(options, io, makeDeps({ skipPreflight: true }));
+  });
+
+  const image = program.command('image').description('guest images');
+  image
+    .command('build')
+    .description('build the built-in `minimal` profile image into the cache (no-op when up to date)')
+    .option('--force', 'rebuild even when up to date')
+    .option('-q, --quiet', 'no build log')
+    .action(async (raw: { force?: boolean; quiet?: boolean }) => {
+      exitCode = await imageBuildCommand({ force: raw.force === true, quiet: raw.quiet === true }, io);
+    });
+
+  program
+    .command('events')
+    .description('decode a saved event stream (msgpack frames) into JSON lines; FILE `-` reads stdin')
+    .argument('<file>', 'a file written by --save-events, or -')
+    .action(async (file: string) => {
+      exitCode = await eventsCommand(file, io);
+    });
+
+  program
+    .command('doctor')
+    .description('check the environment (qemu, the guest image, the accelerator, the build); each failure names its fix')
+    .option('--config <path>', 'the config file to check (default ./provium.toml)')
+    .option('--reprobe', 'probe KVM again instead of using the cached verdict')
+    .action(async (raw: { config?: string; reprobe?: boolean }) => {
+      exitCode = await doctorCommand({ ...(raw.config !== undefined ? { configPath: raw.config } : {}), cwd: io.cwd, reprobe: raw.reprobe === true }, io);
+    });
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version exit 0; every parse error (already printed) is a usage error.
+      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? ExitCode.ok : ExitCode.usage;
+    }
+    return reportError(err, io);
+  }
+  return exitCode;
+}
+
+async function loadRunConfig(raw: RawFlags, io: CliIO): Promise<ProviumConfig> {
+  return loadConfig({ ...(raw.config !== undefined ? { path: raw.config } : {}), cwd: io.cwd });
+}

@@ -1,0 +1,136 @@
+// The text reporter (reference §2.4): one PASS/FAIL line per file, each failure with its message
+// and file:line, -v adds per-test PASS/SKIP lines, -q keeps only failures and the summary. The
+// run closes with the line `N passed, N failed, N skipped` (plus `, N flaky`), alone on its line
+// so scripts can match it, and the wall time on the next line.
+
+import { isAbsolute, relative } from 'node:path';
+import { countFile, countsLine, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
+import type { TestResult } from '../run/task.js';
+import type { Reporter, RunInfo } from './reporter.js';
+import { formatDuration, paintFor, sanitizeForTerminal, type Paint, type Screen } from './screen.js';
+
+export type Verbosity = 'quiet' | 'normal' | 'verbose';
+
+export interface TextReporterOptions {
+  screen: Screen;
+  verbosity: Verbosity;
+  cwd: string;
+  /** Prefix file lines with `[i/N] ` (the interactive, progress-bar mode). */
+  counterPrefix?: boolean;
+  /** Console lines shown under a failure (all of them with -v). */
+  consoleLines?: number;
+}
+
+const kConsoleLines = 12;
+
+export class TextReporter implements Reporter {
+  private readonly _paint: Paint;
+  private _total = 0;
+  private _done = 0;
+
+  constructor(private readonly _opts: TextReporterOptions) {
+    this._paint = paintFor(_opts.screen.colors);
+  }
+
+  onBegin(info: RunInfo): void {
+    this._total = info.files.length;
+    if (this._opts.verbosity === 'quiet') return;
+    const parts = [`${info.files.length} file${info.files.length === 1 ? '' : 's'}`, `${info.workers} worker${info.workers === 1 ? '' : 's'}`];
+    if (info.shard) {
+      parts.push(`shard ${info.shard.index}/${info.shard.count} of ${info.selectedFiles} files${info.shardMethod === 'timings' ? ', balanced by recorded durations' : ''}`);
+    }
+    if (info.accel) parts.push(`accel ${info.accel}`);
+    this._opts.screen.write(this._paint.dim(`provium: ${parts.join(', ')}`) + '\n');
+  }
+
+  onNotice(message: string): void {
+    this._opts.screen.write(`provium: ${message}\n`);
+  }
+
+  onFileEnd(outcome: FileOutcome): void {
+    this._done++;
+    const failed = isFailure(outcome.status);
+    if (this._opts.verbosity === 'quiet' && !failed) return;
+    this._opts.screen.write(this.formatFile(outcome));
+  }
+
+  /** The block for one file (exposed for tests). */
+  formatFile(outcome: FileOutcome): string {
+    const p = this._paint;
+    const verbose = this._opts.verbosity === 'verbose';
+    const counts = countFile(outcome);
+    const tag = {
+      passed: p.green('PASS'),
+      failed: p.red('FAIL'),
+      crashed: p.red('FAIL'),
+      timed_out: p.red('TIME'),
+      skipped: p.yellow('SKIP'),
+      interrupted: p.yellow('STOP'),
+    }[outcome.status];
+    const prefix = this._opts.counterPrefix ? `[${this._done}/${this._total}] ` : '';
+    const detail =
+      outcome.status === 'interrupted'
+        ? 'interrupted'
+        : `${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped${counts.flaky ? `, ${counts.flaky} flaky` : ''}`;
+    const lines = [`${prefix}${tag} ${outcome.file.displayPath} (${detail}) ${p.dim(formatDuration(outcome.durationMs))}`];
+
+    // A file-scope error (syntax error, error at top level, timeout or crash outside a test).
+    const chunk = outcome.result.chunkError;
+    if (chunk && outcome.status !== 'interrupted') {
+      lines.push(...this._messageLines('    ', `${outcome.status === 'failed' ? 'chunk_error: ' : ''}${chunk.message}`, chunk.location));
+    }
+    for (const test of outcome.result.tests) {
+      if (test.status === 'failed') {
+        lines.push(`    ${p.red('FAIL')} ${test.name}`);
+        lines.push(...this._testDetail(test));
+      } else if (verbose && test.status === 'passed') {
+        const flaky = test.flaky ? p.yellow(` flaky: passed on attempt ${test.attempts}`) : '';
+        lines.push(`    ${p.green('PASS')} ${test.name} ${p.dim(formatDuration(test.durationMs))}${flaky}`);
+      } else if (verbose && test.status === 'skipped') {
+        lines.push(`    ${p.yellow('SKIP')} ${test.name} (${test.message ?? 'skipped'})`);
+      } else if (test.status === 'passed' && test.flaky) {
+        lines.push(`    ${p.yellow('FLAKY')} ${test.name} (passed on attempt ${test.attempts})`);
+      }
+    }
+    return lines.join('\n') + '\n';
+  }
+
+  private _testDetail(test: TestResult): string[] {
+    const lines = this._messageLines('        ', test.message ?? 'failed', test.location);
+    if (test.attempts > 1) lines.push(`        ${this._paint.dim(`(failed all ${test.attempts} attempts)`)}`);
+    for (const entry of test.log) lines.push(`        log: ${sanitizeForTerminal(entry)}`);
+    if (test.consoleExcerpt) {
+      const all = sanitizeForTerminal(test.consoleExcerpt).replace(/\n+$/, '').split('\n');
+      const limit = this._opts.verbosity === 'verbose' ? all.length : this._opts.consoleLines ?? kConsoleLines;
+      const shown = all.slice(-limit);
+      lines.push(`        ${this._paint.dim(`console (last ${shown.length} of ${all.length} lines):`)}`);
+      for (const line of shown) lines.push(`          ${this._paint.dim(line)}`);
+    }
+    return lines;
+  }
+
+  /** The message, indented, then `at file:line` unless the message already starts with it. */
+  private _messageLines(indent: string, message: string, location?: { file: string; line: number }): string[] {
+    const lines = sanitizeForTerminal(message).replace(/\n+$/, '').split('\n').map((l) => `${indent}${l}`);
+    if (location) {
+      const file = isAbsolute(location.file) ? relative(this._opts.cwd, location.file) || location.file : location.file;
+      const where = `${file}:${location.line}`;
+      if (!message.includes(where) && !message.includes(`${location.file}:${location.line}`)) lines.push(`${indent}at ${where}`);
+    }
+    return lines;
+  }
+
+  onEnd(summary: RunSummary): void {
+    const p = this._paint;
+    const counts = countsLine(summary);
+    const colored = summary.failed > 0 ? p.red(counts) : p.green(counts);
+    const facts = [`${summary.files} file${summary.files === 1 ? '' : 's'}`];
+    if (summary.filesFailed > 0) facts[0] += ` (${summary.filesFailed} failed)`;
+    if (summary.filesNotRun > 0) {
+      const why = summary.interrupted ? 'interrupted' : summary.failFastStopped ? '--fail-fast' : 'stopped';
+      facts.push(`${summary.filesNotRun} not run (${why})`);
+    }
+    this._opts.screen.write(`\n${colored}\n${facts.join(', ')} in ${formatDuration(summary.wallMs)}\n`);
+    if (summary.interrupted) this._opts.screen.write(p.yellow('provium: interrupted') + '\n');
+  }
+}

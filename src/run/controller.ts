@@ -1,0 +1,354 @@
+// The run controller: from parsed options to an exit code (reference §2.7, issue 4). Steps:
+//   1. outputs (human stream, progress or plain, JSON, JUnit, event sinks) and the plan;
+//   2. run_started and file_discovered for every file, before any dispatch;
+//   3. resource pool, barriers, broker and piscina; dispatch;
+//   4. reports, rerun state, timing record, run_finished; tear everything down, however the run
+//      ended (Ctrl-C included: what finished is reported, then exit 130).
+
+import { realpath } from 'node:fs/promises';
+import { availableParallelism, totalmem } from 'node:os';
+import type { Writable } from 'node:stream';
+import type { BrokerOptions } from '../broker/broker.js';
+import { Barriers } from '../broker/barriers.js';
+import { ResourcePool, sizePool } from '../broker/resources.js';
+import type { ProviumConfig } from '../config/config.js';
+import { EventBus } from '../events/bus.js';
+import { attachFileSink, attachSocketSink, attachStreamSink, type EventSinkHandle } from '../events/sinks.js';
+import { EVENTS_PROTOCOL_VERSION } from '../events/types.js';
+import { kNoFilesJson, JsonReporter } from '../report/json.js';
+import { JunitReporter } from '../report/junit.js';
+import { ProgressDisplay } from '../report/progress.js';
+import { ReporterFanout, type Reporter } from '../report/reporter.js';
+import { readRerunState, writeRerunState } from '../report/rerun.js';
+import { streamScreen, type OutputStream, type Screen } from '../report/screen.js';
+import { TextReporter, type Verbosity } from '../report/text.js';
+import { mergeTimings, writeTimings } from '../report/timings.js';
+import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
+import { ExitCode, isFailure, summarize, type FileOutcome, type PlannedFile } from './outcome.js';
+import { planRun, scanFixtureRefs } from './plan.js';
+import type { ShardSpec } from './shard.js';
+import type { TestSelection } from './task.js';
+
+export interface RunOptions {
+  paths: string[];
+  config: ProviumConfig;
+  filters: string[];
+  since?: string;
+  rerunFailed: boolean;
+  rerunStatePath: string;
+  selection: TestSelection;
+  shard: ShardSpec | null;
+  timingsPath?: string;
+  /** -j; default: what the resource pool allows. */
+  jobs?: number;
+  memoryBytes?: number;
+  cpus?: number;
+  cpuOvercommit: number;
+  /** Per file; 0 disables. */
+  timeoutMs: number;
+  retries: number;
+  failFast: boolean;
+  verbosity: Verbosity;
+  json: boolean;
+  junitPath?: string;
+  /** false with --no-progress. */
+  progress: boolean;
+  saveEvents?: string;
+  eventsStdout: boolean;
+  eventsSocket?: string;
+}
+
+export interface RunIO {
+  stdout: Writable & OutputStream;
+  stderr: Writable & OutputStream;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+export interface RunDeps {
+  createBroker(opts: BrokerOptions): SessionBroker;
+  createWorkerPool(opts: { threads: number; workerFile: string }): WorkerPool;
+  workerFile: string;
+  /** Environment checks before anything starts; throws a UsageError naming the fix. */
+  preflight?(config: ProviumConfig): Promise<void>;
+  /** The accelerator verdict for run_started and the header. */
+  accel?(): Promise<string>;
+  /** Host memory and cpus for the pool defaults. */
+  host?(): { memoryBytes: number; cpus: number };
+  /** Install SIGINT/SIGTERM handlers (false in unit tests, which call `interrupt` instead). */
+  handleSignals?: boolean;
+  /** Called on a second Ctrl-C, before the process exits at once. */
+  forceKill?(): void;
+  /** Receives the controller's interrupt function (tests use it to simulate Ctrl-C). */
+  onStart?(control: { interrupt(): void }): void;
+}
+
+const kPoolStateIntervalMs = 1000;
+const kFallbackMemoryBytes = 8 * 1024 ** 3;
+
+export function hostResources(): { memoryBytes: number; cpus: number } {
+  const mem = totalmem();
+  const cpus = availableParallelism();
+  return { memoryBytes: mem > 0 ? Math.floor(mem * 0.8) : kFallbackMemoryBytes, cpus: cpus > 0 ? cpus : 8 };
+}
+
+/** Where human output goes and how. */
+interface Outputs {
+  human: Writable & OutputStream;
+  screen: Screen;
+  progress: ProgressDisplay | undefined;
+  reporters: ReporterFanout;
+  warn: (message: string) => void;
+}
+
+function setUpOutputs(options: RunOptions, io: RunIO): Outputs {
+  // Raw frames own stdout under --events-stdout; JSON lines own it under --json.
+  const human = options.eventsStdout || options.json ? io.stderr : io.stdout;
+  const interactive = human.isTTY === true && !io.env['CI'] && options.progress;
+  const progress = interactive
+    ? new ProgressDisplay({ stream: human as OutputStream & NodeJS.WritableStream, colors: streamScreen(human, io.env).colors })
+    : undefined;
+  const screen = progress ? progress.screen : streamScreen(human, io.env);
+  const list: { name: string; reporter: Reporter }[] = [];
+  if (progress) list.push({ name: 'progress', reporter: progress });
+  list.push({
+    name: 'text',
+    reporter: new TextReporter({ screen, verbosity: options.json ? 'quiet' : options.verbosity, cwd: io.cwd, counterPrefix: !!progress }),
+  });
+  if (options.json) list.push({ name: 'json', reporter: new JsonReporter(io.stdout) });
+  if (options.junitPath) list.push({ name: 'junit', reporter: new JunitReporter(options.junitPath) });
+  const reporters = new ReporterFanout(list, (m) => io.stderr.write(`provium: ${m}\n`));
+  const warn = (message: string): void => screen.write(`provium: warning: ${message}\n`);
+  return { human, screen, progress, reporters, warn };
+}
+
+async function attachSinks(options: RunOptions, bus: EventBus, io: RunIO): Promise<EventSinkHandle[]> {
+  const sinks: EventSinkHandle[] = [];
+  try {
+    if (options.saveEvents) sinks.push(await attachFileSink(bus, options.saveEvents));
+    if (options.eventsStdout) sinks.push(attachStreamSink(bus, io.stdout, '--events-stdout'));
+    if (options.eventsSocket) sinks.push(await attachSocketSink(bus, options.eventsSocket));
+  } catch (err) {
+    await Promise.all(sinks.map((s) => s.close()));
+    throw err;
+  }
+  return sinks;
+}
+
+export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): Promise<number> {
+  const startedAt = Date.now();
+  const wallStart = performance.now();
+  const config = options.config;
+
+  // 1. Preflight, outputs and the plan.
+  await deps.preflight?.(config);
+  const out = setUpOutputs(options, io);
+  const plan = await planRun(
+    {
+      cwd: io.cwd,
+      paths: options.paths,
+      roots: config.roots,
+      baseDir: config.baseDir,
+      cacheDir: config.cacheDir,
+      filters: options.filters,
+      since: options.since,
+      rerunFailed: options.rerunFailed,
+      rerunStatePath: options.rerunStatePath,
+      shard: options.shard,
+      timingsPath: options.timingsPath,
+    },
+    out.warn,
+  );
+  if (plan.kind === 'nothing') {
+    if (options.json && plan.reason === 'no_files') io.stdout.write(`${kNoFilesJson}\n`);
+    else out.screen.write(`provium: ${plan.message}\n`);
+    // No files where the user pointed is a usage problem; nothing to rerun or all filtered is not.
+    return plan.reason === 'no_files' ? ExitCode.usage : ExitCode.ok;
+  }
+  if (plan.files.length === 0) {
+    out.screen.write(`provium: shard ${options.shard!.index}/${options.shard!.count} has no files (${plan.selected} files in ${options.shard!.count} shards)\n`);
+    return ExitCode.ok;
+  }
+  const files = plan.files;
+
+  // 2. Resources and workers.
+  const host = (deps.host ?? hostResources)();
+  const sizing = sizePool({
+    memoryBytes: options.memoryBytes ?? host.memoryBytes,
+    cpus: options.cpus ?? host.cpus,
+    cpuOvercommit: options.cpuOvercommit,
+  });
+  const jobs = Math.max(1, options.jobs ?? sizing.defaultJobs);
+  const threads = Math.min(jobs, files.length);
+
+  const bus = new EventBus();
+  const sinks = await attachSinks(options, bus, io);
+  const unsubscribeReporters = bus.subscribe((event) => out.reporters.onEvent(event));
+  const pool = new ResourcePool(sizing.total, bus);
+  const barriers = new Barriers();
+  let broker: SessionBroker | undefined;
+  let workers: WorkerPool | undefined;
+  let dispatcher: Dispatcher | undefined;
+  let poolTimer: NodeJS.Timeout | undefined;
+  const outcomes: FileOutcome[] = [];
+  let signalCount = 0;
+  let failFastNoticed = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signalCount++;
+    if (signalCount > 1) {
+      io.stderr.write(`\nprovium: ${signal} again: killing everything now\n`);
+      deps.forceKill?.();
+      process.exit(ExitCode.interrupted);
+    }
+    out.progress?.stop();
+    out.screen.write(`\nprovium: interrupted (${signal}): stopping the running files and tearing down; press Ctrl-C again to kill at once\n`);
+    dispatcher?.stop('interrupt');
+  };
+  if (deps.handleSignals !== false) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+
+  let finished = false;
+  try {
+    broker = deps.createBroker({ bus, profiles: config.profiles, pool, barriers, cacheDir: config.cacheDir });
+    workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
+    dispatcher = new Dispatcher({
+      files,
+      slots: threads,
+      broker,
+      pool: workers,
+      bus,
+      barriers,
+      timeoutMs: options.timeoutMs,
+      failFast: options.failFast,
+      task: {
+        roots: (f) => taskRoots(config.roots, f),
+        selection: options.selection,
+        retries: options.retries,
+        listOnly: false,
+      },
+      onFileEnd: (outcome) => {
+        outcomes.push(outcome);
+        out.reporters.onFileEnd(outcome);
+        if (options.failFast && !failFastNoticed && isFailure(outcome.status) && dispatcher?.failFastStopped && !dispatcher.interrupted) {
+          failFastNoticed = true;
+          const left = dispatcher.notStarted;
+          if (left > 0) out.reporters.onNotice(`--fail-fast: ${outcome.file.displayPath} failed; not starting the ${left} remaining file${left === 1 ? '' : 's'}`);
+        }
+      },
+    });
+    barriers.setScheduler(dispatcher);
+    deps.onStart?.({ interrupt: () => onSignal('SIGINT') });
+
+    // 3. Announce: run_started, then every file before any dispatch (reference §4.6).
+    const accel = deps.accel ? await deps.accel().catch(() => 'unknown') : 'auto';
+    const estimatedMs = plan.timings
+      ? files.reduce((sum, f) => sum + (plan.timings!.files[f.key]?.duration_ms ?? 0), 0)
+      : null;
+    bus.emit('run_started', {
+      version: EVENTS_PROTOCOL_VERSION,
+      files: files.length,
+      workers: threads,
+      shard: options.shard ? { index: options.shard.index, count: options.shard.count } : null,
+      accel,
+    });
+    const refs = await Promise.all(files.map((f) => scanFixtureRefs(f.file)));
+    files.forEach((f, i) => bus.emit('file_discovered', { path: f.displayPath, fixture_refs: refs[i]!, declared_claim: null }));
+    out.reporters.onBegin({
+      files,
+      selectedFiles: plan.selected,
+      workers: threads,
+      shard: options.shard,
+      shardMethod: plan.shardMethod,
+      startedAt,
+      accel,
+      estimatedMs,
+    });
+
+    // 4. Dispatch, with the pool state once a second.
+    poolTimer = setInterval(() => {
+      bus.emit('pool_state', { ...pool.state(), running_files: dispatcher!.running, queued_files: dispatcher!.queued() });
+    }, kPoolStateIntervalMs);
+    poolTimer.unref();
+    if (signalCount === 0) await dispatcher.run();
+    finished = true;
+  } finally {
+    if (poolTimer) clearInterval(poolTimer);
+    // 5. Teardown, whatever happened above: every VM, then the threads.
+    await broker?.close().catch((err: Error) => out.warn(`broker teardown: ${err.message}`));
+    await workers?.destroy().catch(() => undefined);
+    if (deps.handleSignals !== false) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    // An error is on its way out: still release the event outputs (a socket would linger).
+    if (!finished) {
+      out.progress?.stop();
+      await Promise.all(sinks.map((s) => s.close()));
+    }
+  }
+
+  // 6. Reports for what finished, the rerun state, the timing record.
+  const interrupted = signalCount > 0;
+  const summary = summarize(outcomes, {
+    plannedFiles: files.length,
+    wallMs: performance.now() - wallStart,
+    interrupted,
+    failFastStopped: dispatcher?.failFastStopped ?? false,
+  });
+  bus.emit('run_finished', {
+    passed: summary.passed,
+    failed: summary.failed,
+    skipped: summary.skipped,
+    flaky: summary.flaky,
+    files: summary.files,
+    duration_ns: Math.round(summary.wallMs * 1e6),
+    interrupted,
+  });
+  unsubscribeReporters();
+  await out.reporters.onEnd(summary);
+  await saveState(options, plan.timings, plan.timingsPath, outcomes, out.warn);
+  await Promise.all(sinks.map((s) => s.close()));
+  return summary.exitCode;
+}
+
+/** `require` roots for a file: the configured roots, then the directory it was found under. */
+function taskRoots(configRoots: string[], file: PlannedFile): string[] {
+  return [...new Set([...configRoots, file.root])];
+}
+
+async function saveState(
+  options: RunOptions,
+  timings: Parameters<typeof mergeTimings>[0],
+  timingsPath: string,
+  outcomes: FileOutcome[],
+  warn: (message: string) => void,
+): Promise<void> {
+  // The rerun state (canonical paths): the previous failures, minus the files this run finished
+  // without failing, plus the files that failed now. Files this run did not finish (another
+  // subset, another shard, interrupted) keep what was recorded for them.
+  const finished = outcomes.filter((o) => o.status !== 'interrupted');
+  if (finished.length > 0) {
+    const canonical = async (f: string): Promise<string> => realpath(f).catch(() => f);
+    const ran = new Set(await Promise.all(finished.map((o) => canonical(o.file.file))));
+    const failed = await Promise.all(finished.filter((o) => isFailure(o.status)).map((o) => canonical(o.file.file)));
+    const previous = (await readRerunState(options.rerunStatePath, warn)) ?? [];
+    const next = [...previous.filter((f) => !ran.has(f)), ...failed];
+    await writeRerunState(options.rerunStatePath, next).catch((err: Error) => warn(`rerun state ${options.rerunStatePath}: ${err.message}`));
+  }
+  // The timing record: files that ran to an end that says how long they take. A sharded run
+  // never rewrites the record it split by: the other shards of the same run (in parallel, or
+  // later on this machine) must see the record this shard saw, or the split would differ and
+  // files would run twice or never. Unsharded runs keep it current.
+  if (options.shard) return;
+  const durations = new Map<string, number>();
+  for (const o of outcomes) {
+    if (o.status === 'passed' || o.status === 'failed' || o.status === 'skipped' || o.status === 'timed_out') {
+      durations.set(o.file.key, o.durationMs);
+    }
+  }
+  if (durations.size > 0) {
+    await writeTimings(timingsPath, mergeTimings(timings, durations)).catch((err: Error) => warn(`timing record ${timingsPath}: ${err.message}`));
+  }
+}

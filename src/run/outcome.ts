@@ -1,0 +1,114 @@
+// What a file and a run came to: file status, counts, and the exit code (reference §2.3, issue 4
+// item 8): 0 when everything passed (or was skipped), 1 when any file failed, timed out or
+// crashed, 2 for usage/config/environment errors, 130 when the run was interrupted.
+
+import type { FileStatus } from '../events/types.js';
+import type { DiscoveredFile } from './discovery.js';
+import type { FileResult } from './task.js';
+
+export const ExitCode = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  interrupted: 130,
+} as const;
+
+/** A file as the run plans it: discovery plus its stable key (timings, shards). */
+export interface PlannedFile extends DiscoveredFile {
+  /** Path relative to the project (provium.toml's directory), '/' separators. */
+  key: string;
+}
+
+export interface FileOutcome {
+  file: PlannedFile;
+  status: FileStatus;
+  /** The worker's result, or one rebuilt from the file's events when the worker died or timed out. */
+  result: FileResult;
+  durationMs: number;
+  /** The worker slot (0-based) it ran on. */
+  worker: number;
+  /** Why the file failed outside its tests (timeout, crash), one line; absent otherwise. */
+  error?: string;
+}
+
+export interface TestCounts {
+  passed: number;
+  failed: number;
+  skipped: number;
+  /** Passed on a retry after failing (included in `passed`). */
+  flaky: number;
+}
+
+/** Status of a file whose worker returned a result. */
+export function statusOf(result: FileResult): FileStatus {
+  if (result.chunkError || result.tests.some((t) => t.status === 'failed')) return 'failed';
+  if (result.tests.length > 0 && result.tests.every((t) => t.status === 'skipped')) return 'skipped';
+  return 'passed';
+}
+
+export function isFailure(status: FileStatus): boolean {
+  return status === 'failed' || status === 'timed_out' || status === 'crashed';
+}
+
+/**
+ * Test counts of one file. A file that failed without any failed test (a file-scope error, a
+ * timeout or crash outside a test) counts one failure, so the summary never reads "0 failed" for
+ * a failed run.
+ */
+export function countFile(outcome: FileOutcome): TestCounts {
+  const counts: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0 };
+  if (outcome.status === 'interrupted') return counts;
+  for (const test of outcome.result.tests) {
+    counts[test.status]++;
+    if (test.status === 'passed' && test.flaky) counts.flaky++;
+  }
+  if (isFailure(outcome.status) && counts.failed === 0) counts.failed = 1;
+  return counts;
+}
+
+export interface RunSummary extends TestCounts {
+  /** Files that finished (any status but interrupted). */
+  files: number;
+  filesFailed: number;
+  /** Files never started (fail-fast or interrupt) plus files interrupted while running. */
+  filesNotRun: number;
+  wallMs: number;
+  interrupted: boolean;
+  /** Stopped dispatching after a failure. */
+  failFastStopped: boolean;
+  exitCode: number;
+}
+
+export function summarize(
+  outcomes: FileOutcome[],
+  opts: { plannedFiles: number; wallMs: number; interrupted: boolean; failFastStopped: boolean },
+): RunSummary {
+  const total: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0 };
+  let files = 0;
+  let filesFailed = 0;
+  for (const outcome of outcomes) {
+    const c = countFile(outcome);
+    total.passed += c.passed;
+    total.failed += c.failed;
+    total.skipped += c.skipped;
+    total.flaky += c.flaky;
+    if (outcome.status !== 'interrupted') files++;
+    if (isFailure(outcome.status)) filesFailed++;
+  }
+  const exitCode = opts.interrupted ? ExitCode.interrupted : filesFailed > 0 ? ExitCode.failed : ExitCode.ok;
+  return {
+    ...total,
+    files,
+    filesFailed,
+    filesNotRun: opts.plannedFiles - files,
+    wallMs: opts.wallMs,
+    interrupted: opts.interrupted,
+    failFastStopped: opts.failFastStopped,
+    exitCode,
+  };
+}
+
+/** The closing line's first half, exactly `N passed, N failed, N skipped` (+ `, N flaky`). */
+export function countsLine(c: TestCounts): string {
+  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.flaky > 0 ? `, ${c.flaky} flaky` : ''}`;
+}
