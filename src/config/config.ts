@@ -100,6 +100,10 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<ProviumC
       throw new ConfigError(`${where('provium', 'cache_dir')}: \`cache_dir\` must be a directory path string`);
     }
     cacheDir = isAbsolute(value) ? value : resolve(baseDir, expandHome(value));
+    // The image, the accelerator verdict and boot snapshots are found through cacheDir() in
+    // src/vmm/paths.ts, which reads the environment; an explicit PROVIUM_CACHE_DIR still wins.
+    if (!process.env['PROVIUM_CACHE_DIR']) process.env['PROVIUM_CACHE_DIR'] = cacheDir;
+    else cacheDir = defaultCacheDir();
   }
   let cacheMaxSizeBytes: number;
   try {
