@@ -101,9 +101,8 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<ProviumC
     }
     cacheDir = isAbsolute(value) ? value : resolve(baseDir, expandHome(value));
     // The image, the accelerator verdict and boot snapshots are found through cacheDir() in
-    // src/vmm/paths.ts, which reads the environment; an explicit PROVIUM_CACHE_DIR still wins.
-    if (!process.env['PROVIUM_CACHE_DIR']) process.env['PROVIUM_CACHE_DIR'] = cacheDir;
-    else cacheDir = defaultCacheDir();
+    // src/vmm/paths.ts, which reads PROVIUM_CACHE_DIR: a config that names a cache wins.
+    process.env['PROVIUM_CACHE_DIR'] = cacheDir;
   }
   let cacheMaxSizeBytes: number;
   try {
