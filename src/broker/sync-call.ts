@@ -24,6 +24,9 @@ export class RpcError extends Error {
   }
 }
 
+/** How one call of `callMany` ended. */
+export type Settled<T> = { ok: true; reply: T } | { ok: false; error: RpcError };
+
 export class SyncCaller {
   private readonly _signal: Int32Array;
   private _seq = 0;
@@ -62,6 +65,50 @@ export class SyncCaller {
       Atomics.wait(this._signal, SIGNAL_SLOT, seen, Math.min(remaining, 1000));
       seen = Atomics.load(this._signal, SIGNAL_SLOT);
     }
+  }
+
+  /**
+   * Posts every call at once, then blocks until all of them replied (or `timeoutMs` passed), so
+   * the broker works on them concurrently (`lab:boot()` boots its VMs this way). Never throws for
+   * a failed call: each entry says how its call ended, in the order given.
+   */
+  callMany<K extends RpcOp>(op: K, argsList: readonly RpcArgs<K>[], timeoutMs = Infinity): Settled<RpcReply<K>>[] {
+    const results: (Settled<RpcReply<K>> | undefined)[] = argsList.map(() => undefined);
+    const bySeq = new Map<number, number>();
+    // 1. Read the slot before posting, as in call().
+    let seen = Atomics.load(this._signal, SIGNAL_SLOT);
+    argsList.forEach((args, index) => {
+      const seq = ++this._seq;
+      bySeq.set(seq, index);
+      const message: WorkerMessage = { type: 'call', seq, op, args };
+      this._port.postMessage(message);
+    });
+    const deadline = Date.now() + timeoutMs;
+    let pending = argsList.length;
+    while (pending > 0) {
+      // 2. Drain; replies to other (abandoned) calls are dropped.
+      for (let m = receiveMessageOnPort(this._port); m; m = receiveMessageOnPort(this._port)) {
+        const reply = m.message as BrokerMessage;
+        const index = bySeq.get(reply.seq);
+        if (index === undefined) continue;
+        bySeq.delete(reply.seq);
+        results[index] = reply.ok
+          ? { ok: true, reply: reply.reply as RpcReply<K> }
+          : { ok: false, error: new RpcError(reply.error) };
+        pending--;
+      }
+      if (pending === 0) break;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      // 3. Sleep until the broker bumps the slot.
+      Atomics.wait(this._signal, SIGNAL_SLOT, seen, Math.min(remaining, 1000));
+      seen = Atomics.load(this._signal, SIGNAL_SLOT);
+    }
+    // 4. Whatever did not answer in time is a timeout; its late reply is dropped by sequence.
+    return results.map(
+      (r) =>
+        r ?? { ok: false, error: new RpcError({ message: `broker did not answer \`${op}\` within ${timeoutMs} ms`, code: 'timeout' }) },
+    );
   }
 
   /** Fire-and-forget: an event for the run's bus. */

@@ -1,0 +1,77 @@
+// The path of every agent op: a target (a VM's main agent, or one of its guest workers), a state
+// check before anything is sent (a paused guest cannot answer), the `agent.call` relay, and the
+// translation of broker errors into messages that name the VM, the op and the guest's errno text.
+
+import type { AgentOp, AgentOps } from '../agent/protocol.js';
+import type { RpcArgs } from '../broker/protocol.js';
+import { RpcError } from '../broker/sync-call.js';
+import { GuestOpError, LuaError } from './errors.js';
+import type { LuaRuntime } from './runtime.js';
+import type { Vm } from './vm.js';
+
+/** Where an agent op goes. */
+export interface AgentTarget {
+  readonly rt: LuaRuntime;
+  readonly vm: Vm;
+  /** Set for a guest worker process. */
+  readonly workerId?: number;
+  /** `vm \`a\`` or `worker 2 of vm \`a\``, for messages. */
+  readonly label: string;
+  /** Throws a LuaError naming the state when the target cannot take ops now. */
+  ensureUsable(fn: string): void;
+}
+
+export interface CallOptions {
+  /** How long the op itself may take (its own timeout); the waits are bounded by this plus a margin. */
+  boundMs?: number;
+  /** What the op was about (`/etc/passwd`, `` `sleep 1` ``), inserted in messages. */
+  context?: string;
+}
+
+/** Sends one agent op and returns the agent's `ok` data. Throws LuaError (GuestOpError for errnos). */
+export function agentCall<K extends AgentOp>(
+  target: AgentTarget,
+  fn: string,
+  op: K,
+  data: AgentOps[K]['req'],
+  options: CallOptions = {},
+): AgentOps[K]['res'] {
+  target.ensureUsable(fn);
+  const rpc = target.rt.rpc;
+  const timeoutMs = rpc.brokerBound(options.boundMs);
+  const args = {
+    vmId: target.vm.vmId,
+    op,
+    data,
+    ...(target.workerId !== undefined ? { worker: target.workerId } : {}),
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+  } as RpcArgs<'agent.call'>;
+  try {
+    return rpc.call('agent.call', args, options.boundMs).result as AgentOps[K]['res'];
+  } catch (err) {
+    throw translateRpcError(target.vm, err, fn, options.context);
+  }
+}
+
+/** A broker error as the Lua caller should read it. Non-RPC errors pass through. */
+export function translateRpcError(vm: Vm, err: unknown, fn: string, context?: string): unknown {
+  if (!(err instanceof RpcError)) return err;
+  const about = context ? `${context}: ` : '';
+  switch (err.code) {
+    case 'vm_dead':
+      // The broker says "vm `a` is dead: <reason>" or "vm `a`: <link failure>"; keep the reason.
+      vm.markDead(err.message.replace(/^vm `[^`]*`(?: is dead)?: /, ''));
+      return new LuaError(`${fn}: ${vm.label} is dead: ${vm.deadReason}`);
+    case 'agent':
+      return new GuestOpError(`${fn}: ${about}${err.message}${err.errno ? ` (errno ${err.errno})` : ''}`, err.errno, err.message);
+    case 'timeout':
+      return new LuaError(`${fn}: ${about}${err.message}`);
+    default:
+      return new LuaError(`${fn}: ${about}${err.message}`);
+  }
+}
+
+/** Lua-visible seconds: 1500 → "1.5s", 30000 → "30s". */
+export function showSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(3))}s`;
+}

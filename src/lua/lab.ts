@@ -1,0 +1,368 @@
+// Lab (reference §1.5, DESIGN §10). `provium` is the file's root lab; each test body sees a test
+// scope lab whose lookups fall back to the root. Sub-labs from lab:lab() group VMs and have no
+// parent chain. lab:boot() posts every boot at once (SyncCaller.callMany) so VMs boot together.
+
+import { lua, type lua_State } from 'fengari';
+import type { RpcArgs, RpcReply } from '../broker/protocol.js';
+import { R, type Args } from './args.js';
+import { readBootOptions } from './boot-options.js';
+import { LuaError } from './errors.js';
+import { showSeconds, translateRpcError } from './guest.js';
+import type { LuaClass, LuaRuntime, Method } from './runtime.js';
+import { getText, pushIntegral, pushText, setField } from './values.js';
+import { Vm, VmClass } from './vm.js';
+
+const kBarrierDefaultMs = 60_000;
+const kNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+const kSettable = ['reset_between_tests', 'timeout'];
+
+export class Lab {
+  readonly vms = new Map<string, Vm>();
+  readonly subLabs = new Map<string, Lab>();
+  /** The lab this one is a member of (sub-labs). */
+  owner: Lab | null = null;
+  private _autoNames = 0;
+
+  constructor(
+    readonly rt: LuaRuntime,
+    readonly name: string,
+    /** Broker-facing path: `provium`, `provium/__lab_0`, `provium/test:boots`. */
+    readonly path: string,
+    /** Where lookups continue (test scope → root); null for the root and sub-labs. */
+    readonly parent: Lab | null,
+  ) {}
+
+  get label(): string {
+    return `lab \`${this.name}\``;
+  }
+
+  findVm(name: string): Vm | undefined {
+    return this.vms.get(name) ?? this.parent?.findVm(name);
+  }
+
+  findSubLab(name: string): Lab | undefined {
+    return this.subLabs.get(name) ?? this.parent?.findSubLab(name);
+  }
+
+  nextAutoName(): string {
+    let name: string;
+    do name = `__lab_${this._autoNames++}`;
+    while (this.subLabs.has(name) || this.vms.has(name));
+    return name;
+  }
+
+  /** Errors for a name that cannot join this lab. */
+  checkNewMember(fn: string, name: string, kind: 'vm' | 'sub-lab'): void {
+    if (!kNamePattern.test(name)) {
+      throw new LuaError(`${fn}: invalid ${kind} name ${JSON.stringify(name)}: use letters, digits, '_', '.', '-', starting with a letter or '_'`);
+    }
+    if (Object.prototype.hasOwnProperty.call(LabClass.methods, name) || kSettable.includes(name)) {
+      throw new LuaError(`${fn}: \`${name}\` is reserved (a lab method or setting); choose another name`);
+    }
+    if (this.vms.has(name) || this.subLabs.has(name)) {
+      throw new LuaError(`${fn}: ${this.label} already has a member named \`${name}\``);
+    }
+    if (this.parent?.findVm(name) || this.parent?.findSubLab(name)) {
+      throw new LuaError(
+        `${fn}: name \`${name}\` already declared at a parent scope (${this.parent.label}); use \`provium:vm("${name}")\` to reach it`,
+      );
+    }
+  }
+
+  /** Direct VMs in declaration order. */
+  directVms(): Vm[] {
+    return [...this.vms.values()];
+  }
+}
+
+type FanOutOp = 'vm.boot' | 'vm.shutdown' | 'vm.pause' | 'vm.resume';
+
+/** Posts `op` for each VM at once and raises one error naming every VM that failed. */
+function forEachVm<K extends FanOutOp>(
+  a: Args,
+  vms: Vm[],
+  op: K,
+  argsOf: (vm: Vm) => RpcArgs<K>,
+  onOk: (vm: Vm, reply: RpcReply<K>) => void,
+): void {
+  const results = a.rt.rpc.callMany(op, vms.map(argsOf));
+  const failures: string[] = [];
+  results.forEach((r, i) => {
+    const vm = vms[i]!;
+    if (r.ok) onOk(vm, r.reply);
+    else failures.push((translateRpcError(vm, r.error, a.label) as Error).message);
+  });
+  if (failures.length > 0) throw new LuaError(failures.join('\n'));
+}
+
+function pushNames(L: lua_State, names: string[]): void {
+  lua.lua_createtable(L, names.length, 0);
+  names.forEach((n, i) => {
+    pushText(L, n);
+    lua.lua_rawseti(L, -2, i + 1);
+  });
+}
+
+/** string.pack / string.unpack, callable as lab:pack(fmt, ...) or provium.pack(fmt, ...). */
+function passThrough(fnName: 'pack' | 'unpack'): Method<Lab> {
+  return (_lab, a) => {
+    const L = a.L;
+    lua.lua_getglobal(L, 'string');
+    lua.lua_getfield(L, -1, fnName);
+    lua.lua_remove(L, -2);
+    lua.lua_insert(L, 2);
+    // Stack: receiver, function, fmt, values...; results replace everything above the receiver.
+    lua.lua_call(L, lua.lua_gettop(L) - 2, lua.LUA_MULTRET);
+    return lua.lua_gettop(L) - 1;
+  };
+}
+
+function notYet(what: string): Method<Lab> {
+  return (_lab, a) => {
+    throw a.error(`${what} are not supported yet in this build`);
+  };
+}
+
+export const LabClass: LuaClass<Lab> = {
+  typeName: 'Lab',
+  selfName: 'lab',
+  toString: (lab) => `lab(${lab.name}: ${lab.vms.size} vms, ${lab.subLabs.size} sub-labs)`,
+  methods: {
+    vm(lab, a) {
+      const name = a.string(1, 'name');
+      if (a.isNil(2)) {
+        a.noMoreThan(1, 'lab:vm(name) to look up, lab:vm(name, profile, opts?) to create');
+        const vm = lab.findVm(name);
+        if (!vm) {
+          const known = [...new Set([...lab.vms.keys(), ...(lab.parent?.vms.keys() ?? [])])];
+          throw a.error(
+            `no vm named \`${name}\` in ${lab.label}${known.length ? ` (known: ${known.join(', ')})` : ''}; create it with lab:vm("${name}", "<profile>")`,
+          );
+        }
+        a.rt.push(VmClass, vm, a.L);
+        return 1;
+      }
+      const profile = a.string(2, 'profile');
+      const opts = readBootOptions(a, 3, 'opts');
+      a.noMoreThan(3, 'lab:vm(name, profile, opts?)');
+      lab.checkNewMember(a.label, name, 'vm');
+      let vmId: number;
+      try {
+        vmId = a.rt.rpc.call('vm.create', { name, profile, labPath: lab.path }).vmId;
+      } catch (err) {
+        throw a.error((err as Error).message);
+      }
+      const vm = new Vm(a.rt, name, profile, vmId, lab, opts);
+      lab.vms.set(name, vm);
+      a.rt.currentScope.addVm(vm);
+      a.rt.push(VmClass, vm, a.L);
+      return 1;
+    },
+    lab(lab, a) {
+      const name = a.isNil(1) ? lab.nextAutoName() : a.string(1, 'name');
+      lab.checkNewMember(a.label, name, 'sub-lab');
+      const sub = new Lab(a.rt, name, `${lab.path}/${name}`, null);
+      sub.owner = lab;
+      lab.subLabs.set(name, sub);
+      a.rt.push(LabClass, sub, a.L);
+      return 1;
+    },
+    include(lab, a) {
+      const items: (Vm | Lab)[] = [];
+      const one = (idx: number, what: string): Vm | Lab => {
+        const item = a.rt.toObject(a.L, idx, VmClass) ?? a.rt.toObject(a.L, idx, LabClass);
+        if (!item) throw a.error(`${what} must be a VM or a Lab, got ${a.got(idx)}`);
+        return item;
+      };
+      if (a.type(1) === lua.LUA_TTABLE) {
+        const idx = a.table(1, 'list');
+        for (let i = 1; i <= lua.lua_rawlen(a.L, idx); i++) {
+          lua.lua_rawgeti(a.L, idx, i);
+          items.push(one(lua.lua_gettop(a.L), `list[${i}]`));
+          lua.lua_pop(a.L, 1);
+        }
+      } else items.push(one(a.idx(1), 'argument #1'));
+      // Validate everything first: include is all or nothing.
+      const seen = new Set<string>();
+      for (const item of items) {
+        if (item instanceof Lab) {
+          for (let l: Lab | null = lab; l; l = l.owner ?? l.parent) {
+            if (l === item) throw a.error(`cannot include ${item.label} in itself or in one of its own sub-labs`);
+          }
+          if (!item.owner) throw a.error(`${item.label} is a scope lab and cannot be included`);
+        }
+        if ((item instanceof Vm ? item.lab : item.owner) === lab) {
+          throw a.error(`${item.label} is already a member of ${lab.label}`);
+        }
+        if (seen.has(item.name)) throw a.error(`the list names \`${item.name}\` twice`);
+        seen.add(item.name);
+        lab.checkNewMember(a.label, item.name, item instanceof Vm ? 'vm' : 'sub-lab');
+      }
+      for (const item of items) {
+        if (item instanceof Vm) {
+          item.lab?.vms.delete(item.name);
+          item.lab = lab;
+          lab.vms.set(item.name, item);
+        } else {
+          item.owner?.subLabs.delete(item.name);
+          item.owner = lab;
+          lab.subLabs.set(item.name, item);
+        }
+      }
+      return pushSelf(a);
+    },
+    remove(lab, a) {
+      const asVm = a.rt.toObject(a.L, a.idx(1), VmClass);
+      const asLab = asVm ? null : a.rt.toObject(a.L, a.idx(1), LabClass);
+      const name = asVm?.name ?? asLab?.name ?? a.string(1, 'name_or_member');
+      const vm = lab.vms.get(name);
+      const sub = lab.subLabs.get(name);
+      if (vm && (asVm === null || asVm === vm) && !asLab) {
+        vm.lab = null;
+        lab.vms.delete(name);
+      } else if (sub && (asLab === null || asLab === sub) && !asVm) {
+        sub.owner = null;
+        lab.subLabs.delete(name);
+      } else {
+        throw a.error(`${lab.label} has no member \`${name}\``);
+      }
+      return 0;
+    },
+    members(lab, a) {
+      const L = a.L;
+      const list = [...lab.vms.keys()].map((n) => ['vm', n]).concat([...lab.subLabs.keys()].map((n) => ['sub_lab', n]));
+      lua.lua_createtable(L, list.length, 0);
+      list.forEach(([kind, name], i) => {
+        lua.lua_createtable(L, 0, 2);
+        setField(L, 'kind', () => pushText(L, kind!));
+        setField(L, 'name', () => pushText(L, name!));
+        lua.lua_rawseti(L, -2, i + 1);
+      });
+      return 1;
+    },
+    vm_names(lab, a) {
+      pushNames(a.L, [...lab.vms.keys()]);
+      return 1;
+    },
+    bridge_names(_lab, a) {
+      pushNames(a.L, []);
+      return 1;
+    },
+    sub_lab_names(lab, a) {
+      pushNames(a.L, [...lab.subLabs.keys()]);
+      return 1;
+    },
+    name(lab, a) {
+      pushText(a.L, lab.name);
+      return 1;
+    },
+    boot(lab, a) {
+      const vms = lab.directVms().filter((vm) => vm.state === 'created' || vm.state === 'shutdown');
+      forEachVm(a, vms, 'vm.boot', (vm) => vm.bootArgs(a.label, {}), (vm, reply) => vm.booted(reply));
+      return pushSelf(a);
+    },
+    shutdown(lab, a) {
+      const vms = lab.directVms().filter((vm) => !vm.released && vm.state !== 'shutdown');
+      forEachVm(a, vms, 'vm.shutdown', (vm) => ({ vmId: vm.vmId }), (vm) => {
+        vm.state = 'shutdown';
+      });
+      return pushSelf(a);
+    },
+    pause(lab, a) {
+      const vms = lab.directVms().filter((vm) => !vm.released && vm.state === 'booted');
+      forEachVm(a, vms, 'vm.pause', (vm) => ({ vmId: vm.vmId }), (vm) => {
+        vm.state = 'paused';
+      });
+      return pushSelf(a);
+    },
+    resume(lab, a) {
+      const vms = lab.directVms().filter((vm) => !vm.released && vm.state === 'paused');
+      forEachVm(a, vms, 'vm.resume', (vm) => ({ vmId: vm.vmId }), (vm) => {
+        vm.state = 'booted';
+      });
+      return pushSelf(a);
+    },
+    claim(_lab, a) {
+      const o = a.options(1, 'amount', { memory: R.size, cpus: R.int(0, 4096) });
+      const config = a.rt.fileConfig;
+      if (config.claimTaken) throw a.error('claim already taken (one claim per file)');
+      config.claimTaken = true;
+      a.rt.rpc.call('lab.claim', { memoryBytes: o.memory ?? 0, cpus: o.cpus ?? 0 });
+      return 0;
+    },
+    barrier(_lab, a) {
+      const name = a.string(1, 'name');
+      if (name === '') throw a.error('argument #1 (name) must not be empty');
+      const count = a.read(2, 'count', R.int(1, 1 << 20));
+      const timeoutMs = a.isNil(3) ? kBarrierDefaultMs : a.read(3, 'timeout', R.duration);
+      try {
+        a.rt.rpc.call('lab.barrier', { name, count, timeoutMs: Math.ceil(timeoutMs) }, timeoutMs);
+      } catch (err) {
+        if (err instanceof LuaError) throw err;
+        throw a.error(`barrier \`${name}\` (${count} parties, ${showSeconds(timeoutMs)}): ${(err as Error).message}`);
+      }
+      lua.lua_pushboolean(a.L, true);
+      return 1;
+    },
+    pack: passThrough('pack'),
+    unpack: passThrough('unpack'),
+    depends_on_file(_lab, a) {
+      // Only a static scan of fixture sources reads this; at runtime it does nothing.
+      a.string(1, 'host_path');
+      return 0;
+    },
+    vm_fixture: notYet('fixtures'),
+    lab_fixture: notYet('fixtures'),
+  },
+  getField(lab, name, L) {
+    const config = lab.rt.fileConfig;
+    if (name === 'timeout') {
+      if (config.timeoutRaw === undefined) return false;
+      if (typeof config.timeoutRaw === 'number') pushIntegral(L, config.timeoutRaw);
+      else pushText(L, config.timeoutRaw);
+      return true;
+    }
+    if (name === 'reset_between_tests') {
+      lua.lua_pushboolean(L, config.resetBetweenTests);
+      return true;
+    }
+    const vm = lab.findVm(name);
+    if (vm) {
+      lab.rt.push(VmClass, vm, L);
+      return true;
+    }
+    const sub = lab.findSubLab(name);
+    if (sub) {
+      lab.rt.push(LabClass, sub, L);
+      return true;
+    }
+    return false;
+  },
+  setField(lab, name, a) {
+    const config = lab.rt.fileConfig;
+    if (name === 'timeout') {
+      const valueIdx = a.idx(1);
+      if (lua.lua_isnoneornil(a.L, valueIdx)) {
+        config.timeoutMs = undefined;
+        config.timeoutRaw = undefined;
+        return;
+      }
+      const ms = R.duration(a, valueIdx, 'the value');
+      config.timeoutMs = ms === 0 ? undefined : ms;
+      config.timeoutRaw = lua.lua_type(a.L, valueIdx) === lua.LUA_TNUMBER ? (lua.lua_tonumberx(a.L, valueIdx) as number) : getText(a.L, valueIdx);
+      return;
+    }
+    if (name === 'reset_between_tests') {
+      config.resetBetweenTests = R.bool(a, a.idx(1), 'the value');
+      return;
+    }
+    throw new LuaError(
+      `provium.${name}: unknown setting \`${name}\`; settable keys: ${kSettable.join(', ')} (declare VMs with provium:vm(name, profile))`,
+    );
+  },
+};
+
+function pushSelf(a: Args): number {
+  lua.lua_pushvalue(a.L, 1);
+  return 1;
+}

@@ -1,0 +1,95 @@
+// Resource scopes. Everything a test creates (VMs, processes, streams, files, workers) is
+// registered with the running test's scope and closed when the test ends, however it ends; what
+// file-scope code creates is closed at file end. Closing order: streams, files, processes,
+// workers, then every VM of the scope in one `scope.close` call. Resources living on a VM that is
+// about to be torn down are not closed one by one: the VM's teardown takes them.
+
+import { RpcError } from '../broker/sync-call.js';
+import type { LuaRuntime } from './runtime.js';
+import type { Vm } from './vm.js';
+
+export type ResourceKind = 'stream' | 'file' | 'process' | 'worker';
+const kCloseOrder: ResourceKind[] = ['stream', 'file', 'process', 'worker'];
+
+export interface ScopedResource {
+  readonly resourceKind: ResourceKind;
+  /** The VM it lives on. */
+  readonly vm: Vm;
+  isClosed(): boolean;
+  /** Closes; throws on failure (the scope collects the message). */
+  close(): void;
+  /** Marks it closed without talking to the guest (its VM is gone or going). */
+  forget(): void;
+  /** For messages: `process \`sleep 100\``. */
+  describe(): string;
+}
+
+export class ResourceScope {
+  private readonly _resources: ScopedResource[] = [];
+  readonly vms: Vm[] = [];
+  private _closed = false;
+
+  constructor(
+    readonly rt: LuaRuntime,
+    /** `file` or `test \`name\``, for messages. */
+    readonly name: string,
+  ) {}
+
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  add(resource: ScopedResource): void {
+    this._resources.push(resource);
+  }
+
+  addVm(vm: Vm): void {
+    this.vms.push(vm);
+  }
+
+  /** VMs of this scope that are up (booted or paused), for console excerpts. */
+  liveVms(): Vm[] {
+    return this.vms.filter((vm) => vm.state === 'booted' || vm.state === 'paused');
+  }
+
+  /** Closes everything; returns one message per failure (never throws). */
+  close(): string[] {
+    if (this._closed) return [];
+    this._closed = true;
+    const errors: string[] = [];
+    const dying = new Set(this.vms.filter((vm) => vm.state !== 'shutdown'));
+    // 1. Per-resource closes, skipping what a VM teardown takes anyway or what cannot answer.
+    for (const kind of kCloseOrder) {
+      for (const r of this._resources) {
+        if (r.resourceKind !== kind || r.isClosed()) continue;
+        if (dying.has(r.vm) || (r.vm.state !== 'booted' && r.resourceKind !== 'stream')) {
+          r.forget();
+          continue;
+        }
+        try {
+          r.close();
+        } catch (err) {
+          errors.push(`closing ${r.describe()}: ${messageOf(err)}`);
+          r.forget();
+        }
+      }
+    }
+    // 2. The scope's VMs, in one call so the broker tears them down together.
+    const vms = this.vms.filter((vm) => !vm.released);
+    if (vms.length > 0) {
+      try {
+        this.rt.rpc.call('scope.close', { vmIds: vms.map((vm) => vm.vmId) });
+      } catch (err) {
+        errors.push(`tearing down ${vms.map((vm) => vm.label).join(', ')}: ${messageOf(err)}`);
+      }
+      for (const vm of vms) vm.markReleased();
+    }
+    for (const r of this._resources) if (!r.isClosed()) r.forget();
+    return errors;
+  }
+}
+
+export function messageOf(err: unknown): string {
+  if (err instanceof RpcError || err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,287 @@
+// test() registration and running (reference §1.1–1.3): selection, per-test scope labs, the
+// deadline (meta.timeout, else provium.timeout), retries with flaky detection, console excerpts
+// for failures, and the test events. Also the `todo` and `wait_until` globals.
+
+import { lua } from 'fengari';
+import { sleepSync } from '../broker/sync-call.js';
+import type { MetaMap } from '../events/types.js';
+import type { FileTask, TestResult } from '../run/task.js';
+import { R, type Args } from './args.js';
+import { findFrame, locationFromMessage, LuaError } from './errors.js';
+import { showSeconds } from './guest.js';
+import { Lab, LabClass } from './lab.js';
+import type { CallFailure, LuaRuntime } from './runtime.js';
+import { ResourceScope } from './scope.js';
+import { filterReason, isSlow, metaSkipReason } from './selection.js';
+import { TestContext, TestContextClass, type TestDef } from './test-context.js';
+import { eachPair, getText, key, toPlain } from './values.js';
+
+const kConsoleExcerptBytes = 4096;
+const kWaitUntilDefaultMs = 10_000;
+const kWaitUntilIntervalMs = 100;
+
+interface Outcome {
+  status: 'passed' | 'failed' | 'skipped';
+  message?: string;
+  location?: TestResult['location'];
+  log: string[];
+  durationMs: number;
+  consoleExcerpt?: string;
+}
+
+export class TestRunner {
+  readonly tests: TestDef[] = [];
+  todoReason: string | null = null;
+
+  constructor(
+    readonly rt: LuaRuntime,
+    readonly task: Pick<FileTask, 'displayPath' | 'selection' | 'retries'>,
+  ) {}
+
+  /** Installs `test`, `todo`, `wait_until`. */
+  install(): void {
+    const L = this.rt.L;
+    lua.lua_pushcfunction(L, this.rt.fn('test', (a) => this._register(a)));
+    lua.lua_setglobal(L, key('test'));
+    lua.lua_pushcfunction(
+      L,
+      this.rt.fn('todo', (a) => {
+        if (this.rt.currentTest) throw a.error('todo() marks a whole file; inside a test use t:skip(reason)');
+        this.todoReason = a.isNil(1) ? 'todo' : a.string(1, 'reason');
+        return 0;
+      }),
+    );
+    lua.lua_setglobal(L, key('todo'));
+    lua.lua_pushcfunction(L, this.rt.fn('wait_until', (a) => waitUntil(a)));
+    lua.lua_setglobal(L, key('wait_until'));
+  }
+
+  private _register(a: Args): number {
+    const L = a.L;
+    if (this.rt.currentTest) throw a.error('test() cannot be called inside a test; declare tests at file scope');
+    const name = a.string(1, 'name');
+    if (name === '') throw a.error('argument #1 (name) must not be empty');
+    let metaIdx: number | null = null;
+    let fnIdx: number;
+    if (a.type(2) === lua.LUA_TFUNCTION) fnIdx = a.idx(2);
+    else if (a.type(2) === lua.LUA_TTABLE && a.type(3) === lua.LUA_TFUNCTION) {
+      metaIdx = a.idx(2);
+      fnIdx = a.idx(3);
+    } else {
+      throw a.error(`usage: test(name, fn) or test(name, meta, fn); got ${a.got(a.idx(2))} as argument #2`);
+    }
+    if (this.tests.some((t) => t.name === name)) throw new LuaError(`test: duplicate name \`${name}\` in this file`);
+    // Meta: validate the keys the runner reads; everything else passes through to events.
+    let timeoutMs: number | undefined;
+    let tags: string[] = [];
+    if (metaIdx !== null) {
+      lua.lua_getfield(L, metaIdx, key('timeout'));
+      if (lua.lua_type(L, -1) !== lua.LUA_TNIL) timeoutMs = R.duration(a, lua.lua_gettop(L), 'meta.timeout');
+      lua.lua_pop(L, 1);
+      lua.lua_getfield(L, metaIdx, key('tags'));
+      const tt = lua.lua_type(L, -1);
+      if (tt === lua.LUA_TSTRING) tags = [getText(L, -1)];
+      else if (tt === lua.LUA_TTABLE) tags = R.array(R.string, 'string')(a, lua.lua_gettop(L), 'meta.tags');
+      else if (tt !== lua.LUA_TNIL) throw a.error(`meta.tags must be a string or an array of strings, got ${a.got(-1)}`);
+      lua.lua_pop(L, 1);
+      eachPair(L, metaIdx, () => {
+        if (lua.lua_type(L, -2) !== lua.LUA_TSTRING) throw a.error(`meta keys must be strings, got ${a.got(-2)}`);
+      });
+    } else {
+      lua.lua_createtable(L, 0, 0);
+      metaIdx = lua.lua_gettop(L);
+    }
+    const meta = toPlain(L, metaIdx) as MetaMap;
+    const site = findFrame(L, (f) => f === this.rt.displayPath, 1) ?? { file: this.rt.displayPath, line: 0 };
+    this.tests.push({
+      name,
+      fnRef: this.rt.ref(fnIdx, L),
+      metaRef: this.rt.ref(metaIdx, L),
+      meta: Array.isArray(meta) ? {} : meta,
+      site,
+      ...(timeoutMs !== undefined && timeoutMs > 0 ? { timeoutMs } : {}),
+      metaSkip: metaSkipReason(meta.skip),
+      slow: isSlow(meta.slow),
+      tags,
+    });
+    return 0;
+  }
+
+  /** Why a test will not run (todo, meta.skip, filters), or null. */
+  skipReason(def: TestDef): string | null {
+    return this.todoReason ?? def.metaSkip ?? filterReason(def, this.task.selection);
+  }
+
+  /** `provium list`: the tests and whether they would run; nothing runs, no events. */
+  list(): TestResult[] {
+    return this.tests.map((def) => {
+      const reason = this.skipReason(def);
+      return { ...this._base(def), status: 'skipped', ...(reason ? { message: reason } : {}), durationMs: 0, log: [], attempts: 0, flaky: false };
+    });
+  }
+
+  runAll(): TestResult[] {
+    return this.tests.map((def, i) => this._runTest(def, i + 1));
+  }
+
+  private _base(def: TestDef): Pick<TestResult, 'name' | 'meta' | 'location'> {
+    return { name: def.name, meta: def.meta, location: def.site };
+  }
+
+  private _emit(event: Parameters<LuaRuntime['rpc']['emit']>[0]): void {
+    try {
+      this.rt.rpc.emit(event);
+    } catch {
+      // Events are best effort: a closed port must not fail the test.
+    }
+  }
+
+  private _runTest(def: TestDef, index: number): TestResult {
+    const path = this.task.displayPath;
+    const reason = this.skipReason(def);
+    if (reason !== null) {
+      this._emit({ kind: 'test_skipped', payload: { path, name: def.name, reason, meta: def.meta } });
+      return { ...this._base(def), status: 'skipped', message: reason, log: [], durationMs: 0, attempts: 0, flaky: false };
+    }
+    const maxAttempts = 1 + Math.max(0, this.task.retries);
+    let attempt = 0;
+    let failedBefore = false;
+    let outcome: Outcome;
+    for (;;) {
+      attempt++;
+      this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt } });
+      outcome = this._attempt(def, index, attempt);
+      if (outcome.status === 'failed' && attempt < maxAttempts) {
+        this._emit({ kind: 'test_retry', payload: { path, name: def.name, attempt, reason: outcome.message ?? '' } });
+        failedBefore = true;
+        continue;
+      }
+      break;
+    }
+    const durationNs = Math.round(outcome.durationMs * 1e6);
+    const flaky = failedBefore && outcome.status === 'passed';
+    if (outcome.status === 'passed') {
+      this._emit({ kind: 'test_passed', payload: { path, name: def.name, duration_ns: durationNs, meta: def.meta, attempt } });
+      if (flaky) this._emit({ kind: 'test_flaky', payload: { path, name: def.name, attempts: attempt } });
+    } else if (outcome.status === 'failed') {
+      this._emit({
+        kind: 'test_failed',
+        payload: {
+          path,
+          name: def.name,
+          duration_ns: durationNs,
+          reason: outcome.message ?? 'failed',
+          console_excerpt: outcome.consoleExcerpt ?? '',
+          meta: def.meta,
+          attempt,
+        },
+      });
+    } else {
+      this._emit({ kind: 'test_skipped', payload: { path, name: def.name, reason: outcome.message ?? 'skipped', meta: def.meta } });
+    }
+    return {
+      ...this._base(def),
+      status: outcome.status,
+      ...(outcome.message !== undefined ? { message: outcome.message } : {}),
+      ...(outcome.location ? { location: outcome.location } : {}),
+      log: outcome.log,
+      durationMs: outcome.durationMs,
+      meta: def.meta,
+      ...(outcome.consoleExcerpt ? { consoleExcerpt: outcome.consoleExcerpt } : {}),
+      attempts: attempt,
+      flaky,
+    };
+  }
+
+  /** One run of a test body in a fresh scope. */
+  private _attempt(def: TestDef, index: number, attempt: number): Outcome {
+    const rt = this.rt;
+    const L = rt.L;
+    const started = performance.now();
+    // 1. A scope lab for the body; `provium` points at it until the test ends.
+    const scope = new ResourceScope(rt, `test \`${def.name}\``);
+    const lab = new Lab(rt, rt.rootLab.name, `${rt.rootLab.path}/test-${index}-${attempt}`, rt.rootLab);
+    const ctx = new TestContext(def, attempt);
+    rt.currentScope = scope;
+    rt.currentTest = ctx;
+    rt.push(LabClass, lab);
+    lua.lua_setglobal(L, key('provium'));
+    // 2. The deadline, for the hook and for every blocking call.
+    const timeoutMs = def.timeoutMs ?? rt.fileConfig.timeoutMs;
+    if (timeoutMs !== undefined) rt.deadline.set(timeoutMs, `test timed out after ${showSeconds(timeoutMs)}`);
+    else rt.deadline.expired = false;
+    // 3. Run.
+    rt.pushRef(def.fnRef);
+    rt.push(TestContextClass, ctx);
+    const failure = rt.callProtected(1, 0);
+    const timedOut = rt.deadline.expired;
+    rt.deadline.clear();
+    rt.deadline.expired = false;
+    if (timedOut) rt.resetHook();
+    // 4. Judge.
+    let outcome = judge(rt, ctx, failure, timedOut, timeoutMs);
+    // 5. Console excerpt before the VMs go away, then teardown.
+    if (outcome.status === 'failed') outcome.consoleExcerpt = consoleExcerpt(rt, [...scope.liveVms(), ...rt.fileScope.liveVms()]);
+    const teardownErrors = scope.close();
+    if (teardownErrors.length > 0 && outcome.status === 'passed') {
+      outcome = { status: 'failed', message: `test teardown failed: ${teardownErrors.join('; ')}`, log: [], durationMs: 0 };
+    }
+    rt.push(LabClass, rt.rootLab);
+    lua.lua_setglobal(L, key('provium'));
+    rt.currentScope = rt.fileScope;
+    rt.currentTest = null;
+    return { ...outcome, log: ctx.log, durationMs: performance.now() - started };
+  }
+}
+
+function judge(rt: LuaRuntime, ctx: TestContext, failure: CallFailure | null, timedOut: boolean, timeoutMs: number | undefined): Outcome {
+  const base = { log: ctx.log, durationMs: 0 };
+  if (timedOut) {
+    const message = failure && failure.message.includes('test timed out') ? failure.message : `test timed out after ${showSeconds(timeoutMs ?? 0)}`;
+    return { ...base, status: 'failed', message, location: failure?.location ?? locationFromMessage(message) };
+  }
+  if (failure && !failure.isSkip) {
+    const inTestFile = failure.message.startsWith(`${rt.displayPath}:`);
+    const message = inTestFile || ctx.failures.includes(failure.message) ? failure.message : `${failure.message}\n${failure.traceback}`;
+    return { ...base, status: 'failed', message, location: failure.location ?? locationFromMessage(failure.message) };
+  }
+  if (ctx.failures.length > 0) {
+    const message = ctx.failures[0]!;
+    return { ...base, status: 'failed', message, location: locationFromMessage(message) };
+  }
+  if (failure?.isSkip || ctx.skipReason !== null) return { ...base, status: 'skipped', message: ctx.skipReason ?? 'skipped (t:skip)' };
+  return { ...base, status: 'passed' };
+}
+
+function consoleExcerpt(rt: LuaRuntime, vms: { vmId: number; label: string }[]): string {
+  const parts: string[] = [];
+  for (const vm of vms) {
+    try {
+      const { text } = rt.rpc.call('vm.console_tail', { vmId: vm.vmId, maxBytes: kConsoleExcerptBytes });
+      if (text.trim() !== '') parts.push(vms.length > 1 ? `--- console of ${vm.label} ---\n${text}` : text);
+    } catch {
+      // The excerpt is a courtesy; a VM that cannot give one does not change the verdict.
+    }
+  }
+  return parts.join('\n');
+}
+
+/** wait_until(pred, {timeout = 10, interval = 0.1, desc = "condition"}) → the first truthy value. */
+function waitUntil(a: Args): number {
+  const L = a.L;
+  const fn = a.read(1, 'predicate', R.function);
+  const o = a.options(2, 'opts', { timeout: R.duration, interval: R.duration, desc: R.string });
+  const timeoutMs = o.timeout ?? kWaitUntilDefaultMs;
+  const intervalMs = o.interval ?? kWaitUntilIntervalMs;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    lua.lua_pushvalue(L, fn);
+    lua.lua_call(L, 0, 1);
+    if (lua.lua_toboolean(L, -1)) return 1;
+    lua.lua_pop(L, 1);
+    const left = deadline - Date.now();
+    if (left <= 0) throw new LuaError(`wait_until: ${o.desc ?? 'condition'} not met within ${showSeconds(timeoutMs)}`);
+    const testLeft = a.rt.deadline.remainingMs();
+    sleepSync(Math.max(1, Math.min(intervalMs, left, testLeft)));
+  }
+}

@@ -1,0 +1,299 @@
+// VM (seed 001, reference §1.6): one guest. The Vm object keeps the state the Lua side knows
+// (updated by every lifecycle reply and by `vm_dead` errors) so that an op in the wrong state fails
+// at once with the state named, instead of waiting on a guest that cannot answer.
+
+import { lua } from 'fengari';
+import type { BootOptions, RpcArgs, RpcReply, VmState } from '../broker/protocol.js';
+import path from 'node:path';
+import type { Args } from './args.js';
+import { batchMethod } from './batch.js';
+import { mergeBootOptions, readBootOptions } from './boot-options.js';
+import { Clock, ClockClass } from './clock.js';
+import { Console, ConsoleClass } from './console.js';
+import { LuaError } from './errors.js';
+import { runAsyncMethod, runMethod } from './exec.js';
+import type { GuestFile } from './file.js';
+import { kVmFileMethods } from './files.js';
+import { translateRpcError, type AgentTarget } from './guest.js';
+import type { Lab } from './lab.js';
+import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
+import type { LuaClass, LuaRuntime, Method } from './runtime.js';
+import { Snapshot, SnapshotClass } from './snapshot.js';
+import type { Stream } from './stream.js';
+import { pushText } from './values.js';
+import { spawnWorkerMethod } from './worker.js';
+
+export class Vm implements AgentTarget {
+  state: VmState = 'created';
+  cid: number | null = null;
+  deadReason: string | undefined;
+  /** Torn down by its scope's `scope.close`: nothing more can be done with it. */
+  released = false;
+  readonly label: string;
+  readonly workerId = undefined;
+  readonly openFiles = new Set<GuestFile>();
+  readonly openStreams = new Set<Stream>();
+  private _console: Console | null = null;
+  private _clock: Clock | null = null;
+
+  constructor(
+    readonly rt: LuaRuntime,
+    readonly name: string,
+    readonly profile: string,
+    readonly vmId: number,
+    /** The lab it is a member of (null after lab:remove). */
+    public lab: Lab | null,
+    /** Boot options given to lab:vm, merged under vm:boot's. */
+    readonly createOptions: BootOptions,
+  ) {
+    this.label = `vm \`${name}\``;
+  }
+
+  get vm(): Vm {
+    return this;
+  }
+
+  get console(): Console {
+    return (this._console ??= new Console(this));
+  }
+
+  get clock(): Clock {
+    return (this._clock ??= new Clock(this));
+  }
+
+  ensureUsable(fn: string): void {
+    if (this.released) throw new LuaError(`${fn}: ${this.label} was torn down at the end of its scope`);
+    switch (this.state) {
+      case 'booted':
+        return;
+      case 'paused':
+        throw new LuaError(`${fn}: ${this.label} is paused; use resume()`);
+      case 'dead':
+        throw new LuaError(`${fn}: ${this.label} is dead: ${this.deadReason ?? 'unknown reason'}`);
+      case 'created':
+        throw new LuaError(`${fn}: ${this.label} is not booted (state: created); call boot() first`);
+      default:
+        throw new LuaError(`${fn}: ${this.label} is not booted (state: ${this.state})`);
+    }
+  }
+
+  /** Throws unless the VM is in one of `states`. */
+  expectState(fn: string, states: VmState[], hint = ''): void {
+    if (this.released) throw new LuaError(`${fn}: ${this.label} was torn down at the end of its scope`);
+    if (states.includes(this.state)) return;
+    if (this.state === 'dead') throw new LuaError(`${fn}: ${this.label} is dead: ${this.deadReason ?? 'unknown reason'}`);
+    if (this.state === 'paused' && states.includes('booted')) throw new LuaError(`${fn}: ${this.label} is paused; use resume()`);
+    const already = this.state === 'booted' && states.includes('created');
+    throw new LuaError(`${fn}: ${this.label} is ${already ? 'already booted' : `not ${states.join(' or ')}`} (state: ${this.state})${hint}`);
+  }
+
+  markDead(reason: string): void {
+    this.state = 'dead';
+    this.deadReason ??= reason;
+    this.forgetGuestResources();
+  }
+
+  markReleased(): void {
+    this.released = true;
+    this.state = 'shutdown';
+    // Gone with its scope: whatever lab still lists it (a sub-lab, or the root reached through a
+    // saved reference) forgets it, so the name can be declared again.
+    if (this.lab?.vms.get(this.name) === this) this.lab.vms.delete(this.name);
+    this.lab = null;
+    this.forgetGuestResources();
+  }
+
+  /** The guest's files and the broker's streams of this VM are gone (shutdown, reset, death). */
+  forgetGuestResources(): void {
+    for (const f of [...this.openFiles]) f.forget();
+    for (const s of [...this.openStreams]) s.forget();
+  }
+
+  /** Validates the state and builds the `vm.boot` args (lab:boot posts several at once). */
+  bootArgs(fn: string, bootOptions: BootOptions): RpcArgs<'vm.boot'> {
+    this.expectState(fn, ['created', 'shutdown']);
+    return { vmId: this.vmId, opts: mergeBootOptions(this.createOptions, bootOptions) };
+  }
+
+  booted(reply: { cid: number }): void {
+    this.state = 'booted';
+    this.cid = reply.cid;
+    this.deadReason = undefined;
+  }
+
+  /** One lifecycle RPC with error translation. */
+  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button'>(fn: string, op: K): RpcReply<K> {
+    try {
+      return this.rt.rpc.call(op, { vmId: this.vmId });
+    } catch (err) {
+      throw translateRpcError(this, err, fn);
+    }
+  }
+
+  shutdown(fn: string): void {
+    if (this.released || this.state === 'shutdown') return;
+    this.lifecycle(fn, 'vm.shutdown');
+    this.state = 'shutdown';
+    this.forgetGuestResources();
+  }
+
+  refreshInfo(fn: string): void {
+    if (this.released) return;
+    let info;
+    try {
+      info = this.rt.rpc.call('vm.info', { vmId: this.vmId });
+    } catch (err) {
+      throw translateRpcError(this, err, fn);
+    }
+    if (info.state === 'dead') this.markDead(info.deadReason ?? 'unknown reason');
+    else this.state = info.state;
+    this.cid = info.cid;
+  }
+}
+
+function pushSelf(a: Args): number {
+  lua.lua_pushvalue(a.L, 1);
+  return 1;
+}
+
+const kLifecycle: Record<string, Method<Vm>> = {
+  boot(vm, a) {
+    const opts = readBootOptions(a, 1, 'opts');
+    const args = vm.bootArgs(a.label, opts);
+    let reply;
+    try {
+      reply = a.rt.rpc.call('vm.boot', args);
+    } catch (err) {
+      throw translateRpcError(vm, err, a.label);
+    }
+    vm.booted(reply);
+    return pushSelf(a);
+  },
+  shutdown(vm, a) {
+    vm.shutdown(a.label);
+    return 0;
+  },
+  pause(vm, a) {
+    vm.expectState(a.label, ['booted']);
+    vm.lifecycle(a.label, 'vm.pause');
+    vm.state = 'paused';
+    return 0;
+  },
+  resume(vm, a) {
+    vm.expectState(a.label, ['paused']);
+    vm.lifecycle(a.label, 'vm.resume');
+    vm.state = 'booted';
+    return 0;
+  },
+  reset(vm, a) {
+    vm.expectState(a.label, ['booted']);
+    vm.lifecycle(a.label, 'vm.reset');
+    vm.forgetGuestResources();
+    return 0;
+  },
+  power_button(vm, a) {
+    vm.expectState(a.label, ['booted']);
+    vm.lifecycle(a.label, 'vm.power_button');
+    vm.state = 'shutdown';
+    vm.forgetGuestResources();
+    return 0;
+  },
+  close(vm, a) {
+    vm.shutdown(a.label);
+    return 0;
+  },
+  snapshot(vm, a) {
+    vm.expectState(a.label, ['booted', 'paused']);
+    if (vm.openStreams.size > 0) {
+      const list = [...vm.openStreams].map((s) => s.describe()).join('; ');
+      throw a.error(`refusing to snapshot ${vm.label} while ${vm.openStreams.size} stream(s) are open: ${list}; close them first`);
+    }
+    const p = a.isNil(1) ? undefined : path.resolve(a.string(1, 'path'));
+    let reply;
+    try {
+      reply = a.rt.rpc.call('vm.snapshot', p === undefined ? { vmId: vm.vmId } : { vmId: vm.vmId, path: p });
+    } catch (err) {
+      throw translateRpcError(vm, err, a.label);
+    }
+    a.rt.push(SnapshotClass, new Snapshot(reply.path, reply.bytes), a.L);
+    return 1;
+  },
+  restore(vm, a) {
+    const snap = a.rt.toObject(a.L, a.idx(1), SnapshotClass);
+    const p = snap ? snap.path : a.type(1) === lua.LUA_TSTRING ? path.resolve(a.string(1, 'snapshot')) : undefined;
+    if (p === undefined) throw a.error(`argument #1 (snapshot) must be a Snapshot or a path string, got ${a.got(a.idx(1))}`);
+    vm.expectState(a.label, ['created', 'shutdown'], '; shut it down first');
+    let reply;
+    try {
+      reply = a.rt.rpc.call('vm.restore', { vmId: vm.vmId, path: p });
+    } catch (err) {
+      throw translateRpcError(vm, err, a.label);
+    }
+    vm.booted(reply);
+    return 0;
+  },
+};
+
+const kAccessors: Record<string, Method<Vm>> = {
+  name(vm, a) {
+    pushText(a.L, vm.name);
+    return 1;
+  },
+  profile(vm, a) {
+    pushText(a.L, vm.profile);
+    return 1;
+  },
+  state(vm, a) {
+    vm.refreshInfo(a.label);
+    pushText(a.L, vm.state);
+    return 1;
+  },
+  cid(vm, a) {
+    if (vm.cid === null || vm.state === 'created') lua.lua_pushnil(a.L);
+    else lua.lua_pushinteger(a.L, vm.cid);
+    return 1;
+  },
+  is_quiescent(vm, a) {
+    lua.lua_pushboolean(a.L, vm.openFiles.size === 0 && vm.openStreams.size === 0);
+    return 1;
+  },
+  open_file_count(vm, a) {
+    lua.lua_pushinteger(a.L, vm.openFiles.size);
+    return 1;
+  },
+  open_stream_count(vm, a) {
+    lua.lua_pushinteger(a.L, vm.openStreams.size);
+    return 1;
+  },
+  console(vm, a) {
+    a.rt.push(ConsoleClass, vm.console, a.L);
+    return 1;
+  },
+  clock(vm, a) {
+    a.rt.push(ClockClass, vm.clock, a.L);
+    return 1;
+  },
+};
+
+export const VmClass: LuaClass<Vm> = {
+  typeName: 'VM',
+  selfName: 'vm',
+  toString: (vm) => `vm(${vm.name} state=${vm.state} cid=${vm.cid ?? 'nil'})`,
+  methods: {
+    ...kLifecycle,
+    ...kAccessors,
+    ...kVmFileMethods,
+    run: runMethod,
+    run_async: runAsyncMethod,
+    syscall: syscallMethod,
+    ioctl: ioctlMethod,
+    read_mem: readMemMethod,
+    batch: batchMethod,
+    spawn_worker: spawnWorkerMethod,
+  },
+};
+
+/** For R-style reads of a VM argument (lab:include). */
+export function readVm(a: Args, idx: number): Vm | null {
+  return a.rt.toObject(a.L, idx, VmClass);
+}
