@@ -237,20 +237,25 @@ export class ManagedVm {
         timeoutMs,
         isAlive: () => qemu.state === 'running',
       });
-      agent.on('closed', (reason: string) => {
-        if (this.state === 'booted' || this.state === 'paused') this._markDead(`agent link closed: ${reason}`);
-      });
+      agent.on('closed', (reason: string) => void this._onAgentClosed(qemu, reason));
       return agent;
     } catch (err) {
       if (err instanceof AgentLinkError && err.reason === 'timeout') {
         throw new Error(`the agent did not answer within ${formatMs(timeoutMs)} (agent_timeout)`);
       }
-      if (qemu.state !== 'running') {
-        const exit = await qemu.exited;
-        throw new Error(`QEMU exited during boot (${describeExit(exit)})${exit.stderrTail ? `: ${exit.stderrTail.trim()}` : ''}`);
-      }
+      const exit = await exitSoon(qemu);
+      if (exit) throw new Error(`QEMU exited during boot (${describeExit(exit)})${exit.stderrTail ? `: ${exit.stderrTail.trim()}` : ''}`);
       throw err;
     }
+  }
+
+  /** The link drops first when QEMU dies, so the death is told by QEMU's exit when there is one. */
+  private async _onAgentClosed(qemu: QemuVm, reason: string): Promise<void> {
+    if (this.state !== 'booted' && this.state !== 'paused') return;
+    const exit = await exitSoon(qemu);
+    if (this._qemu !== qemu) return;
+    if (exit) this._markDead(`QEMU exited unexpectedly (${describeExit(exit)})${exit.stderrTail.trim() ? `: ${exit.stderrTail.trim()}` : ''}`);
+    else this._markDead(`the agent link closed while QEMU kept running: ${reason}`);
   }
 
   private _watchExit(qemu: QemuVm): void {
@@ -282,7 +287,7 @@ export class ManagedVm {
     try {
       return await agent.request(op, data, { worker, timeoutMs: limit });
     } catch (err) {
-      throw this._agentFailure(op, err);
+      throw await this._agentFailure(err);
     }
   }
 
@@ -291,7 +296,7 @@ export class ManagedVm {
     try {
       return await agent.openStream(op, data, { worker, timeoutMs: DEFAULT_AGENT_TIMEOUT_MS });
     } catch (err) {
-      throw this._agentFailure(op, err);
+      throw await this._agentFailure(err);
     }
   }
 
@@ -303,11 +308,13 @@ export class ManagedVm {
     return this._agent?.openStreamCount ?? 0;
   }
 
-  private _agentFailure(op: string, err: unknown): BrokerError {
+  private async _agentFailure(err: unknown): Promise<BrokerError> {
     if (err instanceof AgentError) return new BrokerError(err.message, RpcErrorCode.agent, err.errno);
     if (err instanceof AgentLinkError && err.reason === 'timeout') {
       return new BrokerError(`vm \`${this.name}\`: ${err.message}`, RpcErrorCode.timeout);
     }
+    // The link dropped: answer once the VM's fate is known, so the caller gets the real reason.
+    if (this._qemu && this.state !== 'dead') await exitSoon(this._qemu);
     if (this.state === 'dead') return this.deadError();
     return new BrokerError(`vm \`${this.name}\`: ${(err as Error).message}`, RpcErrorCode.vmDead);
   }
@@ -424,6 +431,11 @@ export class ManagedVm {
 
 function describeExit(exit: { code: number | null; signal: string | null }): string {
   return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+/** QEMU's exit if it comes within a second (a closed socket usually means it is on its way). */
+async function exitSoon(qemu: QemuVm): Promise<{ code: number | null; signal: string | null; stderrTail: string } | undefined> {
+  return Promise.race([qemu.exited, sleep(1000).then(() => undefined)]);
 }
 
 function sleep(ms: number): Promise<void> {
