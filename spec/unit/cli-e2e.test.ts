@@ -1,0 +1,70 @@
+// The real CLI, runner, piscina pool and Lua worker (no VM needed): a broken file, a stuck file
+// and a crashing file fail alone, and every other result still reaches the report.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function provium(cwd: string, args: string[]): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { cwd, env: { ...process.env, CI: '1' } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: number }).code as unknown as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('provium CLI end to end (real worker threads, no VM)', () => {
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-e2e-'));
+    await mkdir(path.join(dir, 't'));
+    await writeFile(path.join(dir, 'provium.toml'), '[provium]\nroots = ["t"]\n');
+    await writeFile(path.join(dir, 't/good.test.lua'), 'test("adds", function(t) t:assert_eq(1 + 1, 2) end)\ntest("logs", function(t) t:log("hi") end)\n');
+    await writeFile(path.join(dir, 't/syntax.test.lua'), 'test("never", function(t)\n  local = 1\nend)\n');
+    await writeFile(path.join(dir, 't/toplevel.test.lua'), 'local x = nil\nlocal y = x.field\n');
+    await writeFile(path.join(dir, 't/stuck.test.lua'), 'while true do end\n');
+    await writeFile(path.join(dir, 't/fails.test.lua'), 'test("one", function(t)\n  t:assert_eq(1, 2, "math")\nend)\ntest("two", function(t) end)\n');
+    await writeFile(path.join(dir, 't/exits.test.lua'), 'test("exit", function(t)\n  os.exit(3)\nend)\ntest("after", function(t) end)\n');
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reports every file, failing only the broken ones, with file:line', async () => {
+    const r = await provium(dir, ['--timeout', '3s', '--no-progress', '-j', '2']);
+    assert.equal(r.code, 1, r.stderr);
+    const out = r.stdout + r.stderr;
+    assert.match(out, /PASS t\/good\.test\.lua \(2 passed, 0 failed, 0 skipped\)/);
+    assert.match(out, /FAIL t\/syntax\.test\.lua/);
+    assert.match(out, /t\/syntax\.test\.lua:2:/);
+    assert.match(out, /FAIL t\/toplevel\.test\.lua/);
+    assert.match(out, /t\/toplevel\.test\.lua:2: .*attempt to index a nil value/);
+    assert.match(out, /FAIL t\/stuck\.test\.lua/);
+    assert.match(out, /FAIL t\/fails\.test\.lua \(1 passed, 1 failed, 0 skipped\)/);
+    assert.match(out, /t\/fails\.test\.lua:2: math: 1 ~= 2/);
+    // os.exit raises inside the test; the worker lives on and the next test runs.
+    assert.match(out, /FAIL t\/exits\.test\.lua \(1 passed, 1 failed, 0 skipped\)/);
+    assert.match(out, /os\.exit is not available in a test file/);
+    assert.match(out, /TIME t\/stuck\.test\.lua .*\n.*file timed out after 3s \(--timeout\); its worker was replaced/);
+    assert.match(out, /^4 passed, 5 failed, 0 skipped$/m);
+  });
+
+  it('exits 2 with the fix for bad usage', async () => {
+    const r = await provium(dir, ['--shard', '0/3']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--shard/);
+  });
+});
