@@ -139,6 +139,9 @@ export class TestRunner {
   private _runTest(def: TestDef, index: number): TestResult {
     const path = this.task.displayPath;
     const reason = this.skipReason(def);
+    // Every test gets exactly one test_started and one terminal event (reference §4.6), skipped
+    // ones included; a retry is announced by test_retry, not by another test_started.
+    this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt: 1 } });
     if (reason !== null) {
       this._emit({ kind: 'test_skipped', payload: { path, name: def.name, reason, meta: def.meta } });
       return { ...this._base(def), status: 'skipped', message: reason, log: [], durationMs: 0, attempts: 0, flaky: false };
@@ -149,7 +152,6 @@ export class TestRunner {
     let outcome: Outcome;
     for (;;) {
       attempt++;
-      this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt } });
       outcome = this._attempt(def, index, attempt);
       if (outcome.status === 'failed' && attempt < maxAttempts) {
         this._emit({ kind: 'test_retry', payload: { path, name: def.name, attempt, reason: outcome.message ?? '' } });
