@@ -253,6 +253,12 @@ void sleep_tick(int64_t now, int64_t *dl);
 int seed_kernel_rng(const uint8_t *p, size_t n);
 const char *mode_name(void);
 
+/* ---- power.c: the ACPI power button (standalone PID 1) ---- */
+#define POWER_MAX_FDS 4
+void power_init(void);
+void power_pollfds(void);
+void power_tick(int64_t now, int64_t *dl);
+
 /* ---- worker.c ---- */
 struct worker {
 	struct worker *next;
@@ -296,6 +302,10 @@ struct agent {
 	char port_desc[300];
 	struct conn conn;
 	bool exiting; /* worker: `exit` was answered; leave once it is flushed */
+	int power_fd[POWER_MAX_FDS]; /* "Power Button" event devices (standalone only) */
+	bool power_dead[POWER_MAX_FDS];
+	int npower;
+	int64_t poweroff_ms; /* shutting down: power off at this time at the latest; 0 when not */
 	uint32_t next_handle, next_worker;
 	struct proc *procs;
 	struct stream *streams;

@@ -24,6 +24,9 @@ static bool internal_fd(int fd)
 		return true;
 	if (fd == A.conn.fd || fd == A.conn.lfd)
 		return true;
+	for (int k = 0; k < A.npower; k++)
+		if (fd == A.power_fd[k])
+			return true;
 	for (struct proc *p = A.procs; p; p = p->next)
 		if (fd == p->in_fd || fd == p->out[0].fd || fd == p->out[1].fd)
 			return true;

@@ -315,6 +315,7 @@ void serve(void)
 		worker_tick(now, &dl);
 		batch_tick(now, &dl);
 		stream_tick(now, &dl);
+		power_tick(now, &dl);
 
 		/* 2. Write what we can now rather than after the next poll. */
 		/* A write error is left to on_conn: the next poll reports it. */
@@ -330,6 +331,7 @@ void serve(void)
 		stream_pollfds();
 		fdop_pollfds();
 		worker_pollfds();
+		power_pollfds();
 
 		/* 4 and 5. */
 		int timeout = -1;

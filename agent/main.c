@@ -154,6 +154,7 @@ static void boot_standalone(bool proc_mounted)
 	mnt("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777, true);
 	load_modules();
 	seed_from_fw_cfg();
+	power_init();
 }
 
 /* PID 1 from rdinit: chain to the image's /init unless told not to, else standalone. */

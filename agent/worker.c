@@ -252,6 +252,8 @@ static void __attribute__((noreturn)) worker_main(int sock)
 	A.next_handle = 1;
 	A.next_worker = 1;
 	A.exiting = false;
+	A.npower = 0;
+	A.poweroff_ms = 0;
 	memset(&A.conn, 0, sizeof A.conn);
 	A.conn.kind = CONN_WORKER;
 	A.conn.fd = sock;

@@ -17,8 +17,10 @@ set -euo pipefail
 export LC_ALL=C
 
 # Modules the agent loads (finit_module, in this order after dependency expansion). None of them
-# is built into Debian's cloud kernel (checked against modules.builtin below).
-kModules=(virtio_pci virtio_console virtio_blk virtio_net virtio-rng qemu_fw_cfg)
+# is built into Debian's cloud kernel (checked against modules.builtin below). `button` (the ACPI
+# power button, reported as KEY_POWER) and `evdev` (its /dev/input/eventN) let the standalone
+# agent power off on QMP system_powerdown.
+kModules=(virtio_pci virtio_console virtio_blk virtio_net virtio-rng qemu_fw_cfg button evdev)
 kMetaPkg=linux-image-cloud-amd64
 kBusyboxPkg=busybox-static
 # Fixed mtime for every file in the cpio, so the same inputs give the same initrd bytes.
