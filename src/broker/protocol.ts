@@ -43,7 +43,8 @@ export interface RpcOps {
   'vm.pause': { args: { vmId: number }; reply: Record<string, never> };
   'vm.resume': { args: { vmId: number }; reply: Record<string, never> };
   'vm.reset': { args: { vmId: number }; reply: Record<string, never> };
-  'vm.power_button': { args: { vmId: number }; reply: Record<string, never> };
+  /** `graceful`: the guest powered itself off within the grace; otherwise the broker stopped it. */
+  'vm.power_button': { args: { vmId: number }; reply: { graceful: boolean } };
   'vm.info': { args: { vmId: number }; reply: VmInfo };
   'vm.snapshot': { args: { vmId: number; path?: string }; reply: { path: string; bytes: number } };
   'vm.restore': { args: { vmId: number; path: string }; reply: { cid: number } };

@@ -101,8 +101,7 @@ export class Session {
       },
       'vm.power_button': async ({ vmId }) => {
         await this._closeStreamsOf(vmId);
-        await this._vm(vmId).powerButton();
-        return empty;
+        return this._vm(vmId).powerButton();
       },
       'vm.info': async ({ vmId }) => this._vm(vmId).info(),
       'vm.snapshot': async ({ vmId, path: file }) => {

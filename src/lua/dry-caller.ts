@@ -40,11 +40,12 @@ export class DryCaller implements Caller {
         return { cid: 0, bootMs: 0, restored: false };
       case 'vm.info':
         return { state: 'created', cid: null };
+      case 'vm.power_button':
+        return { graceful: true };
       case 'vm.shutdown':
       case 'vm.pause':
       case 'vm.resume':
       case 'vm.reset':
-      case 'vm.power_button':
       case 'scope.close':
       case 'lab.claim':
       case 'stream.close':

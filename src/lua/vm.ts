@@ -193,10 +193,12 @@ const kLifecycle: Record<string, Method<Vm>> = {
   },
   power_button(vm, a) {
     vm.expectState(a.label, ['booted']);
-    vm.lifecycle(a.label, 'vm.power_button');
+    const { graceful } = vm.lifecycle(a.label, 'vm.power_button');
     vm.state = 'shutdown';
     vm.forgetGuestResources();
-    return 0;
+    // true when the guest powered itself off; false when it ignored the button and was stopped.
+    lua.lua_pushboolean(a.L, graceful);
+    return 1;
   },
   close(vm, a) {
     vm.shutdown(a.label);
