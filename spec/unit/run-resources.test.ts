@@ -128,5 +128,7 @@ describe('sizePool', () => {
     assert.equal(sizePool({ memoryBytes: 16 * G, cpus: 2, cpuOvercommit: 2 }).total.cpus, 4);
     assert.equal(sizePool({ memoryBytes: 16 * G, cpus: 2, cpuOvercommit: 100 }).total.cpus, 16);
     assert.equal(sizePool({ memoryBytes: 100 * M, cpus: 1, cpuOvercommit: 0.1 }).defaultJobs, 1);
+    // Overcommit admits more vCPUs, but files at once stay one per host cpu.
+    assert.deepEqual(sizePool({ memoryBytes: 16 * G, cpus: 2, cpuOvercommit: 4 }), { total: { memory_bytes: 16 * G, cpus: 8 }, defaultJobs: 2 });
   });
 });

@@ -305,5 +305,8 @@ export function sizePool(opts: { memoryBytes: number; cpus: number; cpuOvercommi
   const cpus = Math.max(1, Math.round(opts.cpus * overcommit));
   const total = { memory_bytes: opts.memoryBytes, cpus };
   const byMemory = Math.floor(opts.memoryBytes / kDefaultFileMemoryBytes);
-  return { total, defaultJobs: Math.max(1, Math.min(cpus, byMemory)) };
+  // Files at once: one per host cpu (a booting guest keeps a core busy), even when the pool
+  // admits more vCPUs than that for files that run several mostly idle guests.
+  const byHostCpus = Math.max(1, Math.round(opts.cpus * Math.min(1, overcommit)));
+  return { total, defaultJobs: Math.max(1, Math.min(byHostCpus, byMemory)) };
 }

@@ -25,6 +25,7 @@ export interface RawFlags {
   rerunFailed?: boolean;
   shard?: string;
   timings?: string;
+  saveTimings?: string;
   jobs?: string;
   mem?: string;
   cpus?: string;
@@ -65,6 +66,7 @@ export function addSelectionFlags(cmd: Command): Command {
     .option('--rerun-failed', "only the files that failed in the last run")
     .option('--shard <i/n>', 'run shard i of n (1-based), balanced by recorded durations when there are any')
     .option('--timings <file>', 'timing record to balance shards and order files by (default: one per project in the cache)')
+    .option('--save-timings <file>', "also write this run's updated timing record to FILE, even when sharded (merge shards with `provium timings merge`)")
     .option('-j, --jobs <n>', 'files run at once (default: what the resource pool allows)')
     .option('--timeout <duration>', 'per-file wall-clock limit, e.g. 300, "90s", "10m"; 0 disables', '300')
     .option('-v, --verbose', 'also list passed and skipped tests')
@@ -76,7 +78,7 @@ export function addRunFlags(cmd: Command): Command {
   return addSelectionFlags(cmd)
     .option('--mem <size>', 'memory budget of the resource pool, e.g. "16G" (default 80% of RAM)')
     .option('--cpus <n>', 'cpus of the resource pool (default: online cpus)')
-    .option('--cpu-overcommit <factor>', 'the pool gets round(cpus × factor) cpus, 0.5–8', '1.0')
+    .option('--cpu-overcommit <factor>', 'the pool admits round(cpus × factor) vCPUs, 0.5–8 (idle guests use little CPU)', '4')
     .option('--retries <n>', 'rerun a failed test up to N times; a later pass is reported flaky', '0')
     .option('--fail-fast', 'stop starting files after the first failure')
     .option('--junit <file>', 'write a JUnit XML report to FILE')
@@ -110,7 +112,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
   if (raw.json && raw.eventsStdout) {
     throw new UsageError('--json and --events-stdout both want stdout; use --save-events FILE or --events-socket PATH for the events');
   }
-  const overcommit = Number(raw.cpuOvercommit ?? '1');
+  const overcommit = Number(raw.cpuOvercommit ?? '4');
   if (!Number.isFinite(overcommit) || overcommit <= 0) {
     throw new UsageError(`--cpu-overcommit ${JSON.stringify(raw.cpuOvercommit)}: expected a number from 0.5 to 8, e.g. 1.5`);
   }
@@ -145,6 +147,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
   const at = (p: string): string => resolve(cwd, p);
   if (raw.since !== undefined) options.since = raw.since;
   if (raw.timings !== undefined) options.timingsPath = at(raw.timings);
+  if (raw.saveTimings !== undefined) options.saveTimingsPath = at(raw.saveTimings);
   const jobs = integer('-j/--jobs', raw.jobs, 1, 1024);
   if (jobs !== undefined) options.jobs = jobs;
   if (memoryBytes !== undefined) options.memoryBytes = memoryBytes;
