@@ -2,7 +2,7 @@
 // and a crashing file fail alone, and every other result still reaches the report.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -59,6 +59,22 @@ describe('provium CLI end to end (real worker threads, no VM)', () => {
     assert.match(out, /os\.exit is not available in a test file/);
     assert.match(out, /TIME t\/stuck\.test\.lua .*\n.*file timed out after 3s \(--timeout\); its worker was replaced/);
     assert.match(out, /^4 passed, 5 failed, 0 skipped$/m);
+  });
+
+  it('shards save their timings and `timings merge` combines them for the next split', async () => {
+    const files = ['t/good.test.lua', 't/fails.test.lua', 't/syntax.test.lua', 't/toplevel.test.lua', 't/exits.test.lua'];
+    for (const i of [1, 2]) {
+      const r = await provium(dir, [...files, '--shard', `${i}/2`, '--save-timings', `shard${i}.json`, '--no-progress']);
+      assert.ok(r.code === 0 || r.code === 1, r.stderr);
+    }
+    const merge = await provium(dir, ['timings', 'merge', 'all.json', 'shard1.json', 'shard2.json']);
+    assert.equal(merge.code, 0, merge.stderr);
+    const merged = JSON.parse(await readFile(path.join(dir, 'all.json'), 'utf8')) as { files: Record<string, { duration_ms: number }> };
+    // Entries from earlier runs are carried forward; every file the shards ran is there.
+    for (const file of files) assert.ok(merged.files[file], `${file} missing from ${Object.keys(merged.files).join(', ')}`);
+    const bad = await provium(dir, ['timings', 'merge', 'x.json', 'missing.json']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /missing\.json: .*--save-timings/);
   });
 
   it('exits 2 with the fix for bad usage', async () => {

@@ -14,6 +14,7 @@ import { ExitCode } from '../run/outcome.js';
 import { repoRoot } from '../vmm/paths.js';
 import { doctorCommand } from './doctor.js';
 import { eventsCommand } from './events-cmd.js';
+import { timingsMergeCommand } from './timings-cmd.js';
 import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './flags.js';
 import { imageBuildCommand } from './image-cmd.js';
 import { realDeps } from './wiring.js';
@@ -84,6 +85,17 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     .option('-q, --quiet', 'no build log')
     .action(async (raw: { force?: boolean; quiet?: boolean }) => {
       exitCode = await imageBuildCommand({ force: raw.force === true, quiet: raw.quiet === true }, io);
+    });
+
+  program
+    .command('timings')
+    .description('timing records')
+    .command('merge')
+    .description('combine the --save-timings files of a sharded run into one record (per file, the newest entry)')
+    .argument('<out>', 'the record to write')
+    .argument('<inputs...>', 'records written with --save-timings')
+    .action(async (out: string, inputs: string[]) => {
+      exitCode = await timingsMergeCommand(out, inputs, io);
     });
 
   program

@@ -81,6 +81,23 @@ export function mergeTimings(record: TimingRecord | null, durations: Map<string,
   return { version: kTimingsVersion, files: sorted };
 }
 
+/**
+ * Combines records written by the shards of one run (`--save-timings`): each shard updated the
+ * files it ran, so for each file the entry with the most runs is the newest.
+ */
+export function combineTimings(records: TimingRecord[]): TimingRecord {
+  const files: Record<string, TimingEntry> = {};
+  for (const record of records) {
+    for (const [key, entry] of Object.entries(record.files)) {
+      const seen = files[key];
+      if (!seen || entry.runs > seen.runs) files[key] = entry;
+    }
+  }
+  const sorted: Record<string, TimingEntry> = {};
+  for (const key of Object.keys(files).sort()) sorted[key] = files[key]!;
+  return { version: kTimingsVersion, files: sorted };
+}
+
 export async function writeTimings(path: string, record: TimingRecord): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(record, null, 1)}\n`);
 }

@@ -39,6 +39,8 @@ export interface RunOptions {
   selection: TestSelection;
   shard: ShardSpec | null;
   timingsPath?: string;
+  /** Also write this run's updated timing record here, sharded or not (CI carries it between jobs). */
+  saveTimingsPath?: string;
   /** -j; default: what the resource pool allows. */
   jobs?: number;
   memoryBytes?: number;
@@ -341,14 +343,20 @@ async function saveState(
   // never rewrites the record it split by: the other shards of the same run (in parallel, or
   // later on this machine) must see the record this shard saw, or the split would differ and
   // files would run twice or never. Unsharded runs keep it current.
-  if (options.shard) return;
   const durations = new Map<string, number>();
   for (const o of outcomes) {
     if (o.status === 'passed' || o.status === 'failed' || o.status === 'skipped' || o.status === 'timed_out') {
       durations.set(o.file.key, o.durationMs);
     }
   }
-  if (durations.size > 0) {
-    await writeTimings(timingsPath, mergeTimings(timings, durations)).catch((err: Error) => warn(`timing record ${timingsPath}: ${err.message}`));
+  if (durations.size === 0) return;
+  const updated = mergeTimings(timings, durations);
+  // --save-timings is a separate file, so writing it never changes what other shards split by;
+  // `provium timings merge` combines the shards' files afterwards.
+  if (options.saveTimingsPath) {
+    const out = options.saveTimingsPath;
+    await writeTimings(out, updated).catch((err: Error) => warn(`--save-timings ${out}: ${err.message}`));
   }
+  if (options.shard) return;
+  await writeTimings(timingsPath, updated).catch((err: Error) => warn(`timing record ${timingsPath}: ${err.message}`));
 }
