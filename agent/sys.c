@@ -15,6 +15,7 @@
 
 /* <linux/random.h> is not available to musl-gcc: _IOW('R', 0x03, int[2]). */
 #define RNDADDENTROPY 0x40085203UL
+#define RNDRESEEDCRNG 0x5207UL
 
 const char *mode_name(void)
 {
@@ -195,6 +196,10 @@ int seed_kernel_rng(const uint8_t *p, size_t n)
 	/* Credit the entropy when allowed (root); otherwise mixing it in is still worth it. */
 	if (syscall(SYS_ioctl, fd, RNDADDENTROPY, e) == 0 || write(fd, p, n) == (ssize_t)n)
 		rc = 0;
+	/* Added entropy reaches /dev/urandom only at the next reseed, which may be a minute away:
+	 * clones restored from one snapshot would read the same bytes until then. */
+	if (rc == 0)
+		(void)syscall(SYS_ioctl, fd, RNDRESEEDCRNG, 0);
 	free(e);
 out:;
 	int err = errno;
