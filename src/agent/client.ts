@@ -4,6 +4,7 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { ChunkQueue } from './chunk-queue.js';
 import { decodeBody, encodeFrame, FrameError, FrameReader } from './framing.js';
 import {
   MAX_FRAME_BYTES,
@@ -59,10 +60,8 @@ export interface RequestOptions {
 
 /** Bytes from one agent stream, buffered up to the credit window. */
 export class AgentStream {
-  private readonly _chunks: Uint8Array[] = [];
-  private _ended = false;
+  private readonly _queue = new ChunkQueue();
   private _endError: AgentErrorData | undefined;
-  private _waiter: (() => void) | undefined;
 
   constructor(
     private readonly _client: AgentClient,
@@ -71,7 +70,7 @@ export class AgentStream {
   ) {}
 
   get ended(): boolean {
-    return this._ended && this._chunks.length === 0;
+    return this._queue.ended && this._queue.isEmpty;
   }
 
   get endError(): AgentErrorData | undefined {
@@ -80,17 +79,8 @@ export class AgentStream {
 
   /** The next chunk, or null when nothing came within `timeoutMs` or the stream ended. */
   async read(timeoutMs: number): Promise<Uint8Array | null> {
-    if (this._chunks.length === 0 && !this._ended && timeoutMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this._waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this._waiter = undefined;
-    }
-    const chunk = this._chunks.shift();
+    await this._queue.waitForData(timeoutMs);
+    const chunk = this._queue.shift();
     if (!chunk) return null;
     // Consumed bytes become credit again: the agent may send that much more.
     this._client.grantCredit(this, chunk.byteLength);
@@ -99,15 +89,13 @@ export class AgentStream {
 
   /** @internal */
   _push(bytes: Uint8Array): void {
-    if (bytes.byteLength > 0) this._chunks.push(bytes);
-    this._waiter?.();
+    this._queue.push(bytes);
   }
 
   /** @internal */
   _end(error?: AgentErrorData): void {
-    this._ended = true;
-    this._endError = error;
-    this._waiter?.();
+    this._endError ??= error;
+    this._queue.end();
   }
 }
 

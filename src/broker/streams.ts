@@ -3,6 +3,7 @@
 // when the reader falls behind, the agent stream relies on the agent's credit window.
 
 import net from 'node:net';
+import { ChunkQueue } from '../agent/chunk-queue.js';
 import type { AgentStream } from '../agent/client.js';
 import type { StreamChunk } from './protocol.js';
 
@@ -106,10 +107,7 @@ export class ConsoleLink {
 }
 
 export class ConsoleReader implements BrokerStream {
-  private readonly _chunks: Buffer[] = [];
-  private _buffered = 0;
-  private _ended = false;
-  private _waiter: (() => void) | undefined;
+  private readonly _queue = new ChunkQueue();
 
   constructor(
     readonly vmId: number,
@@ -117,26 +115,16 @@ export class ConsoleReader implements BrokerStream {
   ) {}
 
   get bufferedBytes(): number {
-    return this._buffered;
+    return this._queue.bufferedBytes;
   }
 
+  /** Everything that arrived since the last read, so a slow reader catches up in one call. */
   async read(timeoutMs: number): Promise<StreamChunk> {
-    if (this._chunks.length === 0 && !this._ended && timeoutMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this._waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this._waiter = undefined;
-    }
-    if (this._chunks.length === 0) return { data: null, eof: this._ended };
-    const data = Buffer.concat(this._chunks);
-    this._chunks.length = 0;
-    this._buffered = 0;
+    await this._queue.waitForData(timeoutMs);
+    const data = this._queue.takeAll();
+    if (!data) return { data: null, eof: this._queue.ended };
     this._link._drained();
-    return { data: new Uint8Array(data), eof: false };
+    return { data, eof: false };
   }
 
   async close(): Promise<void> {
@@ -146,15 +134,11 @@ export class ConsoleReader implements BrokerStream {
 
   /** @internal */
   _push(chunk: Buffer): void {
-    if (this._ended) return;
-    this._chunks.push(chunk);
-    this._buffered += chunk.byteLength;
-    this._waiter?.();
+    this._queue.push(chunk);
   }
 
   /** @internal */
   _end(): void {
-    this._ended = true;
-    this._waiter?.();
+    this._queue.end();
   }
 }

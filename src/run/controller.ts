@@ -25,7 +25,7 @@ import { TextReporter, type Verbosity } from '../report/text.js';
 import { mergeTimings, writeTimings } from '../report/timings.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { ExitCode, isFailure, summarize, type FileOutcome, type PlannedFile } from './outcome.js';
-import { planRun, scanFixtureRefs } from './plan.js';
+import { planOptionsOf, planRun, scanFixtureRefs } from './plan.js';
 import type { ShardSpec } from './shard.js';
 import type { TestSelection } from './task.js';
 
@@ -145,22 +145,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   // 1. Preflight, outputs and the plan.
   await deps.preflight?.(config);
   const out = setUpOutputs(options, io);
-  const plan = await planRun(
-    {
-      cwd: io.cwd,
-      paths: options.paths,
-      roots: config.roots,
-      baseDir: config.baseDir,
-      cacheDir: config.cacheDir,
-      filters: options.filters,
-      since: options.since,
-      rerunFailed: options.rerunFailed,
-      rerunStatePath: options.rerunStatePath,
-      shard: options.shard,
-      timingsPath: options.timingsPath,
-    },
-    out.warn,
-  );
+  const plan = await planRun(planOptionsOf(options, io.cwd), out.warn);
   if (plan.kind === 'nothing') {
     if (options.json && plan.reason === 'no_files') io.stdout.write(`${kNoFilesJson}\n`);
     else out.screen.write(`provium: ${plan.message}\n`);

@@ -12,7 +12,7 @@ import type { RunDeps, RunIO, RunOptions } from './controller.js';
 import { hostResources } from './controller.js';
 import { Dispatcher } from './dispatcher.js';
 import { ExitCode, type FileOutcome } from './outcome.js';
-import { planRun } from './plan.js';
+import { planOptionsOf, planRun } from './plan.js';
 
 export type ListOptions = Pick<
   RunOptions,
@@ -63,22 +63,7 @@ export async function listSuite(options: ListOptions, io: RunIO, deps: RunDeps):
   const warn = (message: string): void => {
     io.stderr.write(`provium: warning: ${message}\n`);
   };
-  const plan = await planRun(
-    {
-      cwd: io.cwd,
-      paths: options.paths,
-      roots: config.roots,
-      baseDir: config.baseDir,
-      cacheDir: config.cacheDir,
-      filters: options.filters,
-      since: options.since,
-      rerunFailed: options.rerunFailed,
-      rerunStatePath: options.rerunStatePath,
-      shard: options.shard,
-      timingsPath: options.timingsPath,
-    },
-    warn,
-  );
+  const plan = await planRun(planOptionsOf(options, io.cwd), warn);
   if (plan.kind === 'nothing') {
     io.stderr.write(`provium: ${plan.message}\n`);
     return plan.reason === 'no_files' ? ExitCode.usage : ExitCode.ok;

@@ -28,6 +28,30 @@ export interface PlanOptions {
   timingsPath?: string;
 }
 
+/** The plan options of a run or a listing: its selection flags over the loaded config. */
+export function planOptionsOf(
+  options: Pick<PlanOptions, 'paths' | 'filters' | 'since' | 'rerunFailed' | 'rerunStatePath' | 'shard' | 'timingsPath'> & {
+    config: { roots: string[]; baseDir: string; cacheDir: string };
+  },
+  cwd: string,
+): PlanOptions {
+  const { config } = options;
+  const plan: PlanOptions = {
+    cwd,
+    paths: options.paths,
+    roots: config.roots,
+    baseDir: config.baseDir,
+    cacheDir: config.cacheDir,
+    filters: options.filters,
+    rerunFailed: options.rerunFailed,
+    rerunStatePath: options.rerunStatePath,
+    shard: options.shard,
+  };
+  if (options.since !== undefined) plan.since = options.since;
+  if (options.timingsPath !== undefined) plan.timingsPath = options.timingsPath;
+  return plan;
+}
+
 export type Plan =
   | {
       kind: 'files';
