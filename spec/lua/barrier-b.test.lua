@@ -1,0 +1,17 @@
+-- Two files, run on different worker threads, meet at a run-wide barrier (barrier-a.test.lua
+-- is the other party). No VM: the barrier lives in the broker. With a single worker (-j1) the
+-- barrier can never fill, which the broker reports at once; the test then has nothing to prove.
+
+test("meets barrier-a.test.lua at a run-wide barrier", function(t)
+  local ok, err = pcall(function() return provium:barrier("spec-meet", 2, "60s") end)
+  if not ok and tostring(err):find("can never fill", 1, true) then
+    t:skip("one worker: the two files cannot run at once (" .. tostring(err) .. ")")
+  end
+  t:assert(ok, tostring(err))
+  t:assert_eq(err, true)
+end)
+
+test("a barrier needing more files than can run at once fails at once, saying why", function(t)
+  local err = t:assert_raises(function() provium:barrier("spec-crowd-b", 4096, "60s") end)
+  t:assert_contains(err, "barrier `spec-crowd-b` can never fill")
+end)
