@@ -77,6 +77,30 @@ describe('provium CLI end to end (real worker threads, no VM)', () => {
     assert.match(bad.stderr, /missing\.json: .*--save-timings/);
   });
 
+  it('--retries passes a flaky test on a later attempt and reports it flaky, in every report', async () => {
+    const flaky = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-flaky-'));
+    try {
+      await writeFile(
+        path.join(flaky, 'flaky.test.lua'),
+        'attempts = 0\ntest("second time lucky", function(t)\n  attempts = attempts + 1\n  if attempts < 2 then error("flake") end\nend)\n',
+      );
+      const once = await provium(flaky, ['flaky.test.lua', '--no-progress']);
+      assert.equal(once.code, 1);
+      const r = await provium(flaky, ['flaky.test.lua', '--retries', '1', '--no-progress', '--junit', 'report.xml']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /^1 passed, 0 failed, 0 skipped, 1 flaky$/m);
+      const xml = await readFile(path.join(flaky, 'report.xml'), 'utf8');
+      assert.match(xml, /<testcase [^>]*name="second time lucky"/);
+      assert.doesNotMatch(xml, /<failure/);
+      const json = await provium(flaky, ['flaky.test.lua', '--retries', '1', '--json']);
+      const line = JSON.parse(json.stdout.trim().split('\n').at(-1)!) as { passed: boolean; tests: { name: string; status: string }[] };
+      assert.equal(line.passed, true);
+      assert.deepEqual(line.tests.map((t) => [t.name, t.status]), [['second time lucky', 'passed']]);
+    } finally {
+      await rm(flaky, { recursive: true, force: true });
+    }
+  });
+
   it('exits 2 with the fix for bad usage', async () => {
     const r = await provium(dir, ['--shard', '0/3']);
     assert.equal(r.code, 2);
