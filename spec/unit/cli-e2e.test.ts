@@ -101,6 +101,21 @@ describe('provium CLI end to end (real worker threads, no VM)', () => {
     }
   });
 
+  it('exits 2 before running anything when a profile kernel is missing, naming it and the config', async () => {
+    const broken = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-kernel-'));
+    try {
+      await writeFile(path.join(broken, 'provium.toml'), '[profiles.mine]\nkernel = "nope/vmlinux"\ncmdline = "console=ttyS0"\n');
+      await writeFile(path.join(broken, 'k.test.lua'), 'test("x", function(t) end)\n');
+      const r = await provium(broken, ['k.test.lua']);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /profile `mine`: kernel .*nope\/vmlinux is missing or unreadable/);
+      assert.match(r.stderr, /fix the paths in .*provium\.toml/);
+      assert.doesNotMatch(r.stdout, /PASS|FAIL/);
+    } finally {
+      await rm(broken, { recursive: true, force: true });
+    }
+  });
+
   it('exits 2 with the fix for bad usage', async () => {
     const r = await provium(dir, ['--shard', '0/3']);
     assert.equal(r.code, 2);

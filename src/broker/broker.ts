@@ -13,6 +13,8 @@ import { Session } from './session.js';
 export interface BrokerOptions {
   bus: EventBus;
   profiles: Record<string, Profile>;
+  /** Profiles that exist but cannot be used, with the reason and its fix (e.g. an unbuilt image). */
+  unavailableProfiles?: Record<string, string>;
   pool: ResourcePool;
   barriers: Barriers;
   cacheDir: string;

@@ -19,6 +19,7 @@ export interface SessionDeps {
   pool: ResourcePool;
   barriers: Barriers;
   profiles: Record<string, Profile>;
+  unavailableProfiles?: Record<string, string>;
   bootCache: BootCache;
 }
 
@@ -79,6 +80,8 @@ export class Session {
       'vm.create': async ({ name, profile }) => {
         const resolved = this._deps.profiles[profile];
         if (!resolved) {
+          const unavailable = this._deps.unavailableProfiles?.[profile];
+          if (unavailable) throw new BrokerError(`vm \`${name}\`: ${unavailable}`);
           const known = Object.keys(this._deps.profiles).sort().join(', ') || '(none)';
           throw new BrokerError(`unknown profile \`${profile}\` for vm \`${name}\`; known profiles: ${known}`);
         }

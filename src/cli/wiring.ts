@@ -37,6 +37,22 @@ export async function preflight(config: ProviumConfig, opts: { skipEnvironment: 
   // Without the minimal image and without profiles of their own, no test can boot anything.
   const missing = config.unavailableProfiles['minimal'];
   if (missing && Object.keys(config.profiles).length === 0) throw new UsageError(missing);
+  // A profile whose kernel or initrd is missing would fail every boot: say so before the run.
+  const unreadable: string[] = [];
+  for (const profile of Object.values(config.profiles)) {
+    for (const [what, file] of [['kernel', profile.kernel], ['initrd', profile.initrd]] as const) {
+      if (file === undefined) continue;
+      try {
+        await access(file, constants.R_OK);
+      } catch {
+        unreadable.push(`profile \`${profile.name}\`: ${what} ${file} is missing or unreadable`);
+      }
+    }
+  }
+  if (unreadable.length > 0) {
+    const where = config.path ? `fix the paths in ${config.path}` : 'fix the profile paths';
+    throw new UsageError(`${unreadable.join('\n')}\n${where} (relative paths are resolved against its directory)`);
+  }
 }
 
 export function realDeps(opts: { skipPreflight: boolean }): RunDeps {

@@ -198,7 +198,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
 
   let finished = false;
   try {
-    broker = deps.createBroker({ bus, profiles: config.profiles, pool, barriers, cacheDir: config.cacheDir });
+    broker = deps.createBroker({ bus, profiles: config.profiles, unavailableProfiles: config.unavailableProfiles, pool, barriers, cacheDir: config.cacheDir });
     workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
     dispatcher = new Dispatcher({
       files,

@@ -78,7 +78,7 @@ export async function listSuite(options: ListOptions, io: RunIO, deps: RunDeps):
   const bus = new EventBus();
   const pool = new ResourcePool(sizing.total, bus);
   const barriers = new Barriers();
-  const broker = deps.createBroker({ bus, profiles: config.profiles, pool, barriers, cacheDir: config.cacheDir });
+  const broker = deps.createBroker({ bus, profiles: config.profiles, unavailableProfiles: config.unavailableProfiles, pool, barriers, cacheDir: config.cacheDir });
   const workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
   const outcomes = new Map<string, FileOutcome>();
   try {
