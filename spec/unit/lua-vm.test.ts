@@ -508,3 +508,14 @@ end)
   assert.equal(joins.length, 2);
   assert.equal(joins[0].worker, undefined, 'joins go to the main agent');
 });
+
+test('reset_between_tests refuses streams left open at file scope, naming them', async () => {
+  const { result } = await runLua(String.raw`
+provium.reset_between_tests = true
+local vm = provium:vm("a", "minimal"):boot()
+local s = vm:tail_file("/var/log/x")
+test("never runs", function(t) end)
+`);
+  assert.match(result.chunkError!.message, /provium\.reset_between_tests: vm `a` has 1 stream\(s\) open at file scope \(tail_file \/var\/log\/x/);
+  assert.equal(result.tests.length, 0);
+});

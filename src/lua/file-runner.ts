@@ -2,6 +2,7 @@
 // chunk (loaded as `@<display path>`), its tests, and the file scope's teardown. Whatever happens
 // the result comes back (never a throw): top-level errors become `chunkError` with file:line.
 
+import { FileReset } from './file-reset.js';
 import { readFileSync } from 'node:fs';
 import { lua } from 'fengari';
 import type { FileResult, FileTask } from '../run/task.js';
@@ -22,6 +23,7 @@ export function runFile(task: FileRunInput, caller: Caller): FileResult {
   const started = performance.now();
   const result: FileResult = { file: task.file, displayPath: task.displayPath, tests: [], durationMs: 0 };
   let rt: LuaRuntime | undefined;
+  let reset: FileReset | undefined;
   try {
     // 1. The state and its globals.
     rt = new LuaRuntime({
@@ -68,13 +70,28 @@ export function runFile(task: FileRunInput, caller: Caller): FileResult {
     }
 
     // 3. The tests, in declaration order.
-    result.tests = task.listOnly ? runner.list() : runner.runAll();
+    if (task.listOnly) {
+      result.tests = runner.list();
+      return result;
+    }
+    if (!rt.fileConfig.resetBetweenTests) {
+      result.tests = runner.runAll();
+      return result;
+    }
+    try {
+      reset = FileReset.prepare(rt);
+    } catch (err) {
+      result.chunkError = { message: `${task.displayPath}: ${(err as Error).message}` };
+      return result;
+    }
+    result.tests = runner.runAll(reset);
     return result;
   } catch (err) {
     result.chunkError = { message: `internal error while running ${task.displayPath}: ${(err as Error)?.stack ?? String(err)}` };
     return result;
   } finally {
     // 4. File-scope teardown, however the file ended.
+    reset?.dispose();
     if (rt?.fileScope) {
       rt.deadline.clear();
       let errors: string[];

@@ -9,6 +9,7 @@ import type { FileTask, TestResult } from '../run/task.js';
 import { R, type Args } from './args.js';
 import { findFrame, locationFromMessage, LuaError } from './errors.js';
 import { showSeconds } from './guest.js';
+import type { FileReset } from './file-reset.js';
 import { Lab, LabClass } from './lab.js';
 import type { CallFailure, LuaRuntime } from './runtime.js';
 import { ResourceScope } from './scope.js';
@@ -120,8 +121,33 @@ export class TestRunner {
     });
   }
 
-  runAll(): TestResult[] {
-    return this.tests.map((def, i) => this._runTest(def, i + 1));
+  /** Runs every test; with `reset`, a test that runs after another one did starts from the saved VMs. */
+  runAll(reset?: FileReset): TestResult[] {
+    let dirty = false;
+    return this.tests.map((def, i) => {
+      if (reset && dirty && this.skipReason(def) === null) {
+        dirty = false;
+        try {
+          reset.restore();
+        } catch (err) {
+          return this._failedBeforeStart(def, (err as Error).message);
+        }
+      }
+      const result = this._runTest(def, i + 1);
+      if (result.status !== 'skipped') dirty = true;
+      return result;
+    });
+  }
+
+  /** A test that could not start (its reset failed): it still gets its two events. */
+  private _failedBeforeStart(def: TestDef, message: string): TestResult {
+    const path = this.task.displayPath;
+    this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt: 1 } });
+    this._emit({
+      kind: 'test_failed',
+      payload: { path, name: def.name, duration_ns: 0, reason: message, console_excerpt: '', meta: def.meta, attempt: 1 },
+    });
+    return { ...this._base(def), status: 'failed', message, log: [], durationMs: 0, attempts: 1, flaky: false };
   }
 
   private _base(def: TestDef): Pick<TestResult, 'name' | 'meta' | 'location'> {

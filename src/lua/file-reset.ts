@@ -1,0 +1,63 @@
+// provium.reset_between_tests (reference §1.1): the file-scope VMs, as the top-level chunk left
+// them, are saved once and put back before every test that runs after another one did.
+
+import { rmSync } from 'node:fs';
+import { LuaError } from './errors.js';
+import { translateRpcError } from './guest.js';
+import type { LuaRuntime } from './runtime.js';
+import type { Vm } from './vm.js';
+
+const kWhat = 'provium.reset_between_tests';
+
+export class FileReset {
+  private constructor(
+    private readonly _rt: LuaRuntime,
+    private readonly _saved: { vm: Vm; path: string }[],
+  ) {}
+
+  /** Saves every booted file-scope VM. Open streams or a paused VM make the file fail. */
+  static prepare(rt: LuaRuntime): FileReset {
+    const vms = rt.fileScope.vms.filter((vm) => vm.state !== 'created' && vm.state !== 'shutdown');
+    for (const vm of vms) {
+      if (vm.openStreams.size > 0) {
+        const list = [...vm.openStreams].map((s) => s.describe()).join('; ');
+        throw new LuaError(`${kWhat}: ${vm.label} has ${vm.openStreams.size} stream(s) open at file scope (${list}); open streams inside the tests instead`);
+      }
+      if (vm.state !== 'booted') throw new LuaError(`${kWhat}: ${vm.label} is ${vm.state} at the end of the file's top level; it must be booted to be saved`);
+    }
+    const saved: { vm: Vm; path: string }[] = [];
+    const reset = new FileReset(rt, saved);
+    try {
+      for (const vm of vms) {
+        try {
+          saved.push({ vm, path: rt.rpc.call('vm.snapshot', { vmId: vm.vmId }).path });
+        } catch (err) {
+          throw translateRpcError(vm, err, kWhat);
+        }
+      }
+    } catch (err) {
+      reset.dispose();
+      throw err;
+    }
+    return reset;
+  }
+
+  /** Puts every saved VM back as it was saved. */
+  restore(): void {
+    for (const { vm, path } of this._saved) {
+      try {
+        vm.shutdown(kWhat);
+        vm.booted(this._rt.rpc.call('vm.restore', { vmId: vm.vmId, path }));
+      } catch (err) {
+        throw translateRpcError(vm, err, kWhat);
+      }
+    }
+  }
+
+  dispose(): void {
+    for (const { path } of this._saved) {
+      rmSync(path, { force: true });
+      rmSync(`${path}.json`, { force: true });
+    }
+  }
+}
