@@ -46,6 +46,8 @@ export class ManagedVm {
   private _releaseResources: (() => void) | undefined;
   private _bootedAt = 0;
   private _console: ConsoleLink | undefined;
+  /** The boot in progress: a shutdown waits for it, or the guest it brings up would outlive its owner. */
+  private _booting: Promise<unknown> | undefined;
   /** The launch the running guest came from (for snapshots). */
   private _launched: LaunchSpec | undefined;
   /** Set while we stop QEMU on purpose, so its exit is not a death. */
@@ -69,7 +71,16 @@ export class ManagedVm {
   }
 
   /** Boots to agent-ready. On failure the VM is back in `created` and the error carries the console tail. */
-  async boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
+  boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
+    if (this._booting) return Promise.reject(new BrokerError(`vm \`${this.name}\`: a boot is already in progress`));
+    const booting = this._boot(opts);
+    this._booting = booting;
+    return booting.finally(() => {
+      this._booting = undefined;
+    });
+  }
+
+  private async _boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
     if (this.state !== 'created' && this.state !== 'shutdown') {
       throw this._stateError('boot', ['created', 'shutdown']);
     }
@@ -388,6 +399,7 @@ export class ManagedVm {
 
   /** Any state → shutdown. Emits vm_shutdown when a guest was running. */
   async shutdown(): Promise<void> {
+    await this._booting?.catch(() => undefined);
     if (this.state === 'shutdown') return;
     const wasRunning = this.state === 'booted' || this.state === 'paused' || this.state === 'dead';
     await this._finish('shutdown');
