@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { SIGNAL_BUFFER_BYTES, SIGNAL_SLOT, type BrokerMessage, type RpcErrorData, type WorkerMessage } from '../../src/broker/protocol.js';
 import type { FileResult, TestSelection } from '../../src/run/task.js';
 
@@ -84,6 +84,11 @@ export class FakeBroker {
   ) {
     this._signal = new Int32Array(signalBuffer);
     port.on('message', (m: WorkerMessage) => void this._onMessage(m));
+  }
+
+  /** Takes whatever is still queued on the port (events sent just before the result). */
+  drain(port: MessagePort): void {
+    for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) void this._onMessage(m.message as WorkerMessage);
   }
 
   private async _onMessage(m: WorkerMessage): Promise<void> {
@@ -451,6 +456,8 @@ export async function runLua(source: string, options: RunOptions = {}): Promise<
   worker.postMessage(task, [port2]);
   const result = await done;
   await worker.terminate();
+  // Events travel on the session port, not with the result: take the ones still in flight.
+  broker.drain(port1);
   port1.close();
   return { result, broker };
 }

@@ -1,7 +1,7 @@
 // The main-thread end of a file's RPC channel. Each call is served asynchronously; the reply is
 // posted on the port and then the signal slot is bumped so the blocked worker wakes up.
 
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
   RpcErrorCode,
   SIGNAL_BUFFER_BYTES,
@@ -50,6 +50,11 @@ export class RpcChannel {
 
   close(): void {
     if (this._closed) return;
+    // Events the worker sent just before its result may still be queued: deliver them first.
+    for (let m = receiveMessageOnPort(this._port); m; m = receiveMessageOnPort(this._port)) {
+      const message = m.message as WorkerMessage;
+      if (message.type === 'event') this._onEvent(message.event);
+    }
     this._closed = true;
     this._port.close();
   }
