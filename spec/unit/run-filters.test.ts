@@ -72,3 +72,26 @@ describe('discovery and file filters', () => {
     await assert.rejects(discover({ paths: [], roots: [join(dir, 'gone')], cwd: dir }), /from \[provium\] roots in provium.toml\) does not exist/);
   });
 });
+
+describe('static scan for file_discovered', () => {
+  it('finds fixture refs and a literal claim, and leaves a computed claim undeclared', async () => {
+    const { scanStatics } = await import('../../src/run/plan.js');
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(join(tmpdir(), 'provium-statics-'));
+    try {
+      await writeFile(join(dir, 'a.test.lua'), 'provium:claim{memory = "2G", cpus = 2}\nlocal v = provium:vm_fixture("base/warm")\n');
+      await writeFile(join(dir, 'b.test.lua'), 'provium:claim({cpus = n})\n');
+      await writeFile(join(dir, 'c.test.lua'), 'test("x", function() end)\n');
+      assert.deepEqual(await scanStatics(join(dir, 'a.test.lua')), {
+        fixtureRefs: ['base/warm'],
+        declaredClaim: { memory_bytes: 2 * 1024 ** 3, cpus: 2 },
+      });
+      assert.equal((await scanStatics(join(dir, 'b.test.lua'))).declaredClaim, null);
+      assert.equal((await scanStatics(join(dir, 'c.test.lua'))).declaredClaim, null);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

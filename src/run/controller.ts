@@ -25,7 +25,7 @@ import { TextReporter, type Verbosity } from '../report/text.js';
 import { mergeTimings, writeTimings } from '../report/timings.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { ExitCode, isFailure, summarize, type FileOutcome, type PlannedFile } from './outcome.js';
-import { planOptionsOf, planRun, scanFixtureRefs } from './plan.js';
+import { planOptionsOf, planRun, scanStatics } from './plan.js';
 import type { ShardSpec } from './shard.js';
 import type { TestSelection } from './task.js';
 
@@ -240,8 +240,12 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       shard: options.shard ? { index: options.shard.index, count: options.shard.count } : null,
       accel,
     });
-    const refs = await Promise.all(files.map((f) => scanFixtureRefs(f.file)));
-    files.forEach((f, i) => bus.emit('file_discovered', { path: f.displayPath, fixture_refs: refs[i]!, declared_claim: null }));
+    const statics = await Promise.all(files.map((f) => scanStatics(f.file)));
+    files.forEach((f, i) => {
+      const { fixtureRefs, declaredClaim } = statics[i]!;
+      f.declaredClaim = declaredClaim;
+      bus.emit('file_discovered', { path: f.displayPath, fixture_refs: fixtureRefs, declared_claim: declaredClaim });
+    });
     out.reporters.onBegin({
       files,
       selectedFiles: plan.selected,

@@ -181,7 +181,7 @@ export class Dispatcher {
     this._ledgers.set(file.displayPath, ledger);
     this._ledgers.set(file.file, ledger);
     this._running.set(slot, { file, abort, ledger });
-    bus.emit('file_dispatched', { path: file.displayPath, reservation: { memory_bytes: 0, cpus: 0 }, worker: slot });
+    bus.emit('file_dispatched', { path: file.displayPath, reservation: file.declaredClaim ?? { memory_bytes: 0, cpus: 0 }, worker: slot });
 
     // 2. The per-file timeout aborts the task; piscina rejects at once and terminates the worker.
     const timer =

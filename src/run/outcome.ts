@@ -2,7 +2,7 @@
 // item 8): 0 when everything passed (or was skipped), 1 when any file failed, timed out or
 // crashed, 2 for usage/config/environment errors, 130 when the run was interrupted.
 
-import type { FileStatus } from '../events/types.js';
+import type { FileStatus, ResourceAmount } from '../events/types.js';
 import type { DiscoveredFile } from './discovery.js';
 import type { FileResult } from './task.js';
 
@@ -17,6 +17,8 @@ export const ExitCode = {
 export interface PlannedFile extends DiscoveredFile {
   /** Path relative to the project (provium.toml's directory), '/' separators. */
   key: string;
+  /** A literal lab:claim in the file, found before dispatch (file_discovered, file_dispatched). */
+  declaredClaim?: ResourceAmount | null;
 }
 
 export interface FileOutcome {

@@ -7,6 +7,8 @@ import { readRerunState } from '../report/rerun.js';
 import { defaultTimingsPath, readTimings, type TimingRecord } from '../report/timings.js';
 import { discover, toPosix } from './discovery.js';
 import { filterFiles } from './filters.js';
+import { parseSize } from '../config/units.js';
+import type { ResourceAmount } from '../events/types.js';
 import { orderLongestFirst } from './ordering.js';
 import type { PlannedFile } from './outcome.js';
 import { selectShard, type ShardSpec } from './shard.js';
@@ -125,10 +127,34 @@ export function fileKey(file: string, baseDir: string): string {
   return toPosix(rel === '' || rel.startsWith('..') ? file : rel);
 }
 
-/** `vm_fixture("x")`/`lab_fixture("x")` literals: the fixture_refs of file_discovered. */
-export async function scanFixtureRefs(file: string): Promise<string[]> {
+/** What file_discovered reports from a static read of the file (the reference scans text too). */
+export interface FileStatics {
+  /** `vm_fixture("x")`/`lab_fixture("x")` literals. */
+  fixtureRefs: string[];
+  /** A literal `claim{memory = …, cpus = …}`, or null when there is none or it is not literal. */
+  declaredClaim: ResourceAmount | null;
+}
+
+export async function scanStatics(file: string): Promise<FileStatics> {
   const text = await readFile(file, 'utf8').catch(() => '');
   const refs = new Set<string>();
   for (const m of text.matchAll(/\b(?:vm_fixture|lab_fixture)\s*\(?\s*(["'])([^"'\n]+)\1/g)) refs.add(m[2]!);
-  return [...refs];
+  return { fixtureRefs: [...refs], declaredClaim: literalClaim(text) };
+}
+
+function literalClaim(text: string): ResourceAmount | null {
+  const table = /[:.]claim\s*\(?\s*\{([^}]*)\}/.exec(text)?.[1];
+  if (table === undefined) return null;
+  const memory = /\bmemory\s*=\s*(?:"([^"]*)"|'([^']*)'|([0-9.]+)\s*(?:[,;]|$))/.exec(table);
+  const cpus = /\bcpus\s*=\s*([0-9]+)\s*(?:[,;]|$)/.exec(table);
+  // A key given a computed value is unknown before the file runs.
+  if ((/\bmemory\s*=/.test(table) && !memory) || (/\bcpus\s*=/.test(table) && !cpus)) return null;
+  try {
+    return {
+      memory_bytes: memory ? parseSize(memory[1] ?? memory[2] ?? Number(memory[3]), 'claim memory') : 0,
+      cpus: cpus ? Number(cpus[1]) : 0,
+    };
+  } catch {
+    return null;
+  }
 }
