@@ -17,6 +17,9 @@ import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
 import type { Vm } from './vm.js';
 
+/** How long close() lets a worker exit before the main agent kills it. */
+const kCloseGraceMs = 2000;
+
 export class GuestWorker implements ScopedResource, AgentTarget {
   readonly resourceKind = 'worker' as const;
   readonly label: string;
@@ -58,7 +61,8 @@ export class GuestWorker implements ScopedResource, AgentTarget {
     if (this._exit) return this._exit;
     this.ensureUsable(fn);
     try {
-      agentCall(this, fn, 'exit', {});
+      // With a timeout the whole join is bounded, this request included.
+      agentCall(this, fn, 'exit', {}, timeoutMs === undefined ? {} : { boundMs: 0 });
     } catch {
       // Already gone: the join below reports how it ended.
     }
@@ -67,14 +71,18 @@ export class GuestWorker implements ScopedResource, AgentTarget {
     return this._exit;
   }
 
+  /**
+   * Bounded at every step: a worker that stopped answering must not hang its scope's teardown.
+   * The join's timeout makes the main agent SIGKILL a worker that has not exited by then.
+   */
   close(): void {
     if (this.isClosed()) return;
     try {
-      agentCall(this, 'worker:close', 'kill_all', { signal: 15 });
+      agentCall(this, 'worker:close', 'kill_all', { signal: 15 }, { boundMs: 0 });
     } catch {
       // Nothing to signal, or the worker is gone; join tells.
     }
-    this.join('worker:close');
+    this.join('worker:close', kCloseGraceMs);
   }
 }
 
