@@ -25,7 +25,7 @@ import { TextReporter, type Verbosity } from '../report/text.js';
 import { mergeTimings, writeTimings } from '../report/timings.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { ExitCode, isFailure, summarize, type FileOutcome, type PlannedFile } from './outcome.js';
-import { planOptionsOf, planRun, scanStatics } from './plan.js';
+import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import type { ShardSpec } from './shard.js';
 import type { TestSelection } from './task.js';
 
@@ -304,10 +304,6 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   return summary.exitCode;
 }
 
-/** `require` roots for a file: the configured roots, then the directory it was found under. */
-function taskRoots(configRoots: string[], file: PlannedFile): string[] {
-  return [...new Set([...configRoots, file.root])];
-}
 
 async function saveState(
   options: RunOptions,

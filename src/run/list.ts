@@ -12,7 +12,7 @@ import type { RunDeps, RunIO, RunOptions } from './controller.js';
 import { hostResources } from './controller.js';
 import { Dispatcher } from './dispatcher.js';
 import { ExitCode, type FileOutcome } from './outcome.js';
-import { planOptionsOf, planRun } from './plan.js';
+import { planOptionsOf, planRun, taskRoots } from './plan.js';
 
 export type ListOptions = Pick<
   RunOptions,
@@ -91,7 +91,7 @@ export async function listSuite(options: ListOptions, io: RunIO, deps: RunDeps):
       barriers,
       timeoutMs: options.timeoutMs,
       failFast: false,
-      task: { roots: (f) => [...new Set([...config.roots, f.root])], selection: options.selection, retries: 0, listOnly: true },
+      task: { roots: (f) => taskRoots(config.roots, f), selection: options.selection, retries: 0, listOnly: true },
       onFileEnd: (outcome) => outcomes.set(outcome.file.file, outcome),
     });
     barriers.setScheduler(dispatcher);

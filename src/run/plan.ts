@@ -121,6 +121,11 @@ export async function planRun(opts: PlanOptions, warn: (message: string) => void
   return { kind: 'files', files, discovered: discovered.length, selected: planned.length, shardMethod, timings, timingsPath };
 }
 
+/** `require` roots for a file: the configured roots, then the directory it was found under. */
+export function taskRoots(configRoots: string[], file: PlannedFile): string[] {
+  return [...new Set([...configRoots, file.root])];
+}
+
 /** The stable key of a file: relative to the project directory, '/' separators. */
 export function fileKey(file: string, baseDir: string): string {
   const rel = relative(baseDir, file);
