@@ -175,6 +175,22 @@ struct waiter {
 	struct req *r;
 	int64_t deadline;
 };
+/* True when a waiter's deadline has passed (those deadlines are cleared); the others are folded into *dl. */
+static inline bool waiters_expired(struct waiter *list, int64_t now, int64_t *dl)
+{
+	bool expired = false;
+	for (struct waiter *w = list; w; w = w->next) {
+		if (w->deadline == NO_DEADLINE)
+			continue;
+		if (now >= w->deadline) {
+			w->deadline = NO_DEADLINE;
+			expired = true;
+		} else {
+			dl_min(dl, w->deadline);
+		}
+	}
+	return expired;
+}
 struct outpipe {
 	int fd;
 	struct buf cap;

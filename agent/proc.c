@@ -402,20 +402,9 @@ void proc_tick(int64_t now, int64_t *dl)
 	while (*pp) {
 		struct proc *p = *pp;
 		/* 1. Timeouts (exec timeout_ms, wait timeout_ms) kill the whole group. */
-		if (!p->reaped) {
-			for (struct waiter *w = p->waiters; w; w = w->next) {
-				if (w->deadline == NO_DEADLINE)
-					continue;
-				if (now >= w->deadline) {
-					if (!p->timed_out) {
-						p->timed_out = true;
-						kill_group(p, SIGKILL);
-					}
-					w->deadline = NO_DEADLINE;
-				} else {
-					dl_min(dl, w->deadline);
-				}
-			}
+		if (!p->reaped && waiters_expired(p->waiters, now, dl) && !p->timed_out) {
+			p->timed_out = true;
+			kill_group(p, SIGKILL);
 		}
 		/* 2. Complete: reaped, and pipes at EOF or the grace period over. */
 		if (p->reaped && !p->done) {

@@ -158,20 +158,9 @@ void worker_tick(int64_t now, int64_t *dl)
 	while (*pp) {
 		struct worker *w = *pp;
 		/* 1. join timeouts kill the worker. */
-		if (!w->reaped) {
-			for (struct waiter *j = w->joiners; j; j = j->next) {
-				if (j->deadline == NO_DEADLINE)
-					continue;
-				if (now >= j->deadline) {
-					if (!w->timed_out) {
-						w->timed_out = true;
-						kill(w->pid, SIGKILL);
-					}
-					j->deadline = NO_DEADLINE;
-				} else {
-					dl_min(dl, j->deadline);
-				}
-			}
+		if (!w->reaped && waiters_expired(w->joiners, now, dl) && !w->timed_out) {
+			w->timed_out = true;
+			kill(w->pid, SIGKILL);
 		}
 		/* 2. Reaped but the socket still open (a child of its holds it): give it a moment. */
 		if (w->reaped && !w->eof) {
