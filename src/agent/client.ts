@@ -61,7 +61,6 @@ export interface RequestOptions {
 /** Bytes from one agent stream, buffered up to the credit window. */
 export class AgentStream {
   private readonly _queue = new ChunkQueue();
-  private _endError: AgentErrorData | undefined;
 
   constructor(
     private readonly _client: AgentClient,
@@ -71,10 +70,6 @@ export class AgentStream {
 
   get ended(): boolean {
     return this._queue.ended && this._queue.isEmpty;
-  }
-
-  get endError(): AgentErrorData | undefined {
-    return this._endError;
   }
 
   /** The next chunk, or null when nothing came within `timeoutMs` or the stream ended. */
@@ -93,8 +88,7 @@ export class AgentStream {
   }
 
   /** @internal */
-  _end(error?: AgentErrorData): void {
-    this._endError ??= error;
+  _end(): void {
     this._queue.end();
   }
 }
@@ -232,10 +226,6 @@ export class AgentClient extends EventEmitter {
     this._socket.destroy();
   }
 
-  get openStreamCount(): number {
-    return this._streams.size;
-  }
-
   private _send(
     op: string,
     data: Record<string, unknown>,
@@ -295,12 +285,9 @@ export class AgentClient extends EventEmitter {
       case 'stream_data':
         this._streams.get(id)?._push(frame.data.bytes);
         return;
-      case 'stream_end': {
-        const stream = this._streams.get(id);
-        const error = frame.data?.message ? { errno: Number(frame.data.errno ?? 0), message: String(frame.data.message) } : undefined;
-        stream?._end(error);
+      case 'stream_end':
+        this._streams.get(id)?._end();
         return;
-      }
       case 'worker_exit':
         this.emit('worker_exit', frame.data as ExitInfo & { worker: number });
         return;
@@ -324,7 +311,7 @@ export class AgentClient extends EventEmitter {
       pending.reject(new AgentLinkError(reason, 'closed'));
     }
     this._pending.clear();
-    for (const stream of this._streams.values()) stream._end({ errno: 0, message: reason });
+    for (const stream of this._streams.values()) stream._end();
     this._streams.clear();
   }
 }

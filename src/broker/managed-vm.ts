@@ -315,10 +315,6 @@ export class ManagedVm {
     if (this._agent && this._agent.state !== 'closed') await this._agent.closeStream(stream).catch(() => undefined);
   }
 
-  get openAgentStreams(): number {
-    return this._agent?.openStreamCount ?? 0;
-  }
-
   private async _agentFailure(err: unknown): Promise<BrokerError> {
     if (err instanceof AgentError) return new BrokerError(err.message, RpcErrorCode.agent, err.errno);
     if (err instanceof AgentLinkError && err.reason === 'timeout') {
