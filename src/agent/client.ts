@@ -10,7 +10,6 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   STREAM_WINDOW_BYTES,
-  type AgentErrorData,
   type AgentFrame,
   type AgentOp,
   type AgentOps,

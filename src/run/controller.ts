@@ -24,7 +24,7 @@ import { streamScreen, type OutputStream, type Screen } from '../report/screen.j
 import { TextReporter, type Verbosity } from '../report/text.js';
 import { mergeTimings, writeTimings } from '../report/timings.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
-import { ExitCode, isFailure, summarize, type FileOutcome, type PlannedFile } from './outcome.js';
+import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import type { ShardSpec } from './shard.js';
 import type { TestSelection } from './task.js';
