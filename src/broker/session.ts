@@ -74,6 +74,12 @@ export class Session {
     }
   }
 
+  /** Its streams first: they cannot outlive the guest they read from. */
+  private async _shutdownVm(vm: ManagedVm): Promise<void> {
+    await this._closeStreamsOf(vm.id);
+    await vm.shutdown();
+  }
+
   private _handlers(): RpcHandlers {
     const empty = {} as Record<string, never>;
     return {
@@ -91,8 +97,7 @@ export class Session {
       },
       'vm.boot': ({ vmId, opts }) => this._vm(vmId).boot(opts),
       'vm.shutdown': async ({ vmId }) => {
-        await this._closeStreamsOf(vmId);
-        await this._vm(vmId).shutdown();
+        await this._shutdownVm(this._vm(vmId));
         return empty;
       },
       'vm.pause': async ({ vmId }) => (await this._vm(vmId).pause(), empty),
@@ -149,12 +154,7 @@ export class Session {
         return { released: true as const };
       },
       'scope.close': async ({ vmIds }) => {
-        await Promise.all(
-          vmIds.map(async (vmId) => {
-            await this._closeStreamsOf(vmId);
-            await this._vms.get(vmId)?.shutdown();
-          }),
-        );
+        await Promise.all(vmIds.map((vmId) => this._vms.get(vmId)).map((vm) => vm && this._shutdownVm(vm)));
         return empty;
       },
     };
