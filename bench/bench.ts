@@ -24,7 +24,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { decodeBody, encodeFrame, FrameReader } from '../src/agent/framing.js';
-import { MAX_FRAME_BYTES, STREAM_WINDOW_BYTES } from '../src/agent/protocol.js';
+import { MAX_FRAME_BYTES, STREAM_WINDOW_BYTES } from '../src/protocol/agent.js';
 import { builtinProfiles, type Profile } from '../src/config/profiles.js';
 import { readEvents, type DecodedEvent } from '../src/events/codec.js';
 import { resolveAccel } from '../src/vmm/accel.js';

@@ -2,9 +2,9 @@
 // task's MessagePort (SyncCaller), so the work is synchronous inside; the function is async only
 // because piscina expects a promise. It never throws: every failure is in the FileResult.
 
-import { SyncCaller } from '../src/broker/sync-call.js';
+import { SyncCaller } from '../src/lua/sync-call.js';
 import { runFile } from '../src/lua/file-runner.js';
-import type { FileResult, FileTask } from '../src/run/task.js';
+import type { FileResult, FileTask } from '../src/protocol/task.js';
 
 export default async function runFileTask(task: FileTask): Promise<FileResult> {
   try {

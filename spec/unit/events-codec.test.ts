@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { decodeEventBody, encodeEvent, eventToJsonLine, readEvents } from '../../src/events/codec.js';
-import { EVENTS_PROTOCOL_VERSION, type AnyEvent } from '../../src/events/types.js';
+import { EVENTS_PROTOCOL_VERSION, type AnyEvent } from '../../src/protocol/events.js';
 
 /** Hex of a msgpack str (fixstr: 0xa0 | length). */
 const str = (s: string) => (0xa0 | s.length).toString(16) + Buffer.from(s).toString('hex');

@@ -7,8 +7,8 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
-import { SIGNAL_BUFFER_BYTES, SIGNAL_SLOT, type BrokerMessage, type RpcErrorData, type WorkerMessage } from '../../src/broker/protocol.js';
-import type { FileResult, TestSelection } from '../../src/run/task.js';
+import { SIGNAL_BUFFER_BYTES, SIGNAL_SLOT, type BrokerMessage, type RpcErrorData, type WorkerMessage } from '../../src/protocol/rpc.js';
+import type { FileResult, TestSelection } from '../../src/protocol/task.js';
 
 export class FakeError extends Error {
   constructor(

@@ -3,7 +3,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import runFileTask from '../../workers/file-worker.js';
-import type { FileTask } from '../../src/run/task.js';
+import type { FileTask } from '../../src/protocol/task.js';
 
 parentPort!.once('message', (task: FileTask) => {
   void runFileTask(task).then((result) => parentPort!.postMessage(result));

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { JunitReporter, renderJunit } from '../../src/report/junit.js';
 import type { FileOutcome } from '../../src/run/outcome.js';
-import type { TestResult } from '../../src/run/task.js';
+import type { TestResult } from '../../src/protocol/task.js';
 import { project } from './run-capture.js';
 import { parseXml } from './report-xml.js';
 

@@ -4,7 +4,7 @@ import { ReporterFanout } from '../../src/report/reporter.js';
 import { colorsWanted, streamScreen } from '../../src/report/screen.js';
 import { TextReporter } from '../../src/report/text.js';
 import { countsLine, summarize, type FileOutcome } from '../../src/run/outcome.js';
-import type { TestResult } from '../../src/run/task.js';
+import type { TestResult } from '../../src/protocol/task.js';
 import { Capture } from './run-capture.js';
 
 const t = (o: Partial<TestResult> & Pick<TestResult, 'name' | 'status'>): TestResult => ({ log: [], durationMs: 5, meta: {}, attempts: 1, flaky: false, ...o });

@@ -7,8 +7,8 @@
 //   -- fake: tagged NAME TAG                 (a test with meta.tags = {TAG}, subject to the selection)
 
 import { readFileSync } from 'node:fs';
-import { SyncCaller, sleepSync } from '../../src/broker/sync-call.js';
-import type { FileResult, FileTask, TestResult } from '../../src/run/task.js';
+import { SyncCaller, sleepSync } from '../../src/lua/sync-call.js';
+import type { FileResult, FileTask, TestResult } from '../../src/protocol/task.js';
 
 export default function runFile(task: FileTask): FileResult {
   const caller = new SyncCaller(task.port, task.signalBuffer);

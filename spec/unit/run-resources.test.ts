@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ResourceError, ResourcePool, sizePool } from '../../src/broker/resources.js';
 import { EventBus } from '../../src/events/bus.js';
-import type { AnyEvent } from '../../src/events/types.js';
+import type { AnyEvent } from '../../src/protocol/events.js';
 
 const M = 1024 * 1024;
 const G = 1024 * M;

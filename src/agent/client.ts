@@ -16,7 +16,7 @@ import {
   type AgentStreamOp,
   type AgentStreamOps,
   type ExitInfo,
-} from './protocol.js';
+} from '../protocol/agent.js';
 
 export type AgentLinkState = 'connecting' | 'ready' | 'closed';
 

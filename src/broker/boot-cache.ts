@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { PROTOCOL_VERSION } from '../agent/protocol.js';
+import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import type { LaunchSpec } from '../vmm/qemu.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */

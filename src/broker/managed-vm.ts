@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { AgentClient, AgentError, AgentLinkError, type AgentStream } from '../agent/client.js';
-import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../agent/protocol.js';
+import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../protocol/agent.js';
 import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
@@ -15,7 +15,7 @@ import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/q
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
-import { RpcErrorCode, type BootOptions, type VmInfo, type VmState } from './protocol.js';
+import { RpcErrorCode, type BootOptions, type VmInfo, type VmState } from '../protocol/rpc.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError } from './rpc-server.js';
 import { ConsoleLink } from './streams.js';

@@ -11,7 +11,7 @@
 
 import { formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
-import type { ResourceAmount } from '../events/types.js';
+import type { ResourceAmount } from '../protocol/events.js';
 import { BrokerError } from './rpc-server.js';
 
 /** Thrown (rejected) when a request can never be satisfied or was cancelled. */

@@ -13,7 +13,7 @@ import {
   type RpcOps,
   type RpcReply,
   type WorkerMessage,
-} from './protocol.js';
+} from '../protocol/rpc.js';
 
 /** An error the broker raises on purpose: its message is for the test author. */
 export class BrokerError extends Error {

@@ -9,7 +9,7 @@ import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
-import type { RpcArgs } from './protocol.js';
+import type { RpcArgs } from '../protocol/rpc.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers, type WorkerEvent } from './rpc-server.js';
 import { AgentBackedStream, type BrokerStream } from './streams.js';

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { ChunkQueue } from '../agent/chunk-queue.js';
 import type { AgentStream } from '../agent/client.js';
-import type { StreamChunk } from './protocol.js';
+import type { StreamChunk } from '../protocol/rpc.js';
 
 export interface BrokerStream {
   readonly vmId: number;

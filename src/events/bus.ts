@@ -1,7 +1,7 @@
 // The run's event bus: every progress fact goes through `emit`, and sinks subscribe. A sink that
 // throws is reported once and detached so the others keep receiving.
 
-import type { AnyEvent, EventKind, EventPayloads } from './types.js';
+import type { AnyEvent, EventKind, EventPayloads } from '../protocol/events.js';
 
 export type EventSink = (event: AnyEvent) => void;
 

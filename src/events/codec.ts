@@ -4,7 +4,7 @@
 // in languages whose integers are exact; every other number is msgpack's natural encoding.
 
 import { decodeBody, encodeFrame, FrameReader } from '../agent/framing.js';
-import type { AnyEvent, EventKind } from './types.js';
+import type { AnyEvent, EventKind } from '../protocol/events.js';
 
 /** Same cap as the agent wire (reference §4.1). */
 export const kMaxEventFrameBytes = 128 * 1024 * 1024;

@@ -3,7 +3,7 @@
 // in op order; one failure does not stop the rest.
 
 import { lua } from 'fengari';
-import type { AgentOps, BatchOp, BatchResult } from '../agent/protocol.js';
+import type { AgentOps, BatchOp, BatchResult } from '../protocol/agent.js';
 import { R, type Args } from './args.js';
 import { LuaError } from './errors.js';
 import { parseExec } from './exec.js';

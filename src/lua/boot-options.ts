@@ -1,7 +1,7 @@
 // Boot options (seed 001 "Boot opts", reference §1.6, DESIGN §10): accepted both by
 // `lab:vm(name, profile, opts)` and by `vm:boot(opts)`; they merge, boot-time keys winning.
 
-import type { BootOptions } from '../broker/protocol.js';
+import type { BootOptions } from '../protocol/rpc.js';
 import { R, readOptions, type Args, type Reader } from './args.js';
 
 type BootFile = NonNullable<BootOptions['files']>[number];

@@ -9,7 +9,7 @@ import { showSeconds, translateRpcError } from './guest.js';
 import type { LuaClass } from './runtime.js';
 import { indexOf, openConsoleStream, pushStream } from './stream.js';
 import { bytesText, key, pushBytes } from './values.js';
-import { sleepSync } from '../broker/sync-call.js';
+import { sleepSync } from './sync-call.js';
 import type { Vm } from './vm.js';
 
 const kExpectDefaultMs = 30_000;

@@ -2,8 +2,9 @@
 // boots. Declarations and lifecycle calls succeed with placeholders; anything that would need a
 // guest fails with a message saying why.
 
-import type { RpcArgs, RpcOp, RpcReply } from '../broker/protocol.js';
-import { RpcError, type Settled } from '../broker/sync-call.js';
+import type { RpcArgs, RpcOp, RpcReply } from '../protocol/rpc.js';
+import { RpcError } from '../protocol/rpc.js';
+import type { Settled } from './sync-call.js';
 import type { Caller } from './rpc.js';
 
 export class DryCaller implements Caller {

@@ -4,7 +4,7 @@
 // test file's `file:line:`.
 
 import { lua, to_jsstring, to_luastring, type lua_State } from 'fengari';
-import type { SourceLocation } from '../run/task.js';
+import type { SourceLocation } from '../protocol/task.js';
 import { pushText } from './values.js';
 
 /** A message for the Lua caller. `level` 1 = the caller of the binding; 0 = no position. */

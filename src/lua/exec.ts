@@ -10,7 +10,7 @@
 // A table with any non-array key is options; mixing array entries with option keys is an error.
 
 import { lua } from 'fengari';
-import type { ExecSpec } from '../agent/protocol.js';
+import type { ExecSpec } from '../protocol/agent.js';
 import { R, readOptions, type Args } from './args.js';
 import { agentCall, type AgentTarget } from './guest.js';
 import { ProcessClass, Process } from './process.js';

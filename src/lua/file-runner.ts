@@ -5,7 +5,7 @@
 import { FileReset } from './file-reset.js';
 import { readFileSync } from 'node:fs';
 import { lua } from 'fengari';
-import type { FileResult, FileTask } from '../run/task.js';
+import type { FileResult, FileTask } from '../protocol/task.js';
 import { DryCaller } from './dry-caller.js';
 import { locationFromMessage } from './errors.js';
 import { installJson } from './json.js';

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { lua, type lua_State } from 'fengari';
-import { OPEN_MODE, type AgentOps } from '../agent/protocol.js';
+import { OPEN_MODE, type AgentOps } from '../protocol/agent.js';
 import { R, type Args, type Reader } from './args.js';
 import { FileClass, GuestFile } from './file.js';
 import { agentCall, type AgentTarget } from './guest.js';

@@ -2,9 +2,9 @@
 // check before anything is sent (a paused guest cannot answer), the `agent.call` relay, and the
 // translation of broker errors into messages that name the VM, the op and the guest's errno text.
 
-import type { AgentOp, AgentOps } from '../agent/protocol.js';
-import type { RpcArgs } from '../broker/protocol.js';
-import { RpcError } from '../broker/sync-call.js';
+import type { AgentOp, AgentOps } from '../protocol/agent.js';
+import type { RpcArgs } from '../protocol/rpc.js';
+import { RpcError } from '../protocol/rpc.js';
 import { GuestOpError, LuaError } from './errors.js';
 import type { LuaRuntime } from './runtime.js';
 import type { Vm } from './vm.js';

@@ -3,7 +3,7 @@
 // parent chain. lab:boot() posts every boot at once (SyncCaller.callMany) so VMs boot together.
 
 import { lua, type lua_State } from 'fengari';
-import type { RpcArgs, RpcReply } from '../broker/protocol.js';
+import type { RpcArgs, RpcReply } from '../protocol/rpc.js';
 import { R, type Args } from './args.js';
 import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';

@@ -7,7 +7,7 @@
 // `ptrs[i]` is a 0-based argument slot (seed 001).
 
 import { lua, type lua_State } from 'fengari';
-import type { AgentOps } from '../agent/protocol.js';
+import type { AgentOps } from '../protocol/agent.js';
 import { R, readOptions, type Args } from './args.js';
 import { GuestOpError } from './errors.js';
 import { agentCall, type AgentTarget } from './guest.js';

@@ -3,7 +3,7 @@
 // then the agent's own KILL on the wait timeout.
 
 import { lua } from 'fengari';
-import type { Captured, ExitInfo } from '../agent/protocol.js';
+import type { Captured, ExitInfo } from '../protocol/agent.js';
 import { R, type Args } from './args.js';
 import { GuestOpError, LuaError } from './errors.js';
 import { agentCall, type AgentTarget } from './guest.js';

@@ -2,8 +2,9 @@
 // test's deadline (so a hung guest cannot outlive a test's timeout) and turns the expiry into a
 // TestTimeoutError. The count hook in runtime.ts enforces the same deadline on pure Lua code.
 
-import type { RpcArgs, RpcOp, RpcReply, WorkerMessage } from '../broker/protocol.js';
-import { RpcError, type Settled } from '../broker/sync-call.js';
+import type { RpcArgs, RpcOp, RpcReply, WorkerMessage } from '../protocol/rpc.js';
+import { RpcError } from '../protocol/rpc.js';
+import type { Settled } from './sync-call.js';
 import { TestTimeoutError } from './errors.js';
 
 /** What the Lua layer needs from the worker's end of the RPC (SyncCaller implements it). */

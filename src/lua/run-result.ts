@@ -3,7 +3,7 @@
 // shared metatable. exit_code is the code when exited, -1 when signalled, -2 when timed out.
 
 import { lua, type lua_State } from 'fengari';
-import type { Captured, ExitInfo } from '../agent/protocol.js';
+import type { Captured, ExitInfo } from '../protocol/agent.js';
 import { LuaError } from './errors.js';
 import type { LuaRuntime } from './runtime.js';
 import { signalName } from './signals.js';

@@ -4,9 +4,9 @@
 // count hook that enforces a test's deadline on pure Lua code (`while true do end`).
 
 import { lauxlib, lua, lualib, to_jsstring, type lua_CFunction, type lua_Hook, type lua_State } from 'fengari';
-import { RpcError } from '../broker/sync-call.js';
+import { RpcError } from '../protocol/rpc.js';
 import { UnitError } from '../config/units.js';
-import type { SourceLocation } from '../run/task.js';
+import type { SourceLocation } from '../protocol/task.js';
 import { Args } from './args.js';
 import { LuaError, TestTimeoutError, describeJsError, findFrame, raise, where } from './errors.js';
 import { Deadline, Rpc, type Caller } from './rpc.js';

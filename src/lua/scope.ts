@@ -4,7 +4,7 @@
 // workers, then every VM of the scope in one `scope.close` call. Resources living on a VM that is
 // about to be torn down are not closed one by one: the VM's teardown takes them.
 
-import { RpcError } from '../broker/sync-call.js';
+import { RpcError } from '../protocol/rpc.js';
 import type { LuaRuntime } from './runtime.js';
 import type { Vm } from './vm.js';
 

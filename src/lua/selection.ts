@@ -2,8 +2,8 @@
 // --include-slow, --tag / --no-tag on meta.tags, --tag-meta / --no-tag-meta on any meta key.
 // Filtered tests are reported skipped with a reason starting `filtered:`.
 
-import type { MetaMap } from '../events/types.js';
-import type { TestSelection } from '../run/task.js';
+import type { MetaMap } from '../protocol/events.js';
+import type { TestSelection } from '../protocol/task.js';
 
 export const kSlowReason = 'filtered: slow tests skipped (pass --include-slow)';
 

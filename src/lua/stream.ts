@@ -4,10 +4,10 @@
 // timeout. Matching is plain bytes; bytes after a match stay pending for the next call.
 
 import { lua } from 'fengari';
-import type { AgentStreamOp, AgentStreamOps } from '../agent/protocol.js';
-import type { RpcArgs } from '../broker/protocol.js';
-import { RpcError } from '../broker/sync-call.js';
-import type { SourceLocation } from '../run/task.js';
+import type { AgentStreamOp, AgentStreamOps } from '../protocol/agent.js';
+import type { RpcArgs } from '../protocol/rpc.js';
+import { RpcError } from '../protocol/rpc.js';
+import type { SourceLocation } from '../protocol/task.js';
 import { R, type Args } from './args.js';
 import { findFrame, LuaError } from './errors.js';
 import { showSeconds, translateRpcError, type AgentTarget } from './guest.js';

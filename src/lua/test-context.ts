@@ -3,8 +3,8 @@
 // the test; assert_raises saves and restores it. t:skip raises a sentinel the runner recognises.
 
 import { lua } from 'fengari';
-import type { MetaMap } from '../events/types.js';
-import type { SourceLocation } from '../run/task.js';
+import type { MetaMap } from '../protocol/events.js';
+import type { SourceLocation } from '../protocol/task.js';
 import type { Args } from './args.js';
 import { LuaError, where } from './errors.js';
 import type { LuaClass } from './runtime.js';

@@ -3,9 +3,9 @@
 // for failures, and the test events. Also the `todo` and `wait_until` globals.
 
 import { lua } from 'fengari';
-import { sleepSync } from '../broker/sync-call.js';
-import type { MetaMap } from '../events/types.js';
-import type { FileTask, TestResult } from '../run/task.js';
+import { sleepSync } from './sync-call.js';
+import type { MetaMap } from '../protocol/events.js';
+import type { FileTask, TestResult } from '../protocol/task.js';
 import { R, type Args } from './args.js';
 import { findFrame, locationFromMessage, LuaError } from './errors.js';
 import { showSeconds } from './guest.js';

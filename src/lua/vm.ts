@@ -3,7 +3,7 @@
 // at once with the state named, instead of waiting on a guest that cannot answer.
 
 import { lua } from 'fengari';
-import type { BootOptions, RpcArgs, RpcReply, VmState } from '../broker/protocol.js';
+import type { BootOptions, RpcArgs, RpcReply, VmState } from '../protocol/rpc.js';
 import path from 'node:path';
 import type { Args } from './args.js';
 import { batchMethod } from './batch.js';

@@ -4,7 +4,7 @@
 // everything the worker spawned. Both are idempotent.
 
 import { lua } from 'fengari';
-import type { ExitInfo } from '../agent/protocol.js';
+import type { ExitInfo } from '../protocol/agent.js';
 import { R, type Args } from './args.js';
 import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';

@@ -6,7 +6,7 @@
 
 import { hostname } from 'node:os';
 import { isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
-import type { TestResult } from '../run/task.js';
+import type { TestResult } from '../protocol/task.js';
 import { writeFileAtomic } from './atomic.js';
 import type { Reporter, RunInfo } from './reporter.js';
 

@@ -4,7 +4,7 @@
 // The controller decides whether to use it (TTY, no CI, no --no-progress); this class trusts it.
 
 import cliProgress from 'cli-progress';
-import type { AnyEvent } from '../events/types.js';
+import type { AnyEvent } from '../protocol/events.js';
 import type { FileOutcome, RunSummary } from '../run/outcome.js';
 import type { Reporter, RunInfo } from './reporter.js';
 import { formatDuration, paintFor, type OutputStream, type Paint, type Screen } from './screen.js';

@@ -2,7 +2,7 @@
 // controller, and a fan-out that isolates them: a reporter that throws is reported once on
 // stderr and detached, and the others keep receiving. `onEnd` is awaited (JUnit writes then).
 
-import type { AnyEvent } from '../events/types.js';
+import type { AnyEvent } from '../protocol/events.js';
 import type { FileOutcome, PlannedFile, RunSummary } from '../run/outcome.js';
 import type { ShardSpec } from '../run/shard.js';
 

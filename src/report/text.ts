@@ -5,7 +5,7 @@
 
 import { isAbsolute, relative } from 'node:path';
 import { countFile, countsLine, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
-import type { TestResult } from '../run/task.js';
+import type { TestResult } from '../protocol/task.js';
 import type { Reporter, RunInfo } from './reporter.js';
 import { formatDuration, paintFor, sanitizeForTerminal, type Paint, type Screen } from './screen.js';
 

@@ -14,7 +14,7 @@ import { ResourcePool, sizePool } from '../broker/resources.js';
 import type { ProviumConfig } from '../config/config.js';
 import { EventBus } from '../events/bus.js';
 import { attachFileSink, attachSocketSink, attachStreamSink, type EventSinkHandle } from '../events/sinks.js';
-import { EVENTS_PROTOCOL_VERSION } from '../events/types.js';
+import { EVENTS_PROTOCOL_VERSION } from '../protocol/events.js';
 import { kNoFilesJson, JsonReporter } from '../report/json.js';
 import { JunitReporter } from '../report/junit.js';
 import { ProgressDisplay } from '../report/progress.js';
@@ -27,7 +27,7 @@ import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js
 import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import type { ShardSpec } from './shard.js';
-import type { TestSelection } from './task.js';
+import type { TestSelection } from '../protocol/task.js';
 
 export interface RunOptions {
   paths: string[];

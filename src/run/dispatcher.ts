@@ -9,10 +9,10 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MessagePort } from 'node:worker_threads';
 import type { Barriers } from '../broker/barriers.js';
 import type { EventBus } from '../events/bus.js';
-import type { AnyEvent } from '../events/types.js';
+import type { AnyEvent } from '../protocol/events.js';
 import { FileLedger } from './ledger.js';
 import { statusOf, isFailure, type FileOutcome, type PlannedFile } from './outcome.js';
-import type { FileResult, FileTask, TestSelection } from './task.js';
+import type { FileResult, FileTask, TestSelection } from '../protocol/task.js';
 
 /** What the dispatcher needs of the broker (src/broker/broker.ts implements it). */
 export interface SessionBroker {

@@ -6,7 +6,7 @@
 
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { TestSelection } from './task.js';
+import type { TestSelection } from '../protocol/task.js';
 import type { DiscoveredFile } from './discovery.js';
 import { UsageError } from './errors.js';
 

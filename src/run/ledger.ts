@@ -8,8 +8,8 @@
 //   3. the progress display wants the current test of each worker.
 
 import type { EventBus } from '../events/bus.js';
-import type { AnyEvent, MetaMap } from '../events/types.js';
-import type { FileResult, TestResult } from './task.js';
+import type { AnyEvent, MetaMap } from '../protocol/events.js';
+import type { FileResult, TestResult } from '../protocol/task.js';
 
 interface Seen {
   name: string;

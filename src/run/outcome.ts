@@ -2,9 +2,9 @@
 // item 8): 0 when everything passed (or was skipped), 1 when any file failed, timed out or
 // crashed, 2 for usage/config/environment errors, 130 when the run was interrupted.
 
-import type { FileStatus, ResourceAmount } from '../events/types.js';
+import type { FileStatus, ResourceAmount } from '../protocol/events.js';
 import type { DiscoveredFile } from './discovery.js';
-import type { FileResult } from './task.js';
+import type { FileResult } from '../protocol/task.js';
 
 export const ExitCode = {
   ok: 0,

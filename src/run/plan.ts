@@ -8,7 +8,7 @@ import { defaultTimingsPath, readTimings, type TimingRecord } from '../report/ti
 import { discover, toPosix } from './discovery.js';
 import { filterFiles } from './filters.js';
 import { parseSize } from '../config/units.js';
-import type { ResourceAmount } from '../events/types.js';
+import type { ResourceAmount } from '../protocol/events.js';
 import { orderLongestFirst } from './ordering.js';
 import type { PlannedFile } from './outcome.js';
 import { selectShard, type ShardSpec } from './shard.js';

@@ -6,7 +6,7 @@
 import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { FileResult, FileTask } from './task.js';
+import type { FileResult, FileTask } from '../protocol/task.js';
 import type { WorkerPool } from './dispatcher.js';
 import { UsageError } from './errors.js';
 

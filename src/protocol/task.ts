@@ -2,7 +2,7 @@
 // state. These are the task's input and output; both cross the thread boundary by structured clone.
 
 import type { MessagePort } from 'node:worker_threads';
-import type { MetaMap } from '../events/types.js';
+import type { MetaMap } from './events.js';
 
 /** Test selection applied inside the worker, where a file's tests become known. */
 export interface TestSelection {

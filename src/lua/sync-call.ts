@@ -4,25 +4,14 @@
 
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
+  RpcError,
   SIGNAL_SLOT,
   type BrokerMessage,
-  type RpcErrorData,
   type RpcArgs,
   type RpcOp,
   type RpcReply,
   type WorkerMessage,
-} from './protocol.js';
-
-export class RpcError extends Error {
-  override name = 'RpcError';
-  readonly code: RpcErrorData['code'];
-  readonly errno: number | undefined;
-  constructor(data: RpcErrorData) {
-    super(data.message);
-    this.code = data.code;
-    this.errno = data.errno;
-  }
-}
+} from '../protocol/rpc.js';
 
 /** How one call of `callMany` ended. */
 export type Settled<T> = { ok: true; reply: T } | { ok: false; error: RpcError };

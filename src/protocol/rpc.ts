@@ -2,8 +2,8 @@
 // src/broker. A Lua binding calls `caller.call(op, args)` and blocks; the broker answers.
 // Units are in the names (…Ms, …Bytes). Values that may pass 2^53 are bigint.
 
-import type { AgentOps, AgentOp, AgentStreamOp, AgentStreamOps } from '../agent/protocol.js';
-import type { EventKind, EventPayloads } from '../events/types.js';
+import type { AgentOps, AgentOp, AgentStreamOp, AgentStreamOps } from './agent.js';
+import type { EventKind, EventPayloads } from './events.js';
 
 export type VmState = 'created' | 'booted' | 'paused' | 'shutdown' | 'dead';
 
@@ -110,3 +110,15 @@ export const RpcErrorCode = {
   /** Bad arguments: the message names the thing, the value and the fix. */
   usage: 'usage',
 } as const;
+
+/** A failed call as the worker sees it: the broker's message, its code and errno. */
+export class RpcError extends Error {
+  override name = 'RpcError';
+  readonly code: RpcErrorData['code'];
+  readonly errno: number | undefined;
+  constructor(data: RpcErrorData) {
+    super(data.message);
+    this.code = data.code;
+    this.errno = data.errno;
+  }
+}
