@@ -29,6 +29,7 @@ import { builtinProfiles, type Profile } from '../src/config/profiles.js';
 import { readEvents, type DecodedEvent } from '../src/events/codec.js';
 import { resolveAccel } from '../src/vmm/accel.js';
 import { buildQemuArgs, type LaunchSpec } from '../src/vmm/cmdline.js';
+import { imageInfo } from '../src/vmm/image.js';
 import { qemuBinary } from '../src/vmm/paths.js';
 
 const execFileP = promisify(execFile);
@@ -211,7 +212,7 @@ let profileMemo: Profile | undefined;
 let accelMemo: 'kvm' | 'tcg' | undefined;
 
 async function minimalProfile(): Promise<Profile> {
-  profileMemo ??= (await builtinProfiles())['minimal']!;
+  profileMemo ??= (await builtinProfiles(imageInfo))['minimal']!;
   return profileMemo;
 }
 

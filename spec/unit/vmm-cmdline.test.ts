@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Profile } from '../../src/config/profiles.js';
+import { kTunedCmdline, type Profile } from '../../src/config/profiles.js';
 import {
-  buildQemuArgs, kernelCmdline, kTunedCmdline, memoryArg, rngSeedHex, rtcBase, type LaunchContext, type LaunchSpec,
+  buildQemuArgs, kernelCmdline, memoryArg, rngSeedHex, rtcBase, type LaunchContext, type LaunchSpec,
 } from '../../src/vmm/cmdline.js';
 import { mhzToKhz } from '../../src/vmm/host.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ProfileError, resolveProfiles } from '../../src/config/profiles.js';
+import { builtinProfiles, kAgentRdinit, kTunedCmdline, ProfileError, rdinitOf, resolveProfiles } from '../../src/config/profiles.js';
 
 const MiB = 1024 * 1024;
 
@@ -99,5 +99,31 @@ describe('resolveProfiles', () => {
   it('accepts no profiles at all', () => {
     assert.deepEqual(resolveProfiles(undefined, '/'), {});
     assert.deepEqual(resolveProfiles({}, '/'), {});
+  });
+});
+
+describe('builtinProfiles', () => {
+  it('makes minimal from the image the lookup finds: tuned cmdline, agent baked in', async () => {
+    const p = (await builtinProfiles(async () => ({ kernel: '/img/vmlinux', initrd: '/img/initrd.cpio.gz' })))['minimal']!;
+    assert.deepEqual(p, {
+      name: 'minimal', kernel: '/img/vmlinux', initrd: '/img/initrd.cpio.gz', cmdline: `${kTunedCmdline} rdinit=${kAgentRdinit}`,
+      memoryBytes: 256 * MiB, cpus: 1, machine: 'q35', accel: 'auto', injectAgent: false, agentTimeoutMs: 30_000, builtin: true,
+    });
+  });
+
+  it('throws a ProfileError naming the build command when the image is not built', async () => {
+    await assert.rejects(builtinProfiles(async () => undefined), (err: Error) => {
+      assert.ok(err instanceof ProfileError);
+      assert.match(err.message, /^profile `minimal`: the guest image is not built — run `provium image build`/);
+      return true;
+    });
+  });
+});
+
+describe('rdinitOf', () => {
+  it('gives the last rdinit= of a command line, or undefined', () => {
+    assert.equal(rdinitOf('console=ttyS0  rdinit=/a quiet rdinit=/b'), '/b');
+    assert.equal(rdinitOf('console=ttyS0 init=/sbin/init'), undefined);
+    assert.equal(rdinitOf(''), undefined);
   });
 });

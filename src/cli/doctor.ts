@@ -68,7 +68,7 @@ export async function runChecks(opts: { configPath?: string; cwd: string; reprob
 
   // 4. The configuration.
   try {
-    const config = await loadConfig({ ...(opts.configPath !== undefined ? { path: opts.configPath } : {}), cwd: opts.cwd });
+    const config = await loadConfig({ ...(opts.configPath !== undefined ? { path: opts.configPath } : {}), cwd: opts.cwd, findMinimalImage: imageInfo });
     const names = Object.keys(config.profiles);
     checks.push({
       level: 'ok',

@@ -11,6 +11,7 @@ import { listSuite } from '../run/list.js';
 import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { ExitCode } from '../run/outcome.js';
+import { imageInfo } from '../vmm/image.js';
 import { repoRoot } from '../vmm/paths.js';
 import { doctorCommand } from './doctor.js';
 import { eventsCommand } from './events-cmd.js';
@@ -128,5 +129,5 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
 }
 
 async function loadRunConfig(raw: RawFlags, io: CliIO): Promise<ProviumConfig> {
-  return loadConfig({ ...(raw.config !== undefined ? { path: raw.config } : {}), cwd: io.cwd });
+  return loadConfig({ ...(raw.config !== undefined ? { path: raw.config } : {}), cwd: io.cwd, findMinimalImage: imageInfo });
 }

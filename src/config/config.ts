@@ -6,8 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
-import { cacheDir as defaultCacheDir } from '../vmm/paths.js';
-import { builtinProfiles, ProfileError, resolveProfiles, type Profile } from './profiles.js';
+import { cacheDir as defaultCacheDir } from './cache-dir.js';
+import { builtinProfiles, ProfileError, resolveProfiles, type MinimalImageLookup, type Profile } from './profiles.js';
 import { parseSize, UnitError } from './units.js';
 
 export const kConfigFileName = 'provium.toml';
@@ -37,15 +37,27 @@ export interface ProviumConfig {
   unavailableProfiles: Record<string, string>;
 }
 
-export interface LoadConfigOptions {
+export type LoadConfigOptions = {
   /** --config; when absent, ./provium.toml if it exists. */
   path?: string;
   cwd?: string;
-  /** Skip loading profiles (subcommands that never boot, e.g. `events`). */
-  skipProfiles?: boolean;
-}
+} & (
+  | {
+    /** Skip loading profiles (subcommands that never boot, e.g. `events`). */
+    skipProfiles: true;
+    findMinimalImage?: undefined;
+  }
+  | {
+    skipProfiles?: false;
+    /**
+     * Finds the built image of the built-in profile `minimal` (src/cli passes src/vmm's
+     * imageInfo). Called after cache_dir is applied, so it looks in the configured cache.
+     */
+    findMinimalImage: MinimalImageLookup;
+  }
+);
 
-export async function loadConfig(opts: LoadConfigOptions = {}): Promise<ProviumConfig> {
+export async function loadConfig(opts: LoadConfigOptions): Promise<ProviumConfig> {
   const cwd = opts.cwd ?? process.cwd();
   const explicit = opts.path !== undefined;
   const path = resolve(cwd, opts.path ?? kConfigFileName);
@@ -100,8 +112,8 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<ProviumC
       throw new ConfigError(`${where('provium', 'cache_dir')}: \`cache_dir\` must be a directory path string`);
     }
     cacheDir = isAbsolute(value) ? value : resolve(baseDir, expandHome(value));
-    // The image, the accelerator verdict and boot snapshots are found through cacheDir() in
-    // src/vmm/paths.ts, which reads PROVIUM_CACHE_DIR: a config that names a cache wins.
+    // The image, the accelerator verdict and boot snapshots are found through cacheDir()
+    // (./cache-dir.ts), which reads PROVIUM_CACHE_DIR: a config that names a cache wins.
     process.env['PROVIUM_CACHE_DIR'] = cacheDir;
   }
   let cacheMaxSizeBytes: number;
@@ -117,7 +129,7 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<ProviumC
   const unavailableProfiles: Record<string, string> = {};
   if (!opts.skipProfiles) {
     try {
-      Object.assign(profiles, await builtinProfiles());
+      Object.assign(profiles, await builtinProfiles(opts.findMinimalImage));
     } catch (err) {
       if (!(err instanceof ProfileError)) throw err;
       unavailableProfiles['minimal'] = err.message;

@@ -1,10 +1,23 @@
-// Profiles: what a VM boots. The built-in `minimal` comes from the image built by
-// `provium image build`; user profiles come from `[profiles.<name>]` in provium.toml.
+// Profiles: what a VM boots, and the kernel command line a profile means. The built-in `minimal`
+// comes from the image built by `provium image build`, which src/vmm finds: the caller passes that
+// lookup in (config never imports vmm). User profiles come from `[profiles.<name>]` in provium.toml.
 
 import { isAbsolute, resolve } from 'node:path';
 import { parseDuration, parseSize } from './units.js';
-import { imageInfo } from '../vmm/image.js';
-import { kAgentRdinit, kTunedCmdline, rdinitOf } from '../vmm/cmdline.js';
+
+/** DESIGN §3: the boot-time flags that measured fastest on TCG. */
+export const kTunedCmdline =
+  'console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off i8042.noaux i8042.nomux i8042.nopnp ' +
+  '8250.nr_uarts=1 no_timer_check tsc=reliable nokaslr random.trust_cpu=on audit=0';
+/** Where the agent lives in the guest: the `rdinit=` of the minimal image and of injected profiles. */
+export const kAgentRdinit = '/sbin/provium-agent';
+
+/** The value of the last `rdinit=` in a command line. */
+export function rdinitOf(cmdline: string): string | undefined {
+  let value: string | undefined;
+  for (const t of cmdline.split(/\s+/)) if (t.startsWith('rdinit=')) value = t.slice('rdinit='.length);
+  return value;
+}
 
 export type MachineType = 'q35' | 'microvm' | 'pc';
 export type AccelChoice = 'auto' | 'kvm' | 'tcg';
@@ -44,30 +57,47 @@ export class ProfileError extends Error {
   override name = 'ProfileError';
 }
 
+/** The built `minimal` image, as far as a profile needs it (src/vmm's BuiltImage has more). */
+export interface MinimalImage {
+  /** Absolute path of the PVH vmlinux. */
+  kernel: string;
+  /** Absolute path of the initrd, agent included. */
+  initrd: string;
+}
+
 /**
- * The built-in profiles. `minimal` needs its image: without it this throws, naming the command
- * that builds it. The agent is baked into the image, so nothing is injected at boot.
+ * Finds the built `minimal` image, or undefined when it is not built. Injected by the caller
+ * (src/cli passes src/vmm's imageInfo), so that config does not depend on vmm.
  */
-export async function builtinProfiles(): Promise<Record<string, Profile>> {
-  const image = await imageInfo();
+export type MinimalImageLookup = () => Promise<MinimalImage | undefined>;
+
+/** The built-in `minimal` profile for a built image. The agent is baked in: nothing is injected. */
+export function minimalProfile(image: MinimalImage): Profile {
+  return {
+    name: 'minimal',
+    kernel: image.kernel,
+    initrd: image.initrd,
+    cmdline: `${kTunedCmdline} rdinit=${kAgentRdinit}`,
+    memoryBytes: kMinimalMemoryBytes,
+    cpus: 1,
+    machine: 'q35',
+    accel: 'auto',
+    injectAgent: false,
+    agentTimeoutMs: kDefaultAgentTimeoutMs,
+    builtin: true,
+  };
+}
+
+/**
+ * The built-in profiles. `minimal` needs its image, found by `findImage`: without it this throws,
+ * naming the command that builds it.
+ */
+export async function builtinProfiles(findImage: MinimalImageLookup): Promise<Record<string, Profile>> {
+  const image = await findImage();
   if (!image) {
     throw new ProfileError('profile `minimal`: the guest image is not built — run `provium image build` (or `npm run setup`)');
   }
-  return {
-    minimal: {
-      name: 'minimal',
-      kernel: image.kernel,
-      initrd: image.initrd,
-      cmdline: `${kTunedCmdline} rdinit=${kAgentRdinit}`,
-      memoryBytes: kMinimalMemoryBytes,
-      cpus: 1,
-      machine: 'q35',
-      accel: 'auto',
-      injectAgent: false,
-      agentTimeoutMs: kDefaultAgentTimeoutMs,
-      builtin: true,
-    },
-  };
+  return { minimal: minimalProfile(image) };
 }
 
 /**

@@ -79,8 +79,9 @@ async function decide(reprobe: boolean): Promise<AccelVerdict> {
 /** undefined when a KVM boot reached the agent within kKvmProbeTimeoutMs, else why not. */
 async function probeKvm(): Promise<string | undefined> {
   const { QemuVm } = await import('./qemu.js');
+  const { imageInfo } = await import('./image.js');
   const { builtinProfiles } = await import('../config/profiles.js');
-  const profile = (await builtinProfiles())['minimal']!;
+  const profile = (await builtinProfiles(imageInfo))['minimal']!;
   let vm;
   try {
     vm = await QemuVm.launch({ name: 'kvm-probe', profile, memoryBytes: profile.memoryBytes, cpus: 1, accel: 'kvm', hotplugSlots: 0 });

@@ -1,13 +1,10 @@
 // Pure construction of the kernel command line and QEMU's argv from a LaunchSpec. No I/O here
-// (the TSC frequency and paths are passed in), so unit tests can pin every flag.
+// (the TSC frequency and paths are passed in), so unit tests can pin every flag. What a profile's
+// command line means (the tuned flags, the agent's rdinit) is src/config's; this file only
+// assembles a boot's line from it.
 
-import type { Profile } from '../config/profiles.js';
+import { kAgentRdinit, rdinitOf, type Profile } from '../config/profiles.js';
 
-/** DESIGN §3: the boot-time flags that measured fastest on TCG. */
-export const kTunedCmdline =
-  'console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off i8042.noaux i8042.nomux i8042.nopnp ' +
-  '8250.nr_uarts=1 no_timer_check tsc=reliable nokaslr random.trust_cpu=on audit=0';
-export const kAgentRdinit = '/sbin/provium-agent';
 /** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
 export const kAgentPortName = 'org.provium.agent';
 /** Empty pcie-root-ports on q35, so disks and NICs can be hot-plugged. */
@@ -62,13 +59,6 @@ export interface LaunchContext {
 /** Splits a command line on whitespace (kernel parameters do not nest quotes we need to honour). */
 function tokens(cmdline: string | undefined): string[] {
   return (cmdline ?? '').split(/\s+/).filter(Boolean);
-}
-
-/** The value of the last `rdinit=` in a command line. */
-export function rdinitOf(cmdline: string): string | undefined {
-  let value: string | undefined;
-  for (const t of tokens(cmdline)) if (t.startsWith('rdinit=')) value = t.slice('rdinit='.length);
-  return value;
 }
 
 /**

@@ -2,17 +2,14 @@
 // (profile scripts, the agent binary), the QEMU binary, and per-VM scratch directories.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cacheDir } from '../config/cache-dir.js';
 
-/** `$PROVIUM_CACHE_DIR`, else `~/.cache/provium` (XDG_CACHE_HOME is honoured when set). */
-export function cacheDir(): string {
-  const explicit = process.env['PROVIUM_CACHE_DIR'];
-  if (explicit) return resolve(explicit);
-  const xdg = process.env['XDG_CACHE_HOME'];
-  return join(xdg ? resolve(xdg) : join(homedir(), '.cache'), 'provium');
-}
+// The cache directory is config's (provium.toml may name it); it is re-exported here because
+// every other host path in this file lives under it.
+export { cacheDir };
 
 /** `<cache>/images/<profile>`: the built image of a built-in profile. */
 export function imageDir(profile: string): string {
