@@ -13,17 +13,19 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
+import { minimalProfile } from '../config/profiles.js';
+import { kKvmProbeTimeoutMs, resolveAccelWith, type KvmProbeResult } from './accel-verdict.js';
+import { agentHello } from './agent-hello.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
-import { resolveAccel } from './accel.js';
 import { hostTscKhz } from './host.js';
 import { imageInfo } from './image.js';
 import { qemuBinary, scratchParent } from './paths.js';
 import { QmpClient } from './qmp.js';
 
-// The whole QEMU-layer surface is importable from here.
+// The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
+// accel.ts's, which depends on this file for its probe).
 export type { LaunchSpec, NetdevSpec, BlockdevSpec } from './cmdline.js';
 export { saveSnapshot, restoreSnapshot, SnapshotError } from './snapshot.js';
-export { resolveAccel } from './accel.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
 
 /** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
@@ -122,7 +124,7 @@ export class QemuVm {
     if (spec.profile.injectAgent) initrdParts.push(await agentOverlayPath(where));
     if (spec.extraInitrd) initrdParts.push(await mustExist(spec.extraInitrd, `${where}: extra initrd`));
 
-    const accel = spec.accel ?? (await resolveAccel(spec.profile.accel));
+    const accel = spec.accel ?? (await resolveAccelWith(spec.profile.accel, probeKvm));
     const tscKhz = spec.profile.machine === 'microvm' ? await hostTscKhz() : undefined;
 
     // 2. Private scratch dir (mkdtemp makes it 0700; chmod in case of an odd umask), marked with
@@ -243,6 +245,42 @@ export class QemuVm {
     }
     await rm(this.scratchDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The KVM probe behind `accel = "auto"` (accel-verdict.ts decides and caches): boots the minimal
+ * image with KVM and waits, at most kKvmProbeTimeoutMs, for the agent to answer its hello.
+ */
+export async function probeKvm(): Promise<KvmProbeResult> {
+  const image = await imageInfo();
+  if (!image) {
+    return { outcome: 'skipped', reason: 'the minimal image is not built, so KVM was not probed (run `provium image build`)' };
+  }
+  const profile = minimalProfile(image);
+  let vm: QemuVm;
+  try {
+    vm = await QemuVm.launch({ name: 'kvm-probe', profile, memoryBytes: profile.memoryBytes, cpus: 1, accel: 'kvm', hotplugSlots: 0 });
+  } catch (err) {
+    const tail = (err as { stderrTail?: string }).stderrTail;
+    const message = firstLine((err as Error).message);
+    return { outcome: 'failed', reason: tail ? `${message}: ${lastLine(tail)}` : message };
+  }
+  try {
+    const exited = vm.exited.then((e) => `QEMU exited (${e.signal ?? `code ${e.code}`}): ${lastLine(e.stderrTail)}`);
+    const hello = agentHello(vm.agentSocketPath, kKvmProbeTimeoutMs).then(() => undefined, (e: Error) => e.message);
+    const reason = await Promise.race([hello, exited]);
+    return reason === undefined ? { outcome: 'ok' } : { outcome: 'failed', reason };
+  } finally {
+    await vm.stop({ graceMs: 500 });
+  }
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0]!.trim();
+}
+
+function lastLine(s: string): string {
+  return s.trim().split('\n').pop()?.trim() ?? '';
 }
 
 /** The agent overlay cpio for profiles with inject_agent: $PROVIUM_OVERLAY or the built image's. */

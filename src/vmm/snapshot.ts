@@ -14,8 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { open, rm, stat } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import type { QemuVm } from './qemu.js';
-import type { QmpEvent } from './qmp.js';
+import type { QmpClient, QmpEvent } from './qmp.js';
 
 /** Upper bound for one save or restore of a guest of a few hundred MiB. */
 export const kSnapshotTimeoutMs = 60_000;
@@ -26,8 +25,22 @@ const kStderrWaitMs = 300;
 /** Fallback status poll, in case an event is missed. */
 const kStatusPollMs = 100;
 
+/**
+ * What a snapshot needs of a QEMU process. qemu.ts's QemuVm is one; it re-exports this file, so
+ * naming QemuVm here would make the two files import each other.
+ */
+export interface SnapshotVm {
+  readonly name: string;
+  readonly qmp: QmpClient;
+  readonly scratchDir: string;
+  readonly spec: { readonly incomingSnapshot?: boolean };
+  readonly state: 'running' | 'exited';
+  readonly exited: Promise<{ code: number | null; signal: string | null; stderrTail: string }>;
+  stderrTail(maxBytes?: number): Promise<string>;
+}
+
 /** VMs whose migration capabilities and parameters are already set. */
-const configured = new WeakSet<QemuVm>();
+const configured = new WeakSet<SnapshotVm>();
 
 export class SnapshotError extends Error {
   override name = 'SnapshotError';
@@ -42,7 +55,7 @@ interface MigrationInfo {
  * Saves the VM's state to `file`. The VM is left paused unless `resume` (default: resume when it
  * was running before the save).
  */
-export async function saveSnapshot(vm: QemuVm, file: string, opts: { resume?: boolean } = {}): Promise<{ bytes: number; ms: number }> {
+export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?: boolean } = {}): Promise<{ bytes: number; ms: number }> {
   const started = performance.now();
   const where = `VM ${vm.name}: snapshot to ${file}`;
   mustRun(vm, where);
@@ -106,7 +119,7 @@ export async function saveSnapshot(vm: QemuVm, file: string, opts: { resume?: bo
  * Loads `file` into a VM launched with `incomingSnapshot` (same machine, memory and devices as
  * the one saved), then resumes it. The caller reconnects to the agent afterwards and resyncs.
  */
-export async function restoreSnapshot(vm: QemuVm, file: string): Promise<void> {
+export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<void> {
   const where = `VM ${vm.name}: restore from ${file}`;
   mustRun(vm, where);
   if (!vm.spec.incomingSnapshot) throw new SnapshotError(`${where}: the VM was not launched with incomingSnapshot`);
@@ -150,7 +163,7 @@ export async function restoreSnapshot(vm: QemuVm, file: string): Promise<void> {
  * drive it; a status poll covers a missed event. The poll starts only once `started` resolves
  * (the migrate command returned): before that, query-migrate reports the previous migration.
  */
-function migrationDone(vm: QemuVm, where: string, started: Promise<unknown>): Promise<void> {
+function migrationDone(vm: SnapshotVm, where: string, started: Promise<unknown>): Promise<void> {
   const qmp = vm.qmp;
   return new Promise<void>((resolve, reject) => {
     let finished = false;
@@ -241,7 +254,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function mustRun(vm: QemuVm, where: string): void {
+function mustRun(vm: SnapshotVm, where: string): void {
   if (vm.state !== 'running') throw new SnapshotError(`${where}: QEMU is not running`);
 }
 
