@@ -3,9 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { Barriers } from '../../src/broker/barriers.js';
 import { Broker } from '../../src/broker/broker.js';
-import { ResourcePool } from '../../src/broker/resources.js';
 import { builtinProfiles } from '../../src/config/profiles.js';
 import { EventBus } from '../../src/events/bus.js';
 import { imageInfo } from '../../src/vmm/image.js';
@@ -28,10 +26,9 @@ describe('broker sessions with a real guest', { skip: !image && 'guest image not
   for (const delayMs of [0, 60, 400]) {
     it(`closing a session ${delayMs} ms into a boot leaves no QEMU behind`, async () => {
       const bus = new EventBus();
-      const pool = new ResourcePool({ memory_bytes: 8 * 1024 ** 3, cpus: 8 }, bus);
-      const broker = new Broker({ bus, profiles: await builtinProfiles(), pool, barriers: new Barriers(), cacheDir: cacheDir() });
+      const broker = new Broker({ bus, profiles: await builtinProfiles(imageInfo), resources: { memory_bytes: 8 * 1024 ** 3, cpus: 8 }, cacheDir: cacheDir() });
       const name = `leak-${process.pid}-${delayMs}`;
-      const session = broker.openSession({ path: '/leak.test.lua', displayPath: 'leak.test.lua' });
+      const session = broker.openSession({ path: '/leak.test.lua', displayPath: 'leak.test.lua' }, () => undefined);
       try {
         const replies: unknown[] = [];
         session.port.on('message', (m) => replies.push(m));
@@ -43,7 +40,7 @@ describe('broker sessions with a real guest', { skip: !image && 'guest image not
         await new Promise((r) => setTimeout(r, delayMs));
         await broker.closeSession(session.sessionId);
         assert.equal(qemuRunningNamed(name), false, `QEMU of ${name} still running after closeSession`);
-        assert.deepEqual(pool.state().used, { memory_bytes: 0, cpus: 0 });
+        assert.deepEqual(broker.poolState().used, { memory_bytes: 0, cpus: 0 });
       } finally {
         await broker.close();
         session.port.close();

@@ -1,22 +1,22 @@
-// Test-only: a fake broker answering the worker RPC on a MessagePort (main thread), with an
-// in-memory guest (files, processes, streams, clock) good enough to drive the Lua bindings, plus
-// `runLua(source)` which runs a test file in a real worker thread against it. Unit tests only.
+// Test-only: a fake broker answering the worker RPC through the real channel (RpcChannel, main
+// thread), with an in-memory guest (files, processes, streams, clock) good enough to drive the Lua
+// bindings, plus `runLua(source)` which runs a test file in a real worker thread against it and
+// reads its results with the real FileJob. Unit tests only.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
-import { SIGNAL_BUFFER_BYTES, SIGNAL_SLOT, type BrokerMessage, type RpcErrorData, type WorkerMessage } from '../../src/protocol/rpc.js';
-import type { FileResult, TestSelection } from '../../src/protocol/task.js';
+import { Worker } from 'node:worker_threads';
+import { BrokerError, RpcChannel, type RpcHandlers } from '../../src/broker/rpc-server.js';
+import { EventBus } from '../../src/events/bus.js';
+import type { RpcErrorData, VmView } from '../../src/protocol/rpc.js';
+import type { FileReport, FileResult, TestSelection } from '../../src/protocol/task.js';
+import { FileJob } from '../../src/run/file-job.js';
 
-export class FakeError extends Error {
-  constructor(
-    message: string,
-    readonly code?: RpcErrorData['code'],
-    readonly errno?: number,
-  ) {
-    super(message);
+export class FakeError extends BrokerError {
+  constructor(message: string, code?: RpcErrorData['code'], errno?: number) {
+    super(message, code, errno);
   }
 }
 
@@ -29,6 +29,8 @@ interface FakeVm {
   state: 'created' | 'booted' | 'paused' | 'shutdown' | 'dead';
   cid: number | null;
   console: string;
+  generation: number;
+  deadReason?: string;
 }
 
 interface FakeProc {
@@ -40,6 +42,7 @@ interface FakeProc {
 }
 
 interface FakeStream {
+  vmId: number;
   chunks: Uint8Array[];
   ended: boolean;
   waiters: (() => void)[];
@@ -76,38 +79,36 @@ export class FakeBroker {
   readonly tailScripts: Record<string, string[]> = {};
   clockNs = 1_700_000_000_000_000_000n;
   private _nextId = 1;
-  private readonly _signal: Int32Array;
 
-  constructor(
-    readonly port: MessagePort,
-    readonly signalBuffer: SharedArrayBuffer,
-  ) {
-    this._signal = new Int32Array(signalBuffer);
-    port.on('message', (m: WorkerMessage) => void this._onMessage(m));
+  /** Every op is served by `handle`, through the real channel's mechanics. */
+  handlers_(): RpcHandlers {
+    return new Proxy({} as RpcHandlers, {
+      get: (_t, op: string) => async (args: any) => {
+        this.calls.push({ op, args });
+        try {
+          return await this.handle(op, args);
+        } catch (err) {
+          // Errors about a VM carry its view, as the real session's do.
+          if (err instanceof BrokerError && args?.vmId !== undefined && this.vms.has(args.vmId)) err.vm ??= this.view(args.vmId);
+          throw err;
+        }
+      },
+    });
   }
 
-  /** Takes whatever is still queued on the port (events sent just before the result). */
-  drain(port: MessagePort): void {
-    for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) void this._onMessage(m.message as WorkerMessage);
+  /** The broker's view of a fake VM, as real replies carry it. */
+  view(vmId: number): VmView {
+    const vm = this.vms.get(vmId)!;
+    const streams = [...this.streams].filter(([, s]) => s.vmId === vmId).map(([id]) => id);
+    return { vmId, state: vm.state, cid: vm.cid, generation: vm.generation, streams, ...(vm.deadReason ? { deadReason: vm.deadReason } : {}) };
   }
 
-  private async _onMessage(m: WorkerMessage): Promise<void> {
-    if (m.type === 'event') {
-      this.events.push(m.event);
-      return;
-    }
-    this.calls.push({ op: m.op, args: m.args });
-    let reply: BrokerMessage;
-    try {
-      const value = await this.handle(m.op, m.args);
-      reply = { type: 'reply', seq: m.seq, ok: true, reply: value };
-    } catch (err) {
-      const e = err as FakeError;
-      reply = { type: 'reply', seq: m.seq, ok: false, error: { message: e.message, ...(e.code ? { code: e.code } : {}), ...(e.errno ? { errno: e.errno } : {}) } };
-    }
-    this.port.postMessage(reply);
-    Atomics.add(this._signal, SIGNAL_SLOT, 1);
-    Atomics.notify(this._signal, SIGNAL_SLOT);
+  /** Moves a fake VM to `state`; a new or stopped guest is a new generation. */
+  setState(vmId: number, state: FakeVm['state'], deadReason?: string): void {
+    const vm = this.vms.get(vmId)!;
+    if (vm.state !== state) vm.generation++;
+    vm.state = state;
+    if (deadReason) vm.deadReason = deadReason;
   }
 
   agentCalls(op?: string): any[] {
@@ -128,41 +129,49 @@ export class FakeBroker {
       case 'vm.create': {
         if (args.profile !== 'minimal') throw new FakeError(`unknown profile \`${args.profile}\` (known: minimal)`, 'usage');
         const id = this._nextId++;
-        this.vms.set(id, { name: args.name, profile: args.profile, state: 'created', cid: null, console: '' });
+        this.vms.set(id, { name: args.name, profile: args.profile, state: 'created', cid: null, console: '', generation: 0 });
         return { vmId: id };
       }
       case 'vm.boot': {
         const vm = this.vms.get(args.vmId)!;
-        vm.state = 'booted';
+        this.setState(args.vmId, 'booted');
         vm.cid = 100 + args.vmId;
         vm.console += `[boot ${vm.name}] Linux version 6.1\nprovium-agent ready\n`;
-        return { cid: vm.cid, bootMs: 1, restored: false };
+        return { vm: this.view(args.vmId), bootMs: 1, restored: false };
       }
       case 'vm.shutdown':
+        this.setState(args.vmId, 'shutdown');
+        return { vm: this.view(args.vmId) };
       case 'vm.power_button':
-        this.vms.get(args.vmId)!.state = 'shutdown';
-        return {};
+        this.setState(args.vmId, 'shutdown');
+        return { vm: this.view(args.vmId), graceful: true };
       case 'vm.pause':
         this.vms.get(args.vmId)!.state = 'paused';
-        return {};
+        return { vm: this.view(args.vmId) };
       case 'vm.resume':
-      case 'vm.reset':
         this.vms.get(args.vmId)!.state = 'booted';
-        return {};
-      case 'vm.info': {
-        const vm = this.vms.get(args.vmId)!;
-        return { state: vm.state, cid: vm.cid, ...(vm.state === 'dead' ? { deadReason: 'qemu exited (signal 9)' } : {}) };
-      }
+        return { vm: this.view(args.vmId) };
+      case 'vm.reset':
+        this.vms.get(args.vmId)!.generation++;
+        return { vm: this.view(args.vmId) };
+      case 'vm.info':
+        return { vm: this.view(args.vmId) };
       case 'vm.snapshot': {
         const p = args.path ?? path.join(tmpdir(), `fake-snap-${Date.now()}.bin`);
         writeFileSync(p, 'snapshot');
-        return { path: p, bytes: 8 };
+        return { vm: this.view(args.vmId), path: p, bytes: 8 };
       }
       case 'vm.restore': {
         const vm = this.vms.get(args.vmId)!;
-        vm.state = 'booted';
-        return { cid: vm.cid ?? 7 };
+        this.setState(args.vmId, 'booted');
+        vm.cid ??= 7;
+        return { vm: this.view(args.vmId) };
       }
+      case 'snapshot.size':
+        return { bytes: existsSync(args.path) ? statSync(args.path).size : 0 };
+      case 'snapshot.delete':
+        rmSync(args.path, { force: true });
+        return {};
       case 'vm.console_tail':
         return { text: this.vms.get(args.vmId)!.console.slice(-(args.maxBytes ?? 4096)) };
       case 'vm.console_log':
@@ -171,8 +180,8 @@ export class FakeBroker {
         this.vms.get(args.vmId)!.console += dec.decode(args.data);
         return {};
       case 'scope.close':
-        for (const id of args.vmIds) this.vms.get(id)!.state = 'shutdown';
-        return {};
+        for (const id of args.vmIds) this.setState(id, 'shutdown');
+        return { vms: args.vmIds.map((id: number) => this.view(id)) };
       case 'lab.claim':
       case 'stream.close':
         return {};
@@ -185,7 +194,7 @@ export class FakeBroker {
         return this._readStream(args.streamId, args.timeoutMs);
       case 'agent.call': {
         const vm = this.vms.get(args.vmId)!;
-        if (vm.state === 'dead') throw new FakeError('vm is dead', 'vm_dead');
+        if (vm.state === 'dead') throw new FakeError(`vm \`${vm.name}\` is dead: ${vm.deadReason ?? 'unknown reason'}`, 'vm_dead');
         if (this.agent[args.op]) return { result: await this.agent[args.op]!(args.data) };
         return { result: await this._agent(args.op, args.data, args) };
       }
@@ -197,7 +206,7 @@ export class FakeBroker {
   private _openStream(args: any): { streamId: number } {
     const id = this._nextId++;
     const script = args.op === 'tail_file' ? [...(this.tailScripts[args.data.path] ?? [])] : [];
-    const s: FakeStream = { chunks: [], ended: false, waiters: [], script };
+    const s: FakeStream = { vmId: args.vmId, chunks: [], ended: false, waiters: [], script };
     this.streams.set(id, s);
     if (args.op === 'tail_file' && args.data.start === 'beginning') {
       const data = this.files.get(args.data.path);
@@ -407,7 +416,7 @@ export class FakeBroker {
 
 /** Asserts every test passed, showing the failures otherwise. */
 export function assertAllPassed(result: FileResult, count?: number): void {
-  assert.equal(result.chunkError, undefined, result.chunkError?.message);
+  assert.deepEqual(result.fatalErrors, [], result.fatalErrors[0]?.message);
   const bad = result.tests.filter((t) => t.status !== 'passed').map((t) => `${t.name}: ${t.status}: ${t.message}`);
   assert.deepEqual(bad, []);
   if (count !== undefined) assert.equal(result.tests.length, count);
@@ -425,7 +434,10 @@ export interface RunOptions {
 const kEntry = new URL('./lua-worker-entry.js', import.meta.url);
 
 /** Runs `source` as spec/sample.test.lua in a worker against a fake broker. */
-export async function runLua(source: string, options: RunOptions = {}): Promise<{ result: FileResult; broker: FakeBroker }> {
+export async function runLua(
+  source: string,
+  options: RunOptions = {},
+): Promise<{ result: FileResult; broker: FakeBroker; reports: FileReport[] }> {
   const root = mkdtempSync(path.join(tmpdir(), 'provium-lua-'));
   mkdirSync(path.join(root, 'spec'), { recursive: true });
   const file = path.join(root, 'spec', 'sample.test.lua');
@@ -434,10 +446,20 @@ export async function runLua(source: string, options: RunOptions = {}): Promise<
     mkdirSync(path.dirname(path.join(root, name)), { recursive: true });
     writeFileSync(path.join(root, name), text);
   }
-  const { port1, port2 } = new MessageChannel();
-  const signalBuffer = new SharedArrayBuffer(SIGNAL_BUFFER_BYTES);
-  const broker = new FakeBroker(port1, signalBuffer);
+  const broker = new FakeBroker();
   options.setup?.(broker);
+  // The real result path: the channel hands reports to a FileJob, which puts them on a bus.
+  const bus = new EventBus();
+  bus.subscribe((event) => broker.events.push(event));
+  const planned = { file, displayPath: 'spec/sample.test.lua', key: 'spec/sample.test.lua', root: root };
+  const job = new FileJob(planned as never, 0, bus, {});
+  const reports: FileReport[] = [];
+  const channel = new RpcChannel(broker.handlers_(), (report) => {
+    reports.push(report);
+    job.onReport(report);
+  });
+  const port2 = channel.workerPort;
+  const signalBuffer = channel.signalBuffer;
   const worker = new Worker(kEntry);
   const task = {
     file,
@@ -449,15 +471,17 @@ export async function runLua(source: string, options: RunOptions = {}): Promise<
     port: port2,
     signalBuffer,
   };
-  const done = new Promise<FileResult>((resolve, reject) => {
+  const done = new Promise<unknown>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
   });
+  const started = performance.now();
   worker.postMessage(task, [port2]);
-  const result = await done;
+  await done;
   await worker.terminate();
-  // Events travel on the session port, not with the result: take the ones still in flight.
-  broker.drain(port1);
-  port1.close();
-  return { result, broker };
+  // Reports travel on the session port, not with the acknowledgement: take the ones in flight.
+  channel.close();
+  assert.ok(job.done, 'the worker sent no file_done');
+  const result = job.finish({ kind: 'acknowledged' }, performance.now() - started);
+  return { result, broker, reports };
 }

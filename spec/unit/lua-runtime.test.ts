@@ -45,7 +45,7 @@ test("the next test still runs", function(t) end)
   const exit = byName['an uncaught os.exit fails only this test']!;
   assert.equal(exit.status, 'failed');
   assert.match(exit.message!, /^spec\/sample\.test\.lua:27: os\.exit is not available/);
-  assert.deepEqual(exit.location, { file: "spec/sample.test.lua", line: 27 });
+  assert.deepEqual(exit.failureLocation, { file: "spec/sample.test.lua", line: 27 });
   assert.equal(byName['the next test still runs']!.status, 'passed');
 });
 
@@ -79,13 +79,13 @@ end)
 
 test('chunk errors carry file:line (syntax and runtime)', async () => {
   const syntax = await runLua('test("x", function(t)\n  local = 1\nend)\n');
-  assert.match(syntax.result.chunkError!.message, /^spec\/sample\.test\.lua:2: /);
-  assert.deepEqual(syntax.result.chunkError!.location, { file: 'spec/sample.test.lua', line: 2 });
+  assert.match(syntax.result.fatalErrors[0]!.message, /^spec\/sample\.test\.lua:2: /);
+  assert.deepEqual(syntax.result.fatalErrors[0]!.location, { file: 'spec/sample.test.lua', line: 2 });
   const runtime = await runLua('local x = nil\nlocal y = x.field\n');
-  assert.match(runtime.result.chunkError!.message, /^spec\/sample\.test\.lua:2: attempt to index a nil value/);
-  assert.deepEqual(runtime.result.chunkError!.location, { file: 'spec/sample.test.lua', line: 2 });
+  assert.match(runtime.result.fatalErrors[0]!.message, /^spec\/sample\.test\.lua:2: attempt to index a nil value/);
+  assert.deepEqual(runtime.result.fatalErrors[0]!.location, { file: 'spec/sample.test.lua', line: 2 });
   const dup = await runLua('test("a", function() end)\ntest("a", function() end)\n');
-  assert.match(dup.result.chunkError!.message, /spec\/sample\.test\.lua:2: test: duplicate name `a` in this file/);
+  assert.match(dup.result.fatalErrors[0]!.message, /spec\/sample\.test\.lua:2: test: duplicate name `a` in this file/);
 });
 
 test('json follows the reference rules', async () => {

@@ -42,12 +42,15 @@ test("passes", function(t) t:assert_eq(1, 1.0); t:assert_neq("1", 1); t:assert_c
   assert.equal(m['sticky']!.status, 'failed');
   assert.equal(m['sticky']!.message, 'spec/sample.test.lua:11: swallowed: 1 ~= 2');
   assert.deepEqual(m['sticky']!.log, ['still running']);
-  assert.deepEqual(m['sticky']!.location, { file: 'spec/sample.test.lua', line: 11 });
+  // Where it failed, and where it was declared (JUnit's `line`).
+  assert.deepEqual(m['sticky']!.failureLocation, { file: 'spec/sample.test.lua', line: 11 });
+  assert.deepEqual(m['sticky']!.location, { file: 'spec/sample.test.lua', line: 10 });
+  assert.deepEqual(m['passes']!.location, { file: 'spec/sample.test.lua', line: 23 });
   assert.equal(m['assert_raises restores the flag']!.status, 'passed', m['assert_raises restores the flag']!.message);
   assert.equal(m['assert_raises without an error']!.message, 'spec/sample.test.lua:20: expected boom: the function did not raise an error');
   assert.match(m['runtime error']!.message!, /^spec\/sample\.test\.lua:21: attempt to index a nil value/);
   assert.equal(m['error object']!.message, 'custom object\nstack traceback:\n' + m['error object']!.message!.split('stack traceback:\n')[1]);
-  assert.deepEqual(m['error object']!.location, { file: 'spec/sample.test.lua', line: 22 });
+  assert.deepEqual(m['error object']!.failureLocation, { file: 'spec/sample.test.lua', line: 22 });
   assert.equal(m['passes']!.status, 'passed', m['passes']!.message);
 });
 
@@ -252,7 +255,7 @@ end)
 });
 
 test('list mode registers tests without booting anything', async () => {
-  const { result, broker } = await runLua(
+  const { broker, reports } = await runLua(
     String.raw`
 local vm = provium:vm("a", "minimal"):boot()
 test("one", function() error("must not run") end)
@@ -260,10 +263,12 @@ test("two", {slow = true}, function() end)
 `,
     { listOnly: true },
   );
-  assert.deepEqual(result.tests.map((t) => [t.name, t.status, t.message]), [
-    ['one', 'skipped', undefined],
-    ['two', 'skipped', 'filtered: slow tests skipped (pass --include-slow)'],
+  // Listing declares the tests and ends the file; nothing begins.
+  assert.deepEqual(reports.map((r) => r.type), ['tests_declared', 'file_done']);
+  const declared = reports[0]!.type === 'tests_declared' ? reports[0]!.tests : [];
+  assert.deepEqual(declared.map((t) => [t.name, t.skipReason]), [
+    ['one', null],
+    ['two', 'filtered: slow tests skipped (pass --include-slow)'],
   ]);
   assert.equal(broker.calls.length, 0);
-  assert.equal(broker.events.length, 0);
 });

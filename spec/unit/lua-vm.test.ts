@@ -100,13 +100,20 @@ test('a VM the broker reports dead', async () => {
 local vm = provium:vm("d", "minimal"):boot()
 test("dead", function(t)
   local ok, e = pcall(function() vm:run("echo hi") end)
-  t:assert_contains(e, "vm:run: vm ` + '`d`' + String.raw` is dead: vm is dead")
+  t:assert_contains(e, "vm:run: vm ` + '`d`' + String.raw` is dead: QEMU exited (signal KILL)")
   ok, e = pcall(function() vm:stat("/") end)
   t:assert_contains(e, "vm:stat: vm ` + '`d`' + String.raw` is dead")
   t:assert_eq(vm:state(), "dead")
 end)
 `,
-    { setup: (b) => (b.handlers['vm.boot'] = (args: { vmId: number }) => ((b.vms.get(args.vmId)!.state = 'dead'), { cid: 5, bootMs: 1, restored: false })) },
+    {
+      setup: (b) =>
+        (b.handlers['vm.boot'] = (args: { vmId: number }) => {
+          // The broker's view after the boot says the guest died, and why.
+          b.setState(args.vmId, 'dead', 'QEMU exited (signal KILL)');
+          return { vm: b.view(args.vmId), bootMs: 1, restored: false };
+        }),
+    },
   );
   assertAllPassed(result, 1);
 });
@@ -201,9 +208,9 @@ end)
           maxInFlight = Math.max(maxInFlight, inFlight);
           await new Promise((r) => setTimeout(r, 100));
           inFlight--;
-          const vm = b.vms.get(args.vmId)!;
-          vm.state = 'booted';
-          return { cid: 100 + args.vmId, bootMs: 100, restored: false };
+          b.setState(args.vmId, 'booted');
+          b.vms.get(args.vmId)!.cid = 100 + args.vmId;
+          return { vm: b.view(args.vmId), bootMs: 100, restored: false };
         };
       },
     },
@@ -516,6 +523,7 @@ local vm = provium:vm("a", "minimal"):boot()
 local s = vm:tail_file("/var/log/x")
 test("never runs", function(t) end)
 `);
-  assert.match(result.chunkError!.message, /provium\.reset_between_tests: vm `a` has 1 stream\(s\) open at file scope \(tail_file \/var\/log\/x/);
-  assert.equal(result.tests.length, 0);
+  assert.match(result.fatalErrors[0]!.message, /provium\.reset_between_tests: vm `a` has 1 stream\(s\) open at file scope \(tail_file \/var\/log\/x/);
+  // The declared test never ran: it is reported, as not run, with the reason.
+  assert.deepEqual(result.tests.map((t) => [t.name, t.status, t.message]), [['never runs', 'not_run', 'the file failed outside its tests']]);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ReporterFanout } from '../../src/report/reporter.js';
+import { ReporterFanout } from '../../src/run/reporter.js';
 import { colorsWanted, streamScreen } from '../../src/report/screen.js';
 import { TextReporter } from '../../src/report/text.js';
 import { countsLine, summarize, type FileOutcome } from '../../src/run/outcome.js';
@@ -13,7 +13,7 @@ function outcome(path: string, status: FileOutcome['status'], tests: TestResult[
   return {
     file: { file: `/p/${path}`, displayPath: path, root: '/p', rootPath: path, key: path },
     status,
-    result: { file: `/p/${path}`, displayPath: path, tests, durationMs: 10 },
+    result: { file: `/p/${path}`, displayPath: path, fatalErrors: [], tests, durationMs: 10 },
     durationMs: 1234,
     worker: 0,
   };
@@ -76,7 +76,7 @@ describe('text reporter', () => {
 
   it('counts a file that failed outside its tests as a failure', () => {
     const crashed = outcome('spec/crash.test.lua', 'crashed', []);
-    crashed.result.chunkError = { message: 'the worker exited unexpectedly' };
+    crashed.result.fatalErrors.push({ message: 'the worker exited unexpectedly' });
     const s = summarize([crashed], { plannedFiles: 3, wallMs: 1, interrupted: false, failFastStopped: true });
     assert.equal(countsLine(s), '0 passed, 1 failed, 0 skipped');
     assert.equal(s.exitCode, 1);

@@ -1,5 +1,5 @@
-// The runner end to end on real piscina threads, with a fake worker (run-fake-worker.ts) and a
-// stand-in broker (run-fake-broker.ts): exit codes, timeouts, crashes, fail-fast, Ctrl-C,
+// The runner end to end on real piscina threads, with a fake worker (run-fake-worker.ts) and the
+// real broker (run-fake-broker.ts records its sessions): exit codes, timeouts, crashes, fail-fast, Ctrl-C,
 // reports, the event guarantees, rerun state, timings, shards and cross-file barriers.
 
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { runCli } from '../../src/cli/program.js';
 import { readEvents, type DecodedEvent } from '../../src/events/codec.js';
 import type { RunDeps } from '../../src/run/controller.js';
-import { defaultTimingsPath } from '../../src/report/timings.js';
+import { defaultTimingsPath } from '../../src/run/timings.js';
 import { Capture, project } from './run-capture.js';
 import { fakeDeps, type FakeBroker } from './run-fake-broker.js';
 import { parseXml } from './report-xml.js';
@@ -85,15 +85,22 @@ describe('provium run (fake worker)', () => {
 
   it('a file that times out fails alone; its worker is replaced and the next files run', async () => {
     const dir = await suite({
-      't/1-hang.test.lua': '-- fake: pass before\n-- fake: hang\n',
+      't/1-hang.test.lua': '-- fake: pass before\n-- fake: hang\n-- fake: declare after the hang\n',
       't/2-ok.test.lua': '-- fake: pass after\n',
       't/3-ok.test.lua': '-- fake: pass later\n',
     });
     const started = Date.now();
-    const r = await provium(dir, ['-j', '1', '--timeout', '700ms', '--save-events', 'ev.bin']);
+    const r = await provium(dir, ['-j', '1', '--timeout', '700ms', '--save-events', 'ev.bin', '--junit', 'junit.xml']);
     assert.ok(Date.now() - started < 10_000);
     assert.equal(r.code, 1);
-    assert.match(r.out, /^TIME t\/1-hang\.test\.lua \(1 passed, 1 failed, 0 skipped\)/m);
+    assert.match(r.out, /^TIME t\/1-hang\.test\.lua \(1 passed, 1 failed, 0 skipped, 1 not run\)/m);
+    // The test that never started is reported as not run, with the reason, in every report.
+    assert.match(r.out, /^    NOT RUN after the hang \(file timed out after 0\.7s \(--timeout\); its worker was replaced\)$/m);
+    const junit = parseXml(await readFile(join(dir, 'junit.xml'), 'utf8'));
+    const hangCases = junit.children[0]!.children.filter((c) => c.name === 'testcase').map((c) => c.attrs['name']);
+    assert.deepEqual(hangCases, ['before', 'hangs', 'after the hang']);
+    const notRun = junit.children[0]!.children.find((c) => c.attrs['name'] === 'after the hang')!;
+    assert.match(notRun.children[0]!.attrs['message']!, /^not run: file timed out after 0\.7s/);
     assert.match(r.out, /^    FAIL hangs\n        file timed out after 0\.7s \(--timeout\); its worker was replaced/m);
     assert.match(r.out, /console \(last 3 of 3 lines\)/);
     assert.match(r.out, /^PASS t\/2-ok\.test\.lua/m);
@@ -136,7 +143,7 @@ describe('provium run (fake worker)', () => {
 
   it('Ctrl-C tears down, reports what finished and exits 130', async () => {
     const dir = await suite({
-      't/1-quick.test.lua': '-- fake: pass quick\n',
+      't/1-quick.test.lua': '-- fake: log quick said hello\n-- fake: pass quick\n',
       't/2-slow.test.lua': '-- fake: sleep 5000\n-- fake: pass slow\n',
       't/3-never.test.lua': '-- fake: pass never\n',
     });
@@ -148,9 +155,16 @@ describe('provium run (fake worker)', () => {
     assert.ok(Date.now() - started < 4000, 'the sleeping worker was terminated');
     assert.match(r.out, /interrupted/);
     assert.match(r.out, /^PASS t\/1-quick\.test\.lua/m);
-    assert.match(r.out, /^STOP t\/2-slow\.test\.lua \(interrupted\)/m);
+    assert.match(r.out, /^STOP t\/2-slow\.test\.lua \(interrupted: 0 passed, 0 failed, 0 skipped, 1 not run\)/m);
+    // JUnit has every file that started: what finished (with its log), and what never ran.
     const junit = parseXml(await readFile(join(dir, 'junit.xml'), 'utf8'));
-    assert.deepEqual(junit.children.map((s) => s.attrs['name']), ['t/1-quick.test.lua']);
+    assert.deepEqual(junit.children.map((s) => s.attrs['name']), ['t/1-quick.test.lua', 't/2-slow.test.lua']);
+    assert.equal(junit.attrs['tests'], '2');
+    const quick = junit.children[0]!.children.find((c) => c.name === 'testcase')!;
+    assert.equal(quick.attrs['name'], 'quick');
+    assert.equal(quick.children.find((c) => c.name === 'system-out')?.text, 'quick said hello');
+    const slow = junit.children[1]!.children.find((c) => c.name === 'testcase')!;
+    assert.equal(slow.children.find((c) => c.name === 'skipped')?.attrs['message'], 'not run: the run was interrupted');
     const ev = await events(join(dir, 'ev.bin'));
     assert.equal(ev.at(-1)!.kind, 'run_finished');
     assert.equal(ev.at(-1)!.payload['interrupted'], true);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { orderLongestFirst } from '../../src/run/ordering.js';
-import { estimateDurations, mergeTimings, readTimings, writeTimings } from '../../src/report/timings.js';
+import { estimateDurations, mergeTimings, readTimings, writeTimings } from '../../src/run/timings.js';
 import { project } from './run-capture.js';
 import { join } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';

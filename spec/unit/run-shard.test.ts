@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UsageError } from '../../src/run/errors.js';
 import { parseShard, planShards, selectShard } from '../../src/run/shard.js';
-import type { TimingRecord } from '../../src/report/timings.js';
+import type { TimingRecord } from '../../src/run/timings.js';
 
 const files = (n: number): string[] => Array.from({ length: n }, (_v, i) => `spec/area${i % 5}/file${String(i).padStart(3, '0')}.test.lua`);
 

@@ -1,23 +1,38 @@
-// The broker owns every external thing a run touches. Workers reach it only through their
-// session's RPC channel; the runner opens a session per file and closes it when the file ends.
+// The broker owns every external thing a run touches: VMs, the resource pool, the barriers.
+// This file is its public interface: the runner opens a session per file, hands the session's
+// port to the worker, and closes the session when the file ends; it reaches the pool and the
+// barriers only through the methods here.
 
 import type { MessagePort } from 'node:worker_threads';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
+import type { ResourceAmount } from '../protocol/events.js';
+import type { FileReport } from '../protocol/task.js';
 import { killAllQemu } from '../vmm/qemu.js';
-import type { Barriers } from './barriers.js';
-import type { ResourcePool } from './resources.js';
+import { Barriers, type SchedulerView } from './barriers.js';
 import { BootCache } from './boot-cache.js';
+import { ResourcePool } from './resources.js';
 import { Session } from './session.js';
+
+export { sizePool, type PoolSizing } from './resources.js';
+export type { SchedulerView } from './barriers.js';
 
 export interface BrokerOptions {
   bus: EventBus;
   profiles: Record<string, Profile>;
   /** Profiles that exist but cannot be used, with the reason and its fix (e.g. an unbuilt image). */
   unavailableProfiles?: Record<string, string>;
-  pool: ResourcePool;
-  barriers: Barriers;
+  /** The resource pool's whole budget (sizePool's `total`). */
+  resources: ResourceAmount;
   cacheDir: string;
+}
+
+/** A file's session as the runner holds it. */
+export interface OpenedSession {
+  sessionId: number;
+  /** Transfer to the worker in the task, with `signalBuffer`. */
+  port: MessagePort;
+  signalBuffer: SharedArrayBuffer;
 }
 
 export class Broker {
@@ -25,17 +40,38 @@ export class Broker {
   private _nextSessionId = 1;
   private _closed: Promise<void> | undefined;
   private readonly _bootCache: BootCache;
+  private readonly _pool: ResourcePool;
+  private readonly _barriers = new Barriers();
 
   constructor(private readonly _opts: BrokerOptions) {
     this._bootCache = new BootCache(_opts.cacheDir);
+    this._pool = new ResourcePool(_opts.resources, _opts.bus);
   }
 
-  /** One per file. Transfer `port` to the worker in the task, with `signalBuffer`. */
-  openSession(file: { path: string; displayPath: string }): { sessionId: number; port: MessagePort; signalBuffer: SharedArrayBuffer } {
+  /**
+   * One per file, announced to the barriers at once (the caller dequeued the file in the same
+   * step, so they never see a file that is neither queued nor running). `onReport` receives the
+   * file's results: the session port is its one result channel.
+   */
+  openSession(file: { path: string; displayPath: string }, onReport: (report: FileReport) => void): OpenedSession {
     if (this._closed) throw new Error('broker is closed');
-    const session = new Session(this._nextSessionId++, file.path, file.displayPath, { ...this._opts, bootCache: this._bootCache });
+    const deps = {
+      bus: this._opts.bus,
+      profiles: this._opts.profiles,
+      unavailableProfiles: this._opts.unavailableProfiles ?? {},
+      pool: this._pool,
+      barriers: this._barriers,
+      bootCache: this._bootCache,
+    };
+    const session = new Session(this._nextSessionId++, file.path, file.displayPath, deps, onReport);
     this._sessions.set(session.id, session);
+    this._barriers.sessionStarted(session.id, file.displayPath);
     return { sessionId: session.id, port: session.channel.workerPort, signalBuffer: session.channel.signalBuffer };
+  }
+
+  /** Delivers the reports the session's worker posted and the event loop has not yet. */
+  drainSession(sessionId: number): void {
+    this._sessions.get(sessionId)?.channel.drain();
   }
 
   /** The console tails of a session's VMs (for a file that failed outside any test). */
@@ -43,12 +79,27 @@ export class Broker {
     return this._sessions.get(sessionId)?.consoleExcerpts() ?? Promise.resolve('');
   }
 
-  /** Tears down everything the file owns. Idempotent. */
+  /** Tears down everything the file owns (VMs, streams, claims, barrier waits). Idempotent. */
   async closeSession(sessionId: number): Promise<void> {
     const session = this._sessions.get(sessionId);
     if (!session) return;
     await session.close();
     this._sessions.delete(sessionId);
+  }
+
+  /** What the scheduler still plans to run, for the barriers' never-fill checks. */
+  setScheduler(view: SchedulerView): void {
+    this._barriers.setScheduler(view);
+  }
+
+  /** The scheduler's plan shrank (it stopped dispatching): barriers re-check. */
+  scheduleChanged(): void {
+    this._barriers.scheduleChanged();
+  }
+
+  /** The resource pool's use, for `pool_state`. */
+  poolState(): { used: ResourceAmount; available: ResourceAmount } {
+    return this._pool.state();
   }
 
   /** Kills everything (Ctrl-C, end of run). Idempotent. */

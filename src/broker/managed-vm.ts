@@ -15,7 +15,7 @@ import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/q
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
-import { RpcErrorCode, type BootOptions, type VmInfo, type VmState } from '../protocol/rpc.js';
+import { RpcErrorCode, type BootOptions, type VmState, type VmView } from '../protocol/rpc.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError } from './rpc-server.js';
 import { ConsoleLink } from './streams.js';
@@ -41,6 +41,8 @@ export class ManagedVm {
   state: VmState = 'created';
   cid: number | null = null;
   private _deadReason: string | undefined;
+  /** Bumped whenever the guest starts over or stops: its files and processes are then gone. */
+  private _generation = 0;
   private _qemu: QemuVm | undefined;
   private _agent: AgentClient | undefined;
   private _releaseResources: (() => void) | undefined;
@@ -60,8 +62,9 @@ export class ManagedVm {
     private readonly _owner: VmOwner,
   ) {}
 
-  info(): VmInfo {
-    const info: VmInfo = { state: this.state, cid: this.cid };
+  /** The VM's state as the session reports it (the session adds the id and the streams). */
+  info(): Omit<VmView, 'vmId' | 'streams'> {
+    const info: Omit<VmView, 'vmId' | 'streams'> = { state: this.state, cid: this.cid, generation: this._generation };
     if (this._deadReason) info.deadReason = this._deadReason;
     return info;
   }
@@ -71,7 +74,7 @@ export class ManagedVm {
   }
 
   /** Boots to agent-ready. On failure the VM is back in `created` and the error carries the console tail. */
-  boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
+  boot(opts: BootOptions): Promise<{ bootMs: number; restored: boolean }> {
     if (this._booting) return Promise.reject(new BrokerError(`vm \`${this.name}\`: a boot is already in progress`));
     const booting = this._boot(opts);
     this._booting = booting;
@@ -80,7 +83,7 @@ export class ManagedVm {
     });
   }
 
-  private async _boot(opts: BootOptions): Promise<{ cid: number; bootMs: number; restored: boolean }> {
+  private async _boot(opts: BootOptions): Promise<{ bootMs: number; restored: boolean }> {
     if (this.state !== 'created' && this.state !== 'shutdown') {
       throw this._stateError('boot', ['created', 'shutdown']);
     }
@@ -135,20 +138,27 @@ export class ManagedVm {
           `--- console (last ${formatSize(CONSOLE_EXCERPT_BYTES)}) ---\n${tail || '(empty)'}`,
       );
     }
-    this.state = 'booted';
-    this.cid = nextCid++;
-    this._bootedAt = performance.now();
+    this._started();
     const bootMs = this._bootedAt - started;
     this._owner.bus.emit('vm_spawned', {
       file: this._owner.displayPath,
       vm_name: this.name,
       profile: this.profile.name,
       memory_bytes: memoryBytes,
-      cid: this.cid,
+      cid: this.cid!,
       boot_ns: Math.round(bootMs * 1e6),
       restored,
     });
-    return { cid: this.cid, bootMs, restored };
+    return { bootMs, restored };
+  }
+
+  /** A new guest runs: a new cid and generation, nothing of the previous one survives. */
+  private _started(): void {
+    this.state = 'booted';
+    this.cid = nextCid++;
+    this._generation++;
+    this._deadReason = undefined;
+    this._bootedAt = performance.now();
   }
 
   private async _coldBoot(spec: LaunchSpec, timeoutMs: number): Promise<void> {
@@ -207,7 +217,7 @@ export class ManagedVm {
   }
 
   /** vm:restore: from created or shutdown, into a new QEMU that streams the snapshot in. */
-  async restore(file: string): Promise<{ cid: number }> {
+  async restore(file: string): Promise<void> {
     if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
     let meta: SnapshotMeta;
     try {
@@ -235,10 +245,7 @@ export class ManagedVm {
       throw new BrokerError(`vm \`${this.name}\`: restore from ${file} failed: ${(err as Error).message}\n--- console ---\n${tail}`);
     }
     this._launched = spec;
-    this.state = 'booted';
-    this.cid = nextCid++;
-    this._bootedAt = performance.now();
-    return { cid: this.cid };
+    this._started();
   }
 
   private async _connectAgent(timeoutMs: number): Promise<AgentClient> {
@@ -322,8 +329,10 @@ export class ManagedVm {
     }
     // The link dropped: answer once the VM's fate is known, so the caller gets the real reason.
     if (this._qemu && this.state !== 'dead') await exitSoon(this._qemu);
+    // QEMU lives on but the link is gone for good: the guest is unreachable, so it is dead.
+    if (this.state !== 'dead' && this._agent?.state === 'closed') this._markDead(`the agent link closed: ${(err as Error).message}`);
     if (this.state === 'dead') return this.deadError();
-    return new BrokerError(`vm \`${this.name}\`: ${(err as Error).message}`, RpcErrorCode.vmDead);
+    return new BrokerError(`vm \`${this.name}\`: ${(err as Error).message}`, RpcErrorCode.agent);
   }
 
   deadError(): BrokerError {
@@ -356,6 +365,7 @@ export class ManagedVm {
       await this._agent!.rehandshake(`vm \`${this.name}\` was reset`, this.profile.agentTimeoutMs);
       await qmp.execute('set-action', { reboot: 'shutdown' });
       this.state = 'booted';
+      this._generation++;
     } catch (err) {
       this.state = 'booted';
       this._markDead(`reset failed: ${(err as Error).message}`);
@@ -410,6 +420,7 @@ export class ManagedVm {
 
   private async _finish(next: VmState): Promise<void> {
     if (next !== 'dead') this.state = next;
+    if (this._qemu) this._generation++;
     this._stopping = true;
     const agent = this._agent;
     this._agent = undefined;

@@ -1,5 +1,6 @@
-// The main-thread end of a file's RPC channel. Each call is served asynchronously; the reply is
-// posted on the port and then the signal slot is bumped so the blocked worker wakes up.
+// The main-thread end of a file's session port. Each call is served asynchronously; the reply is
+// posted on the port and then the signal slot is bumped so the blocked worker wakes up. Reports
+// (the file's results) go to the one consumer the session was opened for.
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
@@ -12,12 +13,16 @@ import {
   type RpcOp,
   type RpcOps,
   type RpcReply,
+  type VmView,
   type WorkerMessage,
 } from '../protocol/rpc.js';
+import type { FileReport } from '../protocol/task.js';
 
 /** An error the broker raises on purpose: its message is for the test author. */
 export class BrokerError extends Error {
   override name = 'BrokerError';
+  /** The broker's view of the VM the error is about, attached by the session. */
+  vm: VmView | undefined;
   constructor(
     message: string,
     readonly code: RpcErrorData['code'] = RpcErrorCode.usage,
@@ -28,7 +33,6 @@ export class BrokerError extends Error {
 }
 
 export type RpcHandlers = { [K in RpcOp]: (args: RpcArgs<K>) => Promise<RpcReply<K>> };
-export type WorkerEvent = Extract<WorkerMessage, { type: 'event' }>['event'];
 
 export class RpcChannel {
   /** Goes to the worker in the task (transferList). */
@@ -40,7 +44,7 @@ export class RpcChannel {
 
   constructor(
     private readonly _handlers: RpcHandlers,
-    private readonly _onEvent: (event: WorkerEvent) => void,
+    private readonly _onReport: (report: FileReport) => void,
   ) {
     const { port1, port2 } = new MessageChannel();
     this._port = port1;
@@ -48,20 +52,28 @@ export class RpcChannel {
     port1.on('message', (message: WorkerMessage) => this._onMessage(message));
   }
 
+  /**
+   * Delivers what the worker posted and the event loop has not yet: the worker's messages are in
+   * this port's queue as soon as it posted them, so after its task settled, every report it sent
+   * is here.
+   */
+  drain(): void {
+    if (this._closed) return;
+    for (let m = receiveMessageOnPort(this._port); m; m = receiveMessageOnPort(this._port)) {
+      this._onMessage(m.message as WorkerMessage);
+    }
+  }
+
   close(): void {
     if (this._closed) return;
-    // Events the worker sent just before its result may still be queued: deliver them first.
-    for (let m = receiveMessageOnPort(this._port); m; m = receiveMessageOnPort(this._port)) {
-      const message = m.message as WorkerMessage;
-      if (message.type === 'event') this._onEvent(message.event);
-    }
+    this.drain();
     this._closed = true;
     this._port.close();
   }
 
   private _onMessage(message: WorkerMessage): void {
-    if (message.type === 'event') {
-      this._onEvent(message.event);
+    if (message.type === 'report') {
+      this._onReport(message.report);
       return;
     }
     const handler = this._handlers[message.op] as (args: unknown) => Promise<unknown>;
@@ -86,6 +98,7 @@ function toErrorData(err: unknown): RpcErrorData {
   if (err instanceof BrokerError) {
     const data: RpcErrorData = { message: err.message, code: err.code };
     if (err.errno !== undefined) data.errno = err.errno;
+    if (err.vm !== undefined) data.vm = err.vm;
     return data;
   }
   const message = err instanceof Error ? err.message : String(err);

@@ -1,7 +1,8 @@
 // A file's session: the VMs and streams one test file owns, and the RPC handlers it is served
-// by. Whatever way the file ends, `close()` tears all of it down.
+// by. Whatever way the file ends, `close()` tears all of it down. Every reply and error about a
+// VM carries the broker's view of it (`VmView`): the Lua side never guesses a VM's state.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
@@ -9,9 +10,11 @@ import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
-import type { RpcArgs } from '../protocol/rpc.js';
+import type { AgentOp } from '../protocol/agent.js';
+import type { AgentCallArgs, VmView } from '../protocol/rpc.js';
+import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
-import { BrokerError, RpcChannel, type RpcHandlers, type WorkerEvent } from './rpc-server.js';
+import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
 import { AgentBackedStream, type BrokerStream } from './streams.js';
 
 export interface SessionDeps {
@@ -21,6 +24,14 @@ export interface SessionDeps {
   profiles: Record<string, Profile>;
   unavailableProfiles?: Record<string, string>;
   bootCache: BootCache;
+}
+
+/** Deletes a snapshot and its sidecar; refuses a file vm:snapshot did not write. */
+async function deleteSnapshot(file: string): Promise<void> {
+  const sidecar = `${file}.json`;
+  const [data, meta] = await Promise.all([stat(file).catch(() => undefined), stat(sidecar).catch(() => undefined)]);
+  if (data && !meta) throw new BrokerError(`${file} is not a snapshot written by vm:snapshot (no ${sidecar} beside it); not deleting it`);
+  await Promise.all([rm(file, { force: true }), rm(sidecar, { force: true })]);
 }
 
 function defaultSnapshotPath(): string {
@@ -40,12 +51,44 @@ export class Session {
     readonly path: string,
     readonly displayPath: string,
     private readonly _deps: SessionDeps,
+    onReport: (report: FileReport) => void,
   ) {
-    this.channel = new RpcChannel(this._handlers(), (event) => this._onWorkerEvent(event));
+    this.channel = new RpcChannel(this._handlers(), onReport);
   }
 
-  private _onWorkerEvent(event: WorkerEvent): void {
-    this._deps.bus.emit(event.kind, event.payload as never);
+  /** The broker's view of a VM, as every reply and error about it carries. */
+  private _view(vm: ManagedVm): VmView {
+    const streams: number[] = [];
+    for (const [id, stream] of this._streams) if (stream.vmId === vm.id) streams.push(id);
+    return { vmId: vm.id, ...vm.info(), streams };
+  }
+
+  /** Runs an op on one VM; its reply carries the VM's view, and so does its error. */
+  private async _onVm<T extends object>(vmId: number, op: (vm: ManagedVm) => Promise<T>): Promise<T & { vm: VmView }> {
+    const vm = this._vm(vmId);
+    try {
+      const reply = await op(vm);
+      return { ...reply, vm: this._view(vm) };
+    } catch (err) {
+      throw this._aboutVm(vm, err);
+    }
+  }
+
+  /** An error about a VM, with the VM's view attached. */
+  private _aboutVm(vm: ManagedVm, err: unknown): BrokerError {
+    const error = err instanceof BrokerError ? err : new BrokerError(`internal broker error: ${(err as Error)?.message ?? String(err)}`, undefined);
+    error.vm = this._view(vm);
+    return error;
+  }
+
+  /** Agent and stream ops: the reply as is, the error with the VM's view. */
+  private async _onAgent<T>(vmId: number, op: (vm: ManagedVm) => Promise<T>): Promise<T> {
+    const vm = this._vm(vmId);
+    try {
+      return await op(vm);
+    } catch (err) {
+      throw this._aboutVm(vm, err);
+    }
   }
 
   private _vm(vmId: number): ManagedVm {
@@ -95,49 +138,53 @@ export class Session {
         this._vms.set(vmId, new ManagedVm(vmId, name, resolved, { ...this._deps, sessionId: this.id, displayPath: this.displayPath }));
         return { vmId };
       },
-      'vm.boot': ({ vmId, opts }) => this._vm(vmId).boot(opts),
-      'vm.shutdown': async ({ vmId }) => {
-        await this._shutdownVm(this._vm(vmId));
+      'vm.boot': ({ vmId, opts }) => this._onVm(vmId, (vm) => vm.boot(opts)),
+      'vm.shutdown': ({ vmId }) => this._onVm(vmId, async (vm) => (await this._shutdownVm(vm), {})),
+      'vm.pause': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.pause(), {})),
+      'vm.resume': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.resume(), {})),
+      'vm.reset': ({ vmId }) =>
+        this._onVm(vmId, async (vm) => {
+          await this._closeStreamsOf(vmId);
+          await vm.reset();
+          return {};
+        }),
+      'vm.power_button': ({ vmId }) =>
+        this._onVm(vmId, async (vm) => {
+          await this._closeStreamsOf(vmId);
+          return vm.powerButton();
+        }),
+      'vm.info': ({ vmId }) => this._onVm(vmId, async () => ({})),
+      'vm.snapshot': ({ vmId, path: file }) =>
+        this._onVm(vmId, async (vm) => {
+          const open = [...this._streams.values()].filter((s) => s.vmId === vmId).length;
+          return vm.snapshot(file ?? defaultSnapshotPath(), open);
+        }),
+      'vm.restore': ({ vmId, path: file }) => this._onVm(vmId, async (vm) => (await vm.restore(file), {})),
+      'snapshot.size': async ({ path: file }) => ({ bytes: await stat(file).then((st) => st.size, () => 0) }),
+      'snapshot.delete': async ({ path: file }) => {
+        await deleteSnapshot(file);
         return empty;
       },
-      'vm.pause': async ({ vmId }) => (await this._vm(vmId).pause(), empty),
-      'vm.resume': async ({ vmId }) => (await this._vm(vmId).resume(), empty),
-      'vm.reset': async ({ vmId }) => {
-        await this._closeStreamsOf(vmId);
-        await this._vm(vmId).reset();
-        return empty;
-      },
-      'vm.power_button': async ({ vmId }) => {
-        await this._closeStreamsOf(vmId);
-        return this._vm(vmId).powerButton();
-      },
-      'vm.info': async ({ vmId }) => this._vm(vmId).info(),
-      'vm.snapshot': async ({ vmId, path: file }) => {
-        const open = [...this._streams.values()].filter((s) => s.vmId === vmId).length;
-        return this._vm(vmId).snapshot(file ?? defaultSnapshotPath(), open);
-      },
-      'vm.restore': ({ vmId, path: file }) => this._vm(vmId).restore(file),
-      'vm.console_tail': async ({ vmId, maxBytes }) => ({ text: await this._vm(vmId).consoleTail(maxBytes) }),
-      'vm.console_log': async ({ vmId }) => {
-        const qemu = this._vm(vmId).qemu;
-        if (!qemu) throw new BrokerError(`vm \`${this._vm(vmId).name}\` has no console: it was never booted`);
-        return { data: new Uint8Array(await readFile(qemu.consoleLogPath)) };
-      },
-      'vm.console_write': async ({ vmId, data, timeoutMs }) => {
-        await this._vm(vmId).console().write(data, timeoutMs ?? 0);
-        return empty;
-      },
-      'agent.call': async (args: RpcArgs<'agent.call'>) => {
-        const vm = this._vm(args.vmId);
-        const result = await vm.callAgent(args.op, args.data as never, args.worker, args.timeoutMs);
-        return { result };
-      },
-      'stream.open': async (args) => {
-        const vm = this._vm(args.vmId);
-        if (args.op === 'console') return this._addStream(await vm.console().openReader(args.vmId));
-        const stream = await vm.openStream(args.op, args.data as never, args.worker);
-        return this._addStream(new AgentBackedStream(args.vmId, stream, (s) => vm.closeStream(s)));
-      },
+      'vm.console_tail': ({ vmId, maxBytes }) => this._onAgent(vmId, async (vm) => ({ text: await vm.consoleTail(maxBytes) })),
+      'vm.console_log': ({ vmId }) =>
+        this._onAgent(vmId, async (vm) => {
+          const qemu = vm.qemu;
+          if (!qemu) throw new BrokerError(`vm \`${vm.name}\` has no console: it was never booted`);
+          return { data: new Uint8Array(await readFile(qemu.consoleLogPath)) };
+        }),
+      'vm.console_write': ({ vmId, data, timeoutMs }) =>
+        this._onAgent(vmId, async (vm) => {
+          await vm.console().write(data, timeoutMs ?? 0);
+          return empty;
+        }),
+      'agent.call': <K extends AgentOp>(args: AgentCallArgs<K>) =>
+        this._onAgent(args.vmId, async (vm) => ({ result: await vm.callAgent(args.op, args.data, args.worker, args.timeoutMs) })),
+      'stream.open': (args) =>
+        this._onAgent(args.vmId, async (vm) => {
+          if (args.op === 'console') return this._addStream(await vm.console().openReader(args.vmId));
+          const stream = await vm.openStream(args.op, args.data as never, args.worker);
+          return this._addStream(new AgentBackedStream(args.vmId, stream, (s) => vm.closeStream(s)));
+        }),
       'stream.read': ({ streamId, timeoutMs }) => this._stream(streamId).read(timeoutMs),
       'stream.close': async ({ streamId }) => {
         const stream = this._streams.get(streamId);
@@ -154,8 +201,9 @@ export class Session {
         return { released: true as const };
       },
       'scope.close': async ({ vmIds }) => {
-        await Promise.all(vmIds.map((vmId) => this._vms.get(vmId)).map((vm) => vm && this._shutdownVm(vm)));
-        return empty;
+        const vms = vmIds.map((vmId) => this._vms.get(vmId)).filter((vm): vm is ManagedVm => vm !== undefined);
+        await Promise.all(vms.map((vm) => this._shutdownVm(vm)));
+        return { vms: vms.map((vm) => this._view(vm)) };
       },
     };
   }

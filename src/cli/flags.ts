@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import type { ProviumConfig } from '../config/config.js';
 import { parseDuration, parseSize, UnitError } from '../config/units.js';
-import { rerunStatePath } from '../report/rerun.js';
+import { rerunStatePath } from '../run/rerun.js';
 import type { RunOptions } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { buildSelection } from '../run/filters.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig, type ProviumConfig } from '../config/config.js';
-import { listSuite } from '../run/list.js';
+import { listSuite } from './list.js';
 import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { ExitCode } from '../run/outcome.js';

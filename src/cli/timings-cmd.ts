@@ -3,7 +3,7 @@
 
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
-import { combineTimings, readTimings, writeTimings, type TimingRecord } from '../report/timings.js';
+import { combineTimings, readTimings, writeTimings, type TimingRecord } from '../run/timings.js';
 import { ExitCode } from '../run/outcome.js';
 
 export async function timingsMergeCommand(out: string, inputs: string[], io: { stdout: Writable; stderr: Writable; cwd: string }): Promise<number> {

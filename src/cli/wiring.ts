@@ -5,6 +5,7 @@ import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { Broker } from '../broker/broker.js';
 import type { ProviumConfig } from '../config/config.js';
+import { createReporters } from '../report/outputs.js';
 import type { RunDeps } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { checkWorkerFile, createWorkerPool, defaultWorkerFile } from '../run/pool.js';
@@ -59,6 +60,7 @@ export function realDeps(opts: { skipPreflight: boolean }): RunDeps {
   return {
     createBroker: (brokerOpts) => new Broker(brokerOpts),
     createWorkerPool,
+    createReporters,
     workerFile: defaultWorkerFile(),
     preflight: (config) => preflight(config, { skipEnvironment: opts.skipPreflight }),
     accel: async () => {

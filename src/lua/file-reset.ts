@@ -1,7 +1,6 @@
 // provium.reset_between_tests (reference §1.1): the file-scope VMs, as the top-level chunk left
 // them, are saved once and put back before every test that runs after another one did.
 
-import { rmSync } from 'node:fs';
 import { LuaError } from './errors.js';
 import { translateRpcError } from './guest.js';
 import type { LuaRuntime } from './runtime.js';
@@ -30,7 +29,9 @@ export class FileReset {
     try {
       for (const vm of vms) {
         try {
-          saved.push({ vm, path: rt.rpc.call('vm.snapshot', { vmId: vm.vmId }).path });
+          const reply = rt.rpc.call('vm.snapshot', { vmId: vm.vmId });
+          vm.apply(reply.vm);
+          saved.push({ vm, path: reply.path });
         } catch (err) {
           throw translateRpcError(vm, err, kWhat);
         }
@@ -47,17 +48,21 @@ export class FileReset {
     for (const { vm, path } of this._saved) {
       try {
         vm.shutdown(kWhat);
-        vm.booted(this._rt.rpc.call('vm.restore', { vmId: vm.vmId, path }));
+        vm.apply(this._rt.rpc.call('vm.restore', { vmId: vm.vmId, path }).vm);
       } catch (err) {
         throw translateRpcError(vm, err, kWhat);
       }
     }
   }
 
+  /** Deletes the saved snapshots (only the broker touches snapshot files). */
   dispose(): void {
     for (const { path } of this._saved) {
-      rmSync(path, { force: true });
-      rmSync(`${path}.json`, { force: true });
+      try {
+        this._rt.rpc.call('snapshot.delete', { path });
+      } catch {
+        // Best effort: the file is in the temp dir, and a failed delete must not fail the file.
+      }
     }
   }
 }

@@ -1,11 +1,12 @@
 // One test file, start to end: a fresh Lua state with the Provium globals, the file's top-level
-// chunk (loaded as `@<display path>`), its tests, and the file scope's teardown. Whatever happens
-// the result comes back (never a throw): top-level errors become `chunkError` with file:line.
+// chunk (loaded as `@<display path>`), its tests, and the file scope's teardown. Everything it
+// learns goes out as FileReports; it never throws, and its `finally` sends the one `file_done`,
+// carrying the errors outside any test (syntax, top level, teardown) with file:line.
 
 import { FileReset } from './file-reset.js';
 import { readFileSync } from 'node:fs';
 import { lua } from 'fengari';
-import type { FileResult, FileTask } from '../protocol/task.js';
+import type { FatalError, FileReport, FileTask } from '../protocol/task.js';
 import { DryCaller } from './dry-caller.js';
 import { locationFromMessage } from './errors.js';
 import { installJson } from './json.js';
@@ -19,9 +20,8 @@ import { key } from './values.js';
 
 export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly'>;
 
-export function runFile(task: FileRunInput, caller: Caller): FileResult {
-  const started = performance.now();
-  const result: FileResult = { file: task.file, displayPath: task.displayPath, tests: [], durationMs: 0 };
+export function runFile(task: FileRunInput, caller: Caller, report: (report: FileReport) => void): void {
+  const fatalErrors: FatalError[] = [];
   let rt: LuaRuntime | undefined;
   let reset: FileReset | undefined;
   try {
@@ -34,7 +34,7 @@ export function runFile(task: FileRunInput, caller: Caller): FileResult {
     });
     installSandbox(rt);
     installJson(rt);
-    const runner = new TestRunner(rt, task);
+    const runner = new TestRunner(rt, task, report);
     runner.install();
     rt.rootLab = new Lab(rt, 'provium', 'provium', null);
     rt.fileScope = new ResourceScope(rt, 'file');
@@ -50,45 +50,39 @@ export function runFile(task: FileRunInput, caller: Caller): FileResult {
     try {
       source = new Uint8Array(readFileSync(task.file));
     } catch (err) {
-      result.chunkError = { message: `cannot read ${task.displayPath}: ${(err as Error).message}` };
-      return result;
+      fatalErrors.push({ message: `cannot read ${task.displayPath}: ${(err as Error).message}` });
+      return;
     }
     const syntaxError = rt.load(source, task.displayPath);
     if (syntaxError !== null) {
-      result.chunkError = { message: syntaxError, ...withLocation(locationFromMessage(syntaxError)) };
-      return result;
+      fatalErrors.push({ message: syntaxError, ...withLocation(locationFromMessage(syntaxError)) });
+      return;
     }
     const failure = rt.callProtected(0, 0);
+    // What registered before an error is still declared (listing shows it; a run reports it).
+    runner.declare();
     if (failure) {
       const inFile = failure.message.startsWith(`${task.displayPath}:`);
-      result.chunkError = {
+      fatalErrors.push({
         message: inFile ? failure.message : `${failure.message}\n${failure.traceback}`,
         ...withLocation(failure.location ?? locationFromMessage(failure.message)),
-      };
-      if (task.listOnly) result.tests = runner.list();
-      return result;
+      });
+      return;
     }
 
     // 3. The tests, in declaration order.
-    if (task.listOnly) {
-      result.tests = runner.list();
-      return result;
+    if (task.listOnly) return;
+    if (rt.fileConfig.resetBetweenTests) {
+      try {
+        reset = FileReset.prepare(rt);
+      } catch (err) {
+        fatalErrors.push({ message: `${task.displayPath}: ${(err as Error).message}` });
+        return;
+      }
     }
-    if (!rt.fileConfig.resetBetweenTests) {
-      result.tests = runner.runAll();
-      return result;
-    }
-    try {
-      reset = FileReset.prepare(rt);
-    } catch (err) {
-      result.chunkError = { message: `${task.displayPath}: ${(err as Error).message}` };
-      return result;
-    }
-    result.tests = runner.runAll(reset);
-    return result;
+    runner.runAll(reset);
   } catch (err) {
-    result.chunkError = { message: `internal error while running ${task.displayPath}: ${(err as Error)?.stack ?? String(err)}` };
-    return result;
+    fatalErrors.push({ message: `internal error while running ${task.displayPath}: ${(err as Error)?.stack ?? String(err)}` });
   } finally {
     // 4. File-scope teardown, however the file ended.
     reset?.dispose();
@@ -100,9 +94,10 @@ export function runFile(task: FileRunInput, caller: Caller): FileResult {
       } catch (err) {
         errors = [(err as Error).message];
       }
-      if (errors.length > 0 && !result.chunkError) result.chunkError = { message: `file teardown failed: ${errors.join('; ')}` };
+      if (errors.length > 0) fatalErrors.push({ message: `file teardown failed: ${errors.join('; ')}` });
     }
-    result.durationMs = performance.now() - started;
+    // 5. The one end of the file, however it ended.
+    report({ type: 'file_done', fatalErrors });
   }
 }
 

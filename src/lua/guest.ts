@@ -3,7 +3,7 @@
 // translation of broker errors into messages that name the VM, the op and the guest's errno text.
 
 import type { AgentOp, AgentOps } from '../protocol/agent.js';
-import type { RpcArgs } from '../protocol/rpc.js';
+import type { AgentCallArgs } from '../protocol/rpc.js';
 import { RpcError } from '../protocol/rpc.js';
 import { GuestOpError, LuaError } from './errors.js';
 import type { LuaRuntime } from './runtime.js';
@@ -39,15 +39,11 @@ export function agentCall<K extends AgentOp>(
   target.ensureUsable(fn);
   const rpc = target.rt.rpc;
   const timeoutMs = rpc.brokerBound(options.boundMs);
-  const args = {
-    vmId: target.vm.vmId,
-    op,
-    data,
-    ...(target.workerId !== undefined ? { worker: target.workerId } : {}),
-    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-  } as RpcArgs<'agent.call'>;
+  const args: AgentCallArgs<K> = { vmId: target.vm.vmId, op, data };
+  if (target.workerId !== undefined) args.worker = target.workerId;
+  if (timeoutMs !== undefined) args.timeoutMs = timeoutMs;
   try {
-    return rpc.call('agent.call', args, options.boundMs).result as AgentOps[K]['res'];
+    return rpc.agent(args, options.boundMs);
   } catch (err) {
     throw translateRpcError(target.vm, err, fn, options.context);
   }
@@ -57,11 +53,10 @@ export function agentCall<K extends AgentOp>(
 export function translateRpcError(vm: Vm, err: unknown, fn: string, context?: string): unknown {
   if (!(err instanceof RpcError)) return err;
   const about = context ? `${context}: ` : '';
+  if (err.vm) vm.apply(err.vm);
+  // The broker's view says the VM died: its reason is the message, whatever the op was.
+  if (vm.state === 'dead') return new LuaError(`${fn}: ${vm.label} is dead: ${vm.deadReason ?? 'unknown reason'}`);
   switch (err.code) {
-    case 'vm_dead':
-      // The broker says "vm `a` is dead: <reason>" or "vm `a`: <link failure>"; keep the reason.
-      vm.markDead(err.message.replace(/^vm `[^`]*`(?: is dead)?: /, ''));
-      return new LuaError(`${fn}: ${vm.label} is dead: ${vm.deadReason}`);
     case 'agent':
       return new GuestOpError(`${fn}: ${about}${err.message}${err.errno ? ` (errno ${err.errno})` : ''}`, err.errno, err.message);
     case 'timeout':

@@ -258,28 +258,22 @@ export const LabClass: LuaClass<Lab> = {
     },
     boot(lab, a) {
       const vms = lab.directVms().filter((vm) => vm.state === 'created' || vm.state === 'shutdown');
-      forEachVm(a, vms, 'vm.boot', (vm) => vm.bootArgs(a.label, {}), (vm, reply) => vm.booted(reply));
+      forEachVm(a, vms, 'vm.boot', (vm) => vm.bootArgs(a.label, {}), (vm, reply) => vm.apply(reply.vm));
       return pushSelf(a);
     },
     shutdown(lab, a) {
       const vms = lab.directVms().filter((vm) => !vm.released && vm.state !== 'shutdown');
-      forEachVm(a, vms, 'vm.shutdown', (vm) => ({ vmId: vm.vmId }), (vm) => {
-        vm.state = 'shutdown';
-      });
+      forEachVm(a, vms, 'vm.shutdown', (vm) => ({ vmId: vm.vmId }), (vm, reply) => vm.apply(reply.vm));
       return pushSelf(a);
     },
     pause(lab, a) {
       const vms = lab.directVms().filter((vm) => !vm.released && vm.state === 'booted');
-      forEachVm(a, vms, 'vm.pause', (vm) => ({ vmId: vm.vmId }), (vm) => {
-        vm.state = 'paused';
-      });
+      forEachVm(a, vms, 'vm.pause', (vm) => ({ vmId: vm.vmId }), (vm, reply) => vm.apply(reply.vm));
       return pushSelf(a);
     },
     resume(lab, a) {
       const vms = lab.directVms().filter((vm) => !vm.released && vm.state === 'paused');
-      forEachVm(a, vms, 'vm.resume', (vm) => ({ vmId: vm.vmId }), (vm) => {
-        vm.state = 'booted';
-      });
+      forEachVm(a, vms, 'vm.resume', (vm) => ({ vmId: vm.vmId }), (vm, reply) => vm.apply(reply.vm));
       return pushSelf(a);
     },
     claim(_lab, a) {

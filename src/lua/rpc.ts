@@ -2,7 +2,8 @@
 // test's deadline (so a hung guest cannot outlive a test's timeout) and turns the expiry into a
 // TestTimeoutError. The count hook in runtime.ts enforces the same deadline on pure Lua code.
 
-import type { RpcArgs, RpcOp, RpcReply, WorkerMessage } from '../protocol/rpc.js';
+import type { AgentOp, AgentOps } from '../protocol/agent.js';
+import type { AgentCallArgs, RpcArgs, RpcOp, RpcReply } from '../protocol/rpc.js';
 import { RpcError } from '../protocol/rpc.js';
 import type { Settled } from './sync-call.js';
 import { TestTimeoutError } from './errors.js';
@@ -11,7 +12,6 @@ import { TestTimeoutError } from './errors.js';
 export interface Caller {
   call<K extends RpcOp>(op: K, args: RpcArgs<K>, timeoutMs?: number): RpcReply<K>;
   callMany<K extends RpcOp>(op: K, argsList: readonly RpcArgs<K>[], timeoutMs?: number): Settled<RpcReply<K>>[];
-  emit(event: Extract<WorkerMessage, { type: 'event' }>['event']): void;
 }
 
 /** Extra wait granted to the broker beyond an op's own bound before the worker gives up. */
@@ -84,9 +84,12 @@ export class Rpc {
     return results;
   }
 
-  emit(event: Extract<WorkerMessage, { type: 'event' }>['event']): void {
-    this.caller.emit(event);
+  /** One agent op relayed by the broker, its reply typed by the op. */
+  agent<K extends AgentOp>(args: AgentCallArgs<K>, boundMs = Infinity): AgentOps[K]['res'] {
+    // The channel carries every op's reply as one union; the broker answers `args.op` with its own.
+    return this.call('agent.call', args as RpcArgs<'agent.call'>, boundMs).result as AgentOps[K]['res'];
   }
+
 
   /** A timeout that ends (within timer slack) at the test deadline is the deadline's. */
   private _pastDeadline(): boolean {

@@ -1,9 +1,9 @@
 // Snapshot (reference §1.16): the host file vm:snapshot() wrote. path(), size() (0 once the file
-// is gone), delete() (idempotent; also removes the broker's `<path>.json` sidecar). vm:restore
-// accepts it or a bare path.
+// is gone), delete() (idempotent; the broker also removes its `<path>.json` sidecar). Only the
+// broker touches snapshot files. vm:restore accepts it or a bare path.
 
-import { rmSync, statSync } from 'node:fs';
 import { lua } from 'fengari';
+import type { Args } from './args.js';
 import type { LuaClass } from './runtime.js';
 import { pushIntegral, pushText } from './values.js';
 
@@ -13,13 +13,13 @@ export class Snapshot {
     /** Size the broker reported when it wrote the file. */
     readonly bytes: number,
   ) {}
+}
 
-  size(): number {
-    try {
-      return statSync(this.path).size;
-    } catch {
-      return 0;
-    }
+function call<K extends 'snapshot.size' | 'snapshot.delete'>(a: Args, op: K, path: string) {
+  try {
+    return a.rt.rpc.call(op, { path });
+  } catch (err) {
+    throw a.error(`${path}: ${(err as Error).message}`);
   }
 }
 
@@ -33,17 +33,11 @@ export const SnapshotClass: LuaClass<Snapshot> = {
       return 1;
     },
     size(s, a) {
-      pushIntegral(a.L, s.size());
+      pushIntegral(a.L, call(a, 'snapshot.size', s.path).bytes);
       return 1;
     },
     delete(s, a) {
-      try {
-        rmSync(s.path, { force: true });
-        // The broker's sidecar describing how to relaunch the guest.
-        rmSync(`${s.path}.json`, { force: true });
-      } catch (err) {
-        throw a.error(`cannot delete ${s.path}: ${(err as Error).message}`);
-      }
+      call(a, 'snapshot.delete', s.path);
       lua.lua_pushboolean(a.L, true);
       return 1;
     },

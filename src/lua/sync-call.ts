@@ -12,6 +12,7 @@ import {
   type RpcReply,
   type WorkerMessage,
 } from '../protocol/rpc.js';
+import type { FileReport } from '../protocol/task.js';
 
 /** How one call of `callMany` ended. */
 export type Settled<T> = { ok: true; reply: T } | { ok: false; error: RpcError };
@@ -100,9 +101,9 @@ export class SyncCaller {
     );
   }
 
-  /** Fire-and-forget: an event for the run's bus. */
-  emit(event: Extract<WorkerMessage, { type: 'event' }>['event']): void {
-    const message: WorkerMessage = { type: 'event', event };
+  /** Fire-and-forget: a fact about the file's tests, for the main thread's file job. */
+  report(report: FileReport): void {
+    const message: WorkerMessage = { type: 'report', report };
     this._port.postMessage(message);
   }
 }

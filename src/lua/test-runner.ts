@@ -1,11 +1,11 @@
 // test() registration and running (reference §1.1–1.3): selection, per-test scope labs, the
 // deadline (meta.timeout, else provium.timeout), retries with flaky detection, console excerpts
-// for failures, and the test events. Also the `todo` and `wait_until` globals.
+// for failures, and the test reports (test_begin, test_retry, test_end) on the file's channel. Also the `todo` and `wait_until` globals.
 
 import { lua } from 'fengari';
 import { sleepSync } from './sync-call.js';
 import type { MetaMap } from '../protocol/events.js';
-import type { FileTask, TestResult } from '../protocol/task.js';
+import type { FileReport, FileTask, TestResult } from '../protocol/task.js';
 import { R, type Args } from './args.js';
 import { findFrame, locationFromMessage, LuaError } from './errors.js';
 import { showSeconds } from './guest.js';
@@ -24,7 +24,7 @@ const kWaitUntilIntervalMs = 100;
 interface Outcome {
   status: 'passed' | 'failed' | 'skipped';
   message?: string;
-  location?: TestResult['location'];
+  failureLocation?: TestResult['location'];
   log: string[];
   durationMs: number;
   consoleExcerpt?: string;
@@ -34,9 +34,12 @@ export class TestRunner {
   readonly tests: TestDef[] = [];
   todoReason: string | null = null;
 
+  private _declared = false;
+
   constructor(
     readonly rt: LuaRuntime,
     readonly task: Pick<FileTask, 'displayPath' | 'selection' | 'retries'>,
+    private readonly _report: (report: FileReport) => void,
   ) {}
 
   /** Installs `test`, `todo`, `wait_until`. */
@@ -113,64 +116,61 @@ export class TestRunner {
     return this.todoReason ?? def.metaSkip ?? filterReason(def, this.task.selection);
   }
 
-  /** `provium list`: the tests and whether they would run; nothing runs, no events. */
-  list(): TestResult[] {
-    return this.tests.map((def) => {
-      const reason = this.skipReason(def);
-      return { ...this._base(def), status: 'skipped', ...(reason ? { message: reason } : {}), durationMs: 0, log: [], attempts: 0, flaky: false };
+  /** Tells the main thread which tests the file has (once, after its top level ran). */
+  declare(): void {
+    if (this._declared) return;
+    this._declared = true;
+    this._send({
+      type: 'tests_declared',
+      tests: this.tests.map((def) => ({ name: def.name, meta: def.meta, location: def.site, skipReason: this.skipReason(def) })),
     });
   }
 
   /** Runs every test; with `reset`, a test that runs after another one did starts from the saved VMs. */
-  runAll(reset?: FileReset): TestResult[] {
+  runAll(reset?: FileReset): void {
     let dirty = false;
-    return this.tests.map((def, i) => {
+    this.tests.forEach((def, i) => {
       if (reset && dirty && this.skipReason(def) === null) {
         dirty = false;
         try {
           reset.restore();
         } catch (err) {
-          return this._failedBeforeStart(def, (err as Error).message);
+          this._failedBeforeStart(def, (err as Error).message);
+          return;
         }
       }
       const result = this._runTest(def, i + 1);
       if (result.status !== 'skipped') dirty = true;
-      return result;
     });
   }
 
-  /** A test that could not start (its reset failed): it still gets its two events. */
-  private _failedBeforeStart(def: TestDef, message: string): TestResult {
-    const path = this.task.displayPath;
-    this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt: 1 } });
-    this._emit({
-      kind: 'test_failed',
-      payload: { path, name: def.name, duration_ns: 0, reason: message, console_excerpt: '', meta: def.meta, attempt: 1 },
-    });
-    return { ...this._base(def), status: 'failed', message, log: [], durationMs: 0, attempts: 1, flaky: false };
+  /** A test that could not start (its reset failed): it still begins and ends. */
+  private _failedBeforeStart(def: TestDef, message: string): void {
+    this._send({ type: 'test_begin', name: def.name });
+    this._send({ type: 'test_end', test: { ...this._base(def), status: 'failed', message, log: [], durationMs: 0, attempts: 1, flaky: false } });
   }
 
   private _base(def: TestDef): Pick<TestResult, 'name' | 'meta' | 'location'> {
     return { name: def.name, meta: def.meta, location: def.site };
   }
 
-  private _emit(event: Parameters<LuaRuntime['rpc']['emit']>[0]): void {
+  private _send(report: FileReport): void {
     try {
-      this.rt.rpc.emit(event);
+      this._report(report);
     } catch {
-      // Events are best effort: a closed port must not fail the test.
+      // A closed port means the main thread gave up on this file; the test goes on regardless.
     }
   }
 
   private _runTest(def: TestDef, index: number): TestResult {
-    const path = this.task.displayPath;
     const reason = this.skipReason(def);
-    // Every test gets exactly one test_started and one terminal event (reference §4.6), skipped
-    // ones included; a retry is announced by test_retry, not by another test_started.
-    this._emit({ kind: 'test_started', payload: { path, name: def.name, meta: def.meta, attempt: 1 } });
+    // Every test begins once and ends once, skipped ones included; a retry is announced by
+    // test_retry, not by another begin.
+    this._send({ type: 'test_begin', name: def.name });
     if (reason !== null) {
-      this._emit({ kind: 'test_skipped', payload: { path, name: def.name, reason, meta: def.meta } });
-      return { ...this._base(def), status: 'skipped', message: reason, log: [], durationMs: 0, attempts: 0, flaky: false };
+      const skipped: TestResult = { ...this._base(def), status: 'skipped', message: reason, log: [], durationMs: 0, attempts: 0, flaky: false };
+      this._send({ type: 'test_end', test: skipped });
+      return skipped;
     }
     const maxAttempts = 1 + Math.max(0, this.task.retries);
     let attempt = 0;
@@ -180,45 +180,25 @@ export class TestRunner {
       attempt++;
       outcome = this._attempt(def, index, attempt);
       if (outcome.status === 'failed' && attempt < maxAttempts) {
-        this._emit({ kind: 'test_retry', payload: { path, name: def.name, attempt, reason: outcome.message ?? '' } });
+        this._send({ type: 'test_retry', name: def.name, attempt, reason: outcome.message ?? '' });
         failedBefore = true;
         continue;
       }
       break;
     }
-    const durationNs = Math.round(outcome.durationMs * 1e6);
-    const flaky = failedBefore && outcome.status === 'passed';
-    if (outcome.status === 'passed') {
-      this._emit({ kind: 'test_passed', payload: { path, name: def.name, duration_ns: durationNs, meta: def.meta, attempt } });
-      if (flaky) this._emit({ kind: 'test_flaky', payload: { path, name: def.name, attempts: attempt } });
-    } else if (outcome.status === 'failed') {
-      this._emit({
-        kind: 'test_failed',
-        payload: {
-          path,
-          name: def.name,
-          duration_ns: durationNs,
-          reason: outcome.message ?? 'failed',
-          console_excerpt: outcome.consoleExcerpt ?? '',
-          meta: def.meta,
-          attempt,
-        },
-      });
-    } else {
-      this._emit({ kind: 'test_skipped', payload: { path, name: def.name, reason: outcome.message ?? 'skipped', meta: def.meta } });
-    }
-    return {
+    const result: TestResult = {
       ...this._base(def),
       status: outcome.status,
       ...(outcome.message !== undefined ? { message: outcome.message } : {}),
-      ...(outcome.location ? { location: outcome.location } : {}),
+      ...(outcome.failureLocation ? { failureLocation: outcome.failureLocation } : {}),
       log: outcome.log,
       durationMs: outcome.durationMs,
-      meta: def.meta,
       ...(outcome.consoleExcerpt ? { consoleExcerpt: outcome.consoleExcerpt } : {}),
       attempts: attempt,
-      flaky,
+      flaky: failedBefore && outcome.status === 'passed',
     };
+    this._send({ type: 'test_end', test: result });
+    return result;
   }
 
   /** One run of a test body in a fresh scope. */
@@ -266,16 +246,16 @@ function judge(rt: LuaRuntime, ctx: TestContext, failure: CallFailure | null, ti
   const base = { log: ctx.log, durationMs: 0 };
   if (timedOut) {
     const message = failure && failure.message.includes('test timed out') ? failure.message : `test timed out after ${showSeconds(timeoutMs ?? 0)}`;
-    return { ...base, status: 'failed', message, location: failure?.location ?? locationFromMessage(message) };
+    return { ...base, status: 'failed', message, failureLocation: failure?.location ?? locationFromMessage(message) };
   }
   if (failure && !failure.isSkip) {
     const inTestFile = failure.message.startsWith(`${rt.displayPath}:`);
     const message = inTestFile || ctx.failures.includes(failure.message) ? failure.message : `${failure.message}\n${failure.traceback}`;
-    return { ...base, status: 'failed', message, location: failure.location ?? locationFromMessage(failure.message) };
+    return { ...base, status: 'failed', message, failureLocation: failure.location ?? locationFromMessage(failure.message) };
   }
   if (ctx.failures.length > 0) {
     const message = ctx.failures[0]!;
-    return { ...base, status: 'failed', message, location: locationFromMessage(message) };
+    return { ...base, status: 'failed', message, failureLocation: locationFromMessage(message) };
   }
   if (failure?.isSkip || ctx.skipReason !== null) return { ...base, status: 'skipped', message: ctx.skipReason ?? 'skipped (t:skip)' };
   return { ...base, status: 'passed' };

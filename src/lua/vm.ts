@@ -1,9 +1,10 @@
-// VM (seed 001, reference §1.6): one guest. The Vm object keeps the state the Lua side knows
-// (updated by every lifecycle reply and by `vm_dead` errors) so that an op in the wrong state fails
-// at once with the state named, instead of waiting on a guest that cannot answer.
+// VM (seed 001, reference §1.6): one guest. The broker owns the VM's state; every lifecycle reply
+// and every error about the VM carries the broker's view, which `apply` takes in one place. The
+// copy kept here lets an op in the wrong state fail at once with the state named, instead of
+// waiting on a guest that cannot answer.
 
 import { lua } from 'fengari';
-import type { BootOptions, RpcArgs, RpcReply, VmState } from '../protocol/rpc.js';
+import type { BootOptions, RpcArgs, RpcReply, VmState, VmView } from '../protocol/rpc.js';
 import path from 'node:path';
 import type { Args } from './args.js';
 import { batchMethod } from './batch.js';
@@ -27,6 +28,8 @@ export class Vm implements AgentTarget {
   state: VmState = 'created';
   cid: number | null = null;
   deadReason: string | undefined;
+  /** The broker's guest generation this side last saw (see VmView.generation). */
+  generation = 0;
   /** Torn down by its scope's `scope.close`: nothing more can be done with it. */
   released = false;
   readonly label: string;
@@ -87,10 +90,23 @@ export class Vm implements AgentTarget {
     throw new LuaError(`${fn}: ${this.label} is ${already ? 'already booted' : `not ${states.join(' or ')}`} (state: ${this.state})${hint}`);
   }
 
-  markDead(reason: string): void {
-    this.state = 'dead';
-    this.deadReason ??= reason;
-    this.forgetGuestResources();
+  /**
+   * The broker's view, the one place the VM's state changes: a new guest generation (boot,
+   * restore, reset, shutdown, death) takes the old guest's files and streams with it, and a
+   * stream the broker no longer holds is closed here too.
+   */
+  apply(view: VmView): void {
+    const newGuest = view.generation !== this.generation;
+    this.state = this.released ? 'shutdown' : view.state;
+    this.cid = view.cid;
+    this.deadReason = view.deadReason;
+    this.generation = view.generation;
+    if (newGuest || (view.state !== 'booted' && view.state !== 'paused')) {
+      this.forgetGuestResources();
+      return;
+    }
+    const held = new Set(view.streams);
+    for (const s of [...this.openStreams]) if (!held.has(s.streamId)) s.forget();
   }
 
   markReleased(): void {
@@ -115,39 +131,26 @@ export class Vm implements AgentTarget {
     return { vmId: this.vmId, opts: mergeBootOptions(this.createOptions, bootOptions) };
   }
 
-  booted(reply: { cid: number }): void {
-    this.state = 'booted';
-    this.cid = reply.cid;
-    this.deadReason = undefined;
-  }
-
-  /** One lifecycle RPC with error translation. */
-  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button'>(fn: string, op: K): RpcReply<K> {
+  /** One lifecycle RPC: its reply's view is applied, and so is its error's. */
+  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button' | 'vm.info'>(fn: string, op: K): RpcReply<K> {
+    let reply: RpcReply<K>;
     try {
-      return this.rt.rpc.call(op, { vmId: this.vmId });
+      reply = this.rt.rpc.call(op, { vmId: this.vmId });
     } catch (err) {
       throw translateRpcError(this, err, fn);
     }
+    this.apply(reply.vm);
+    return reply;
   }
 
   shutdown(fn: string): void {
     if (this.released || this.state === 'shutdown') return;
     this.lifecycle(fn, 'vm.shutdown');
-    this.state = 'shutdown';
-    this.forgetGuestResources();
   }
 
   refreshInfo(fn: string): void {
     if (this.released) return;
-    let info;
-    try {
-      info = this.rt.rpc.call('vm.info', { vmId: this.vmId });
-    } catch (err) {
-      throw translateRpcError(this, err, fn);
-    }
-    if (info.state === 'dead') this.markDead(info.deadReason ?? 'unknown reason');
-    else this.state = info.state;
-    this.cid = info.cid;
+    this.lifecycle(fn, 'vm.info');
   }
 }
 
@@ -166,7 +169,7 @@ const kLifecycle: Record<string, Method<Vm>> = {
     } catch (err) {
       throw translateRpcError(vm, err, a.label);
     }
-    vm.booted(reply);
+    vm.apply(reply.vm);
     return pushSelf(a);
   },
   shutdown(vm, a) {
@@ -176,26 +179,21 @@ const kLifecycle: Record<string, Method<Vm>> = {
   pause(vm, a) {
     vm.expectState(a.label, ['booted']);
     vm.lifecycle(a.label, 'vm.pause');
-    vm.state = 'paused';
     return 0;
   },
   resume(vm, a) {
     vm.expectState(a.label, ['paused']);
     vm.lifecycle(a.label, 'vm.resume');
-    vm.state = 'booted';
     return 0;
   },
   reset(vm, a) {
     vm.expectState(a.label, ['booted']);
     vm.lifecycle(a.label, 'vm.reset');
-    vm.forgetGuestResources();
     return 0;
   },
   power_button(vm, a) {
     vm.expectState(a.label, ['booted']);
     const { graceful } = vm.lifecycle(a.label, 'vm.power_button');
-    vm.state = 'shutdown';
-    vm.forgetGuestResources();
     // true when the guest powered itself off; false when it ignored the button and was stopped.
     lua.lua_pushboolean(a.L, graceful);
     return 1;
@@ -217,6 +215,7 @@ const kLifecycle: Record<string, Method<Vm>> = {
     } catch (err) {
       throw translateRpcError(vm, err, a.label);
     }
+    vm.apply(reply.vm);
     a.rt.push(SnapshotClass, new Snapshot(reply.path, reply.bytes), a.L);
     return 1;
   },
@@ -231,7 +230,7 @@ const kLifecycle: Record<string, Method<Vm>> = {
     } catch (err) {
       throw translateRpcError(vm, err, a.label);
     }
-    vm.booted(reply);
+    vm.apply(reply.vm);
     return 0;
   },
 };

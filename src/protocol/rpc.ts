@@ -3,7 +3,7 @@
 // Units are in the names (…Ms, …Bytes). Values that may pass 2^53 are bigint.
 
 import type { AgentOps, AgentOp, AgentStreamOp, AgentStreamOps } from './agent.js';
-import type { EventKind, EventPayloads } from './events.js';
+import type { FileReport } from './task.js';
 
 export type VmState = 'created' | 'booted' | 'paused' | 'shutdown' | 'dead';
 
@@ -20,11 +20,34 @@ export interface BootOptions {
   agentTimeoutMs?: number;
 }
 
-export interface VmInfo {
+/**
+ * The broker's view of one VM, the only source of its state: every lifecycle reply and every
+ * error about a VM carries it, and the Lua `Vm` applies it in one place.
+ */
+export interface VmView {
+  vmId: number;
   state: VmState;
   cid: number | null;
   /** Why the VM is dead, when it is. */
   deadReason?: string;
+  /**
+   * Bumped each time the guest starts over (boot, restore, reset) or stops (shutdown, death):
+   * guest files and processes of an older generation are gone.
+   */
+  generation: number;
+  /** The broker streams of this VM still open. */
+  streams: number[];
+}
+
+/** The args of one agent op relayed through the broker. */
+export interface AgentCallArgs<K extends AgentOp = AgentOp> {
+  vmId: number;
+  /** Routes the op to a guest worker process. */
+  worker?: number;
+  op: K;
+  data: AgentOps[K]['req'];
+  /** Bounds the broker's wait for the agent. */
+  timeoutMs?: number;
 }
 
 export interface StreamChunk {
@@ -38,23 +61,28 @@ export interface StreamChunk {
 export interface RpcOps {
   /** Declare a VM (state created). Validates the profile; the error lists known profiles. */
   'vm.create': { args: { name: string; profile: string; labPath: string }; reply: { vmId: number } };
-  'vm.boot': { args: { vmId: number; opts: BootOptions }; reply: { cid: number; bootMs: number; restored: boolean } };
-  'vm.shutdown': { args: { vmId: number }; reply: Record<string, never> };
-  'vm.pause': { args: { vmId: number }; reply: Record<string, never> };
-  'vm.resume': { args: { vmId: number }; reply: Record<string, never> };
-  'vm.reset': { args: { vmId: number }; reply: Record<string, never> };
+  'vm.boot': { args: { vmId: number; opts: BootOptions }; reply: { vm: VmView; bootMs: number; restored: boolean } };
+  'vm.shutdown': { args: { vmId: number }; reply: { vm: VmView } };
+  'vm.pause': { args: { vmId: number }; reply: { vm: VmView } };
+  'vm.resume': { args: { vmId: number }; reply: { vm: VmView } };
+  'vm.reset': { args: { vmId: number }; reply: { vm: VmView } };
   /** `graceful`: the guest powered itself off within the grace; otherwise the broker stopped it. */
-  'vm.power_button': { args: { vmId: number }; reply: { graceful: boolean } };
-  'vm.info': { args: { vmId: number }; reply: VmInfo };
-  'vm.snapshot': { args: { vmId: number; path?: string }; reply: { path: string; bytes: number } };
-  'vm.restore': { args: { vmId: number; path: string }; reply: { cid: number } };
+  'vm.power_button': { args: { vmId: number }; reply: { vm: VmView; graceful: boolean } };
+  'vm.info': { args: { vmId: number }; reply: { vm: VmView } };
+  'vm.snapshot': { args: { vmId: number; path?: string }; reply: { vm: VmView; path: string; bytes: number } };
+  'vm.restore': { args: { vmId: number; path: string }; reply: { vm: VmView } };
+  /** A snapshot file's size now (0 once it is gone). Only the broker touches snapshot files. */
+  'snapshot.size': { args: { path: string }; reply: { bytes: number } };
+  /** Deletes a snapshot vm:snapshot wrote, with its sidecar. Idempotent. */
+  'snapshot.delete': { args: { path: string }; reply: Record<string, never> };
   /** Last bytes of the console log (default 4 KiB). */
   'vm.console_tail': { args: { vmId: number; maxBytes?: number }; reply: { text: string } };
   'vm.console_log': { args: { vmId: number }; reply: { data: Uint8Array } };
   'vm.console_write': { args: { vmId: number; data: Uint8Array; timeoutMs?: number }; reply: Record<string, never> };
   /** Relay one agent op. `worker` routes it to a guest worker process. `timeoutMs` bounds the wait. */
   'agent.call': {
-    args: { [K in AgentOp]: { vmId: number; worker?: number; op: K; data: AgentOps[K]['req']; timeoutMs?: number } }[AgentOp];
+    args: { [K in AgentOp]: AgentCallArgs<K> }[AgentOp];
+    /** Typed per op by AgentCallReply; the channel cannot correlate a union. */
     reply: { result: AgentOps[AgentOp]['res'] };
   };
   /** Open a stream through the agent (tail, fd, process output) or on the console. */
@@ -71,7 +99,7 @@ export interface RpcOps {
   /** Cross-file barrier named per run. Raises on timeout or when it can never fill. */
   'lab.barrier': { args: { name: string; count: number; timeoutMs: number }; reply: { released: true } };
   /** Tear down everything the given VMs own (scope end). */
-  'scope.close': { args: { vmIds: number[] }; reply: Record<string, never> };
+  'scope.close': { args: { vmIds: number[] }; reply: { vms: VmView[] } };
 }
 export type RpcOp = keyof RpcOps;
 export type RpcArgs<K extends RpcOp> = RpcOps[K]['args'];
@@ -80,8 +108,8 @@ export type RpcReply<K extends RpcOp> = RpcOps[K]['reply'];
 /** Messages on the task's MessagePort, worker → broker. */
 export type WorkerMessage =
   | { type: 'call'; seq: number; op: RpcOp; args: unknown }
-  /** Fire-and-forget: an event for the bus (test_started, test_passed, …). */
-  | { type: 'event'; event: { [K in EventKind]: { kind: K; payload: EventPayloads[K] } }[EventKind] };
+  /** Fire-and-forget: what the file's tests came to (the one result channel, see task.ts). */
+  | { type: 'report'; report: FileReport };
 
 /** broker → worker. */
 export type BrokerMessage =
@@ -93,6 +121,8 @@ export interface RpcErrorData {
   code?: (typeof RpcErrorCode)[keyof typeof RpcErrorCode];
   /** Set when an agent op failed with an OS error. */
   errno?: number;
+  /** The broker's view of the VM the failed call was about. */
+  vm?: VmView;
 }
 
 /** SharedArrayBuffer layout: one Int32 slot the broker bumps and notifies after each reply. */
@@ -116,9 +146,11 @@ export class RpcError extends Error {
   override name = 'RpcError';
   readonly code: RpcErrorData['code'];
   readonly errno: number | undefined;
+  readonly vm: VmView | undefined;
   constructor(data: RpcErrorData) {
     super(data.message);
     this.code = data.code;
     this.errno = data.errno;
+    this.vm = data.vm;
   }
 }

@@ -1,5 +1,6 @@
 // One task = one test file, run by a piscina worker (workers/file-worker.ts) with a fresh Lua
-// state. These are the task's input and output; both cross the thread boundary by structured clone.
+// state. These are the task, its acknowledgement, and the reports the worker posts on its session
+// port; all cross the thread boundary by structured clone.
 
 import type { MessagePort } from 'node:worker_threads';
 import type { MetaMap } from './events.js';
@@ -38,12 +39,18 @@ export interface SourceLocation {
   line: number;
 }
 
+/** `not_run`: declared, but the file ended (timeout, crash, interrupt) before the test started. */
+export type TestStatus = 'passed' | 'failed' | 'skipped' | 'not_run';
+
 export interface TestResult {
   name: string;
-  status: 'passed' | 'failed' | 'skipped';
-  /** Failure or skip reason. */
+  status: TestStatus;
+  /** Failure, skip or not-run reason. */
   message?: string;
+  /** Where test() declared it. */
   location?: SourceLocation;
+  /** Where it failed (the assertion or error), for failures. */
+  failureLocation?: SourceLocation;
   log: string[];
   durationMs: number;
   meta: MetaMap;
@@ -54,11 +61,45 @@ export interface TestResult {
   flaky: boolean;
 }
 
+/** An error outside any test (syntax, top-level code, teardown): the file fails with it. */
+export interface FatalError {
+  message: string;
+  location?: SourceLocation;
+}
+
+/** A test as the file declared it, before it runs. */
+export interface DeclaredTest {
+  name: string;
+  meta: MetaMap;
+  location: SourceLocation;
+  /** Why it will not run (todo, meta.skip, a filter), or null. */
+  skipReason: string | null;
+}
+
+/**
+ * What the worker reports about its file, in order, on the session port: the file's one result
+ * channel. `tests_declared` once the top-level chunk ran; per test one `test_begin` (retries send
+ * `test_retry`, not a second begin) and one `test_end`; and exactly one `file_done`, sent from a
+ * `finally` however the file ended.
+ */
+export type FileReport =
+  | { type: 'tests_declared'; tests: DeclaredTest[] }
+  | { type: 'test_begin'; name: string }
+  | { type: 'test_retry'; name: string; attempt: number; reason: string }
+  | { type: 'test_end'; test: TestResult }
+  | { type: 'file_done'; fatalErrors: FatalError[] };
+
+/** piscina's result: only an acknowledgement; the file's results travel as FileReports. */
+export interface FileAck {
+  file: string;
+}
+
+/** A file's results as the main thread assembled them from its reports. */
 export interface FileResult {
   file: string;
   displayPath: string;
-  /** A file-scope error (syntax, runtime at top level): the file fails with it. */
-  chunkError?: { message: string; location?: SourceLocation };
+  /** Errors outside any test; the file fails with them. */
+  fatalErrors: FatalError[];
   tests: TestResult[];
   durationMs: number;
 }

@@ -1,11 +1,11 @@
 // --json (reference §2.4): one JSON object per file, one per line, as each file ends:
 //   {"path","timeout":"in_time"|"timed_out","passed":bool,"chunk_error":str|null,
 //    "tests":[{"name","status","message","log":[]}]}
-// plus fields of our own (status, duration_ms, per-test duration_ms, attempts, flaky, location,
-// console_excerpt) that readers of the reference shape can ignore.
+// plus fields of our own (status, fatal_errors, duration_ms, per-test duration_ms, attempts, flaky,
+// location, failure_location, console_excerpt; a test's status may be `not_run`) that readers of the reference shape can ignore.
 
 import { isFailure, type FileOutcome } from '../run/outcome.js';
-import type { Reporter } from './reporter.js';
+import type { Reporter } from '../run/reporter.js';
 
 export interface LineSink {
   write(chunk: string): unknown;
@@ -17,7 +17,8 @@ export function fileToJson(outcome: FileOutcome): Record<string, unknown> {
     path: outcome.file.displayPath,
     timeout: outcome.status === 'timed_out' ? 'timed_out' : 'in_time',
     passed: !isFailure(outcome.status) && outcome.status !== 'interrupted',
-    chunk_error: r.chunkError?.message ?? null,
+    chunk_error: r.fatalErrors.length > 0 ? r.fatalErrors.map((e) => e.message).join('\n') : null,
+    fatal_errors: r.fatalErrors,
     status: outcome.status,
     duration_ms: Math.round(outcome.durationMs),
     tests: r.tests.map((t) => ({
@@ -29,6 +30,7 @@ export function fileToJson(outcome: FileOutcome): Record<string, unknown> {
       attempts: t.attempts,
       flaky: t.flaky,
       location: t.location ?? null,
+      failure_location: t.failureLocation ?? null,
       meta: t.meta,
       ...(t.consoleExcerpt ? { console_excerpt: t.consoleExcerpt } : {}),
     })),

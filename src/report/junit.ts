@@ -1,14 +1,16 @@
 // --junit FILE: JUnit XML, written once when the run ends (atomically, so a CI step never reads
-// half a report), including after Ctrl-C for the files that finished. One <testsuite> per file,
-// one <testcase> per test; a failure carries its message, location and console excerpt in
-// <failure>. A file that failed outside its tests (syntax error, top-level error, timeout or
-// crash) gets a `(file)` testcase with an <error>, so it counts in every CI dashboard.
+// half a report), including after Ctrl-C: every file that started is there, with the tests that
+// finished (and their logs) and the ones that did not as <skipped message="not run: …">. One
+// <testsuite> per file, one <testcase> per test; `line` is where the test was declared, and a
+// failure carries its message, the failure's location and console excerpt in <failure>. A file
+// that failed outside its tests (syntax error, top-level error, timeout or crash) gets a `(file)`
+// testcase with an <error>, so it counts in every CI dashboard.
 
 import { hostname } from 'node:os';
 import { isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
 import type { TestResult } from '../protocol/task.js';
-import { writeFileAtomic } from './atomic.js';
-import type { Reporter, RunInfo } from './reporter.js';
+import { writeFileAtomic } from '../run/atomic-write.js';
+import type { Reporter, RunInfo } from '../run/reporter.js';
 
 /** Removes what XML 1.0 cannot carry (control characters, lone surrogates) and terminal escapes. */
 export function xmlSafe(text: string): string {
@@ -38,20 +40,20 @@ function attrs(values: Record<string, string | number | undefined>): string {
 
 function failureBody(test: TestResult): string {
   const parts = [test.message ?? 'failed'];
-  if (test.location) parts.push(`at ${test.location.file}:${test.location.line}`);
+  const at = test.failureLocation ?? test.location;
+  if (at) parts.push(`at ${at.file}:${at.line}`);
   if (test.attempts > 1) parts.push(`(failed all ${test.attempts} attempts)`);
   if (test.consoleExcerpt) parts.push(`--- console excerpt ---\n${test.consoleExcerpt}`);
   return parts.join('\n');
 }
 
-/** The whole document for the finished files (interrupted ones are left out). */
+/** The whole document for every file that ran, interrupted ones included. */
 export function renderJunit(outcomes: FileOutcome[], opts: { startedAt: number; wallMs: number }): string {
   const host = hostname();
   const timestamp = new Date(opts.startedAt).toISOString().replace(/\.\d+Z$/, '');
   const suites: string[] = [];
   const totals = { tests: 0, failures: 0, errors: 0, skipped: 0 };
   for (const outcome of outcomes) {
-    if (outcome.status === 'interrupted') continue;
     const path = outcome.file.displayPath;
     const cases: string[] = [];
     const counts = { tests: 0, failures: 0, errors: 0, skipped: 0 };
@@ -63,23 +65,24 @@ export function renderJunit(outcomes: FileOutcome[], opts: { startedAt: number; 
         counts.failures++;
         const message = (test.message ?? 'failed').split('\n')[0]!;
         cases.push(`${head}>\n      <failure${attrs({ message, type: 'failure' })}>${escapeText(failureBody(test))}</failure>\n${out}    </testcase>`);
-      } else if (test.status === 'skipped') {
+      } else if (test.status === 'skipped' || test.status === 'not_run') {
         counts.skipped++;
-        cases.push(`${head}>\n      <skipped${attrs({ message: test.message ?? 'skipped' })}/>\n${out}    </testcase>`);
+        const message = test.status === 'not_run' ? `not run: ${test.message ?? 'the file ended first'}` : (test.message ?? 'skipped');
+        cases.push(`${head}>\n      <skipped${attrs({ message })}/>\n${out}    </testcase>`);
       } else {
         const flaky = test.flaky ? `      <properties><property name="flaky" value="passed on attempt ${test.attempts}"/></properties>\n` : '';
         cases.push(flaky || out ? `${head}>\n${flaky}${out}    </testcase>` : `${head}/>`);
       }
     }
-    const chunk = outcome.result.chunkError;
-    if (chunk && isFailure(outcome.status)) {
+    const fatal = outcome.result.fatalErrors;
+    if (fatal.length > 0 && isFailure(outcome.status)) {
       counts.tests++;
       counts.errors++;
       const type = outcome.status === 'failed' ? 'chunk_error' : outcome.status;
-      const body = chunk.location ? `${chunk.message}\nat ${chunk.location.file}:${chunk.location.line}` : chunk.message;
+      const body = fatal.map((e) => (e.location ? `${e.message}\nat ${e.location.file}:${e.location.line}` : e.message)).join('\n\n');
       cases.push(
         `    <testcase${attrs({ name: '(file)', classname: path, time: seconds(outcome.durationMs), file: path })}>\n` +
-          `      <error${attrs({ message: chunk.message.split('\n')[0]!, type })}>${escapeText(body)}</error>\n    </testcase>`,
+          `      <error${attrs({ message: fatal[0]!.message.split('\n')[0]!, type })}>${escapeText(body)}</error>\n    </testcase>`,
       );
     }
     totals.tests += counts.tests;

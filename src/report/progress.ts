@@ -4,9 +4,9 @@
 // The controller decides whether to use it (TTY, no CI, no --no-progress); this class trusts it.
 
 import cliProgress from 'cli-progress';
-import type { AnyEvent } from '../protocol/events.js';
+import type { TestResult } from '../protocol/task.js';
 import type { FileOutcome, RunSummary } from '../run/outcome.js';
-import type { Reporter, RunInfo } from './reporter.js';
+import type { FileSlot, Reporter, RunInfo } from '../run/reporter.js';
 import { formatDuration, paintFor, type OutputStream, type Paint, type Screen } from './screen.js';
 
 export interface ProgressOptions {
@@ -28,9 +28,8 @@ export class ProgressDisplay implements Reporter {
   private _multibar: cliProgress.MultiBar | undefined;
   private _overall: cliProgress.SingleBar | undefined;
   private readonly _workerBars: cliProgress.SingleBar[] = [];
-  /** slot → current file; file → slot. */
+  /** slot → current file. */
   private readonly _slotFile = new Map<number, string>();
-  private readonly _fileSlot = new Map<string, number>();
   /** slot → the test it runs now. */
   private readonly _currentTest = new Map<number, string>();
   private readonly _counters: Counters = { files: 0, passed: 0, failed: 0, skipped: 0 };
@@ -78,44 +77,31 @@ export class ProgressDisplay implements Reporter {
     }
   }
 
-  onEvent(event: AnyEvent): void {
-    switch (event.kind) {
-      case 'file_dispatched':
-        this._slotFile.set(event.payload.worker, event.payload.path);
-        this._fileSlot.set(event.payload.path, event.payload.worker);
-        this._currentTest.delete(event.payload.worker);
-        break;
-      case 'test_started': {
-        const slot = this._fileSlot.get(event.payload.path);
-        if (slot !== undefined) this._currentTest.set(slot, event.payload.name);
-        break;
-      }
-      case 'test_passed':
-      case 'test_failed':
-      case 'test_skipped': {
-        const key = event.kind === 'test_passed' ? 'passed' : event.kind === 'test_failed' ? 'failed' : 'skipped';
-        this._counters[key]++;
-        const slot = this._fileSlot.get(event.payload.path);
-        if (slot !== undefined && this._currentTest.get(slot) === event.payload.name) this._currentTest.delete(slot);
-        break;
-      }
-      case 'file_completed': {
-        const slot = this._fileSlot.get(event.payload.path);
-        this._fileSlot.delete(event.payload.path);
-        if (slot !== undefined && this._slotFile.get(slot) === event.payload.path) {
-          this._slotFile.delete(slot);
-          this._currentTest.delete(slot);
-        }
-        break;
-      }
-      default:
-        return;
+  onFileBegin({ file, slot }: FileSlot): void {
+    this._slotFile.set(slot, file.displayPath);
+    this._currentTest.delete(slot);
+  }
+
+  onTestBegin({ slot }: FileSlot, test: { name: string }): void {
+    this._currentTest.set(slot, test.name);
+  }
+
+  onTestEnd({ slot }: FileSlot, test: TestResult): void {
+    if (test.status !== 'not_run') this._counters[test.status]++;
+    if (this._currentTest.get(slot) === test.name) this._currentTest.delete(slot);
+  }
+
+  onFileEnd(outcome: FileOutcome): void {
+    this._counters.files++;
+    this._overall?.update(this._counters.files);
+    if (this._slotFile.get(outcome.worker) === outcome.file.displayPath) {
+      this._slotFile.delete(outcome.worker);
+      this._currentTest.delete(outcome.worker);
     }
   }
 
-  onFileEnd(_outcome: FileOutcome): void {
-    this._counters.files++;
-    this._overall?.update(this._counters.files);
+  onInterrupt(): void {
+    this.stop();
   }
 
   onNotice(message: string): void {

@@ -3,11 +3,9 @@
 // (https://no-color.org: any non-empty value) or TERM=dumb; without a TTY output is plain text
 // with no escape codes at all.
 
-export interface OutputStream {
-  write(chunk: string): boolean;
-  isTTY?: boolean;
-  columns?: number;
-}
+import type { OutputStream } from '../run/controller.js';
+
+export type { OutputStream };
 
 export interface Screen {
   /** Writes text made of whole lines (each ends with "\n"). */

@@ -6,10 +6,12 @@
 import { isAbsolute, relative } from 'node:path';
 import { countFile, countsLine, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
 import type { TestResult } from '../protocol/task.js';
-import type { Reporter, RunInfo } from './reporter.js';
+import type { Reporter, RunInfo } from '../run/reporter.js';
 import { formatDuration, paintFor, sanitizeForTerminal, type Paint, type Screen } from './screen.js';
 
-export type Verbosity = 'quiet' | 'normal' | 'verbose';
+import type { Verbosity } from '../run/controller.js';
+
+export type { Verbosity };
 
 export interface TextReporterOptions {
   screen: Screen;
@@ -68,16 +70,12 @@ export class TextReporter implements Reporter {
       interrupted: p.yellow('STOP'),
     }[outcome.status];
     const prefix = this._opts.counterPrefix ? `[${this._done}/${this._total}] ` : '';
-    const detail =
-      outcome.status === 'interrupted'
-        ? 'interrupted'
-        : `${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped${counts.flaky ? `, ${counts.flaky} flaky` : ''}`;
+    const detail = `${outcome.status === 'interrupted' ? 'interrupted: ' : ''}${countsLine(counts)}`;
     const lines = [`${prefix}${tag} ${outcome.file.displayPath} (${detail}) ${p.dim(formatDuration(outcome.durationMs))}`];
 
-    // A file-scope error (syntax error, error at top level, timeout or crash outside a test).
-    const chunk = outcome.result.chunkError;
-    if (chunk && outcome.status !== 'interrupted') {
-      lines.push(...this._messageLines('    ', `${outcome.status === 'failed' ? 'chunk_error: ' : ''}${chunk.message}`, chunk.location));
+    // Errors outside any test (syntax error, error at top level, timeout or crash outside a test).
+    for (const fatal of outcome.result.fatalErrors) {
+      lines.push(...this._messageLines('    ', `${outcome.status === 'failed' ? 'chunk_error: ' : ''}${fatal.message}`, fatal.location));
     }
     for (const test of outcome.result.tests) {
       if (test.status === 'failed') {
@@ -86,6 +84,8 @@ export class TextReporter implements Reporter {
       } else if (verbose && test.status === 'passed') {
         const flaky = test.flaky ? p.yellow(` flaky: passed on attempt ${test.attempts}`) : '';
         lines.push(`    ${p.green('PASS')} ${test.name} ${p.dim(formatDuration(test.durationMs))}${flaky}`);
+      } else if (test.status === 'not_run' && outcome.status !== 'interrupted') {
+        lines.push(`    ${p.yellow('NOT RUN')} ${test.name} (${test.message ?? 'the file ended first'})`);
       } else if (verbose && test.status === 'skipped') {
         lines.push(`    ${p.yellow('SKIP')} ${test.name} (${test.message ?? 'skipped'})`);
       } else if (test.status === 'passed' && test.flaky) {
@@ -96,7 +96,7 @@ export class TextReporter implements Reporter {
   }
 
   private _testDetail(test: TestResult): string[] {
-    const lines = this._messageLines('        ', test.message ?? 'failed', test.location);
+    const lines = this._messageLines('        ', test.message ?? 'failed', test.failureLocation ?? test.location);
     if (test.attempts > 1) lines.push(`        ${this._paint.dim(`(failed all ${test.attempts} attempts)`)}`);
     for (const entry of test.log) lines.push(`        log: ${sanitizeForTerminal(entry)}`);
     if (test.consoleExcerpt) {

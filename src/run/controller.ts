@@ -8,26 +8,29 @@
 import { realpath } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
 import type { Writable } from 'node:stream';
-import type { BrokerOptions } from '../broker/broker.js';
-import { Barriers } from '../broker/barriers.js';
-import { ResourcePool, sizePool } from '../broker/resources.js';
+import { sizePool, type BrokerOptions } from '../broker/broker.js';
 import type { ProviumConfig } from '../config/config.js';
 import { EventBus } from '../events/bus.js';
 import { attachFileSink, attachSocketSink, attachStreamSink, type EventSinkHandle } from '../events/sinks.js';
 import { EVENTS_PROTOCOL_VERSION } from '../protocol/events.js';
-import { kNoFilesJson, JsonReporter } from '../report/json.js';
-import { JunitReporter } from '../report/junit.js';
-import { ProgressDisplay } from '../report/progress.js';
-import { ReporterFanout, type Reporter } from '../report/reporter.js';
-import { readRerunState, writeRerunState } from '../report/rerun.js';
-import { streamScreen, type OutputStream, type Screen } from '../report/screen.js';
-import { TextReporter, type Verbosity } from '../report/text.js';
-import { mergeTimings, writeTimings } from '../report/timings.js';
+import type { TestSelection } from '../protocol/task.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
+import type { RunOutputs } from './reporter.js';
+import { readRerunState, writeRerunState } from './rerun.js';
 import type { ShardSpec } from './shard.js';
-import type { TestSelection } from '../protocol/task.js';
+import { mergeTimings, writeTimings } from './timings.js';
+
+/** The verbosity of the human text output. */
+export type Verbosity = 'quiet' | 'normal' | 'verbose';
+
+/** A stream human output may go to (a TTY or not). */
+export interface OutputStream {
+  write(chunk: string): boolean;
+  isTTY?: boolean;
+  columns?: number;
+}
 
 export interface RunOptions {
   paths: string[];
@@ -70,6 +73,8 @@ export interface RunIO {
 export interface RunDeps {
   createBroker(opts: BrokerOptions): SessionBroker;
   createWorkerPool(opts: { threads: number; workerFile: string }): WorkerPool;
+  /** The progress display and the text, JSON and JUnit reporters (src/report/outputs.ts). */
+  createReporters(options: RunOptions, io: RunIO): RunOutputs;
   workerFile: string;
   /** Environment checks before anything starts; throws a UsageError naming the fix. */
   preflight?(config: ProviumConfig): Promise<void>;
@@ -94,36 +99,6 @@ export function hostResources(): { memoryBytes: number; cpus: number } {
   return { memoryBytes: mem > 0 ? Math.floor(mem * 0.8) : kFallbackMemoryBytes, cpus: cpus > 0 ? cpus : 8 };
 }
 
-/** Where human output goes and how. */
-interface Outputs {
-  human: Writable & OutputStream;
-  screen: Screen;
-  progress: ProgressDisplay | undefined;
-  reporters: ReporterFanout;
-  warn: (message: string) => void;
-}
-
-function setUpOutputs(options: RunOptions, io: RunIO): Outputs {
-  // Raw frames own stdout under --events-stdout; JSON lines own it under --json.
-  const human = options.eventsStdout || options.json ? io.stderr : io.stdout;
-  const interactive = human.isTTY === true && !io.env['CI'] && options.progress;
-  const progress = interactive
-    ? new ProgressDisplay({ stream: human as OutputStream & NodeJS.WritableStream, colors: streamScreen(human, io.env).colors })
-    : undefined;
-  const screen = progress ? progress.screen : streamScreen(human, io.env);
-  const list: { name: string; reporter: Reporter }[] = [];
-  if (progress) list.push({ name: 'progress', reporter: progress });
-  list.push({
-    name: 'text',
-    reporter: new TextReporter({ screen, verbosity: options.json ? 'quiet' : options.verbosity, cwd: io.cwd, counterPrefix: !!progress }),
-  });
-  if (options.json) list.push({ name: 'json', reporter: new JsonReporter(io.stdout) });
-  if (options.junitPath) list.push({ name: 'junit', reporter: new JunitReporter(options.junitPath) });
-  const reporters = new ReporterFanout(list, (m) => io.stderr.write(`provium: ${m}\n`));
-  const warn = (message: string): void => screen.write(`provium: warning: ${message}\n`);
-  return { human, screen, progress, reporters, warn };
-}
-
 async function attachSinks(options: RunOptions, bus: EventBus, io: RunIO): Promise<EventSinkHandle[]> {
   const sinks: EventSinkHandle[] = [];
   try {
@@ -144,16 +119,15 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
 
   // 1. Preflight, outputs and the plan.
   await deps.preflight?.(config);
-  const out = setUpOutputs(options, io);
+  const out = deps.createReporters(options, io);
   const plan = await planRun(planOptionsOf(options, io.cwd), out.warn);
   if (plan.kind === 'nothing') {
-    if (options.json && plan.reason === 'no_files') io.stdout.write(`${kNoFilesJson}\n`);
-    else out.screen.write(`provium: ${plan.message}\n`);
+    out.nothing(plan.reason, plan.message);
     // No files where the user pointed is a usage problem; nothing to rerun or all filtered is not.
     return plan.reason === 'no_files' ? ExitCode.usage : ExitCode.ok;
   }
   if (plan.files.length === 0) {
-    out.screen.write(`provium: shard ${options.shard!.index}/${options.shard!.count} has no files (${plan.selected} files in ${options.shard!.count} shards)\n`);
+    out.write(`provium: shard ${options.shard!.index}/${options.shard!.count} has no files (${plan.selected} files in ${options.shard!.count} shards)\n`);
     return ExitCode.ok;
   }
   const files = plan.files;
@@ -170,9 +144,6 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
 
   const bus = new EventBus();
   const sinks = await attachSinks(options, bus, io);
-  const unsubscribeReporters = bus.subscribe((event) => out.reporters.onEvent(event));
-  const pool = new ResourcePool(sizing.total, bus);
-  const barriers = new Barriers();
   let broker: SessionBroker | undefined;
   let workers: WorkerPool | undefined;
   let dispatcher: Dispatcher | undefined;
@@ -187,8 +158,8 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       deps.forceKill?.();
       process.exit(ExitCode.interrupted);
     }
-    out.progress?.stop();
-    out.screen.write(`\nprovium: interrupted (${signal}): stopping the running files and tearing down; press Ctrl-C again to kill at once\n`);
+    out.reporter.onInterrupt();
+    out.write(`\nprovium: interrupted (${signal}): stopping the running files and tearing down; press Ctrl-C again to kill at once\n`);
     dispatcher?.stop('interrupt');
   };
   if (deps.handleSignals !== false) {
@@ -198,7 +169,13 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
 
   let finished = false;
   try {
-    broker = deps.createBroker({ bus, profiles: config.profiles, unavailableProfiles: config.unavailableProfiles, pool, barriers, cacheDir: config.cacheDir });
+    broker = deps.createBroker({
+      bus,
+      profiles: config.profiles,
+      unavailableProfiles: config.unavailableProfiles,
+      resources: sizing.total,
+      cacheDir: config.cacheDir,
+    });
     workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
     dispatcher = new Dispatcher({
       files,
@@ -206,7 +183,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       broker,
       pool: workers,
       bus,
-      barriers,
+      reporter: out.reporter,
       timeoutMs: options.timeoutMs,
       failFast: options.failFast,
       task: {
@@ -217,15 +194,15 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       },
       onFileEnd: (outcome) => {
         outcomes.push(outcome);
-        out.reporters.onFileEnd(outcome);
+        out.reporter.onFileEnd(outcome);
         if (options.failFast && !failFastNoticed && isFailure(outcome.status) && dispatcher?.failFastStopped && !dispatcher.interrupted) {
           failFastNoticed = true;
           const left = dispatcher.notStarted;
-          if (left > 0) out.reporters.onNotice(`--fail-fast: ${outcome.file.displayPath} failed; not starting the ${left} remaining file${left === 1 ? '' : 's'}`);
+          if (left > 0) out.reporter.onNotice(`--fail-fast: ${outcome.file.displayPath} failed; not starting the ${left} remaining file${left === 1 ? '' : 's'}`);
         }
       },
     });
-    barriers.setScheduler(dispatcher);
+    broker.setScheduler(dispatcher);
     deps.onStart?.({ interrupt: () => onSignal('SIGINT') });
 
     // 3. Announce: run_started, then every file before any dispatch (reference §4.6).
@@ -246,7 +223,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       f.declaredClaim = declaredClaim;
       bus.emit('file_discovered', { path: f.displayPath, fixture_refs: fixtureRefs, declared_claim: declaredClaim });
     });
-    out.reporters.onBegin({
+    out.reporter.onBegin({
       files,
       selectedFiles: plan.selected,
       workers: threads,
@@ -259,7 +236,8 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
 
     // 4. Dispatch, with the pool state once a second.
     poolTimer = setInterval(() => {
-      bus.emit('pool_state', { ...pool.state(), running_files: dispatcher!.running, queued_files: dispatcher!.queued() });
+      const state = broker?.poolState?.();
+      if (state) bus.emit('pool_state', { ...state, running_files: dispatcher!.running, queued_files: dispatcher!.queued() });
     }, kPoolStateIntervalMs);
     poolTimer.unref();
     if (signalCount === 0) await dispatcher.run();
@@ -275,7 +253,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     }
     // An error is on its way out: still release the event outputs (a socket would linger).
     if (!finished) {
-      out.progress?.stop();
+      out.reporter.onInterrupt();
       await Promise.all(sinks.map((s) => s.close()));
     }
   }
@@ -297,8 +275,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     duration_ns: Math.round(summary.wallMs * 1e6),
     interrupted,
   });
-  unsubscribeReporters();
-  await out.reporters.onEnd(summary);
+  await out.reporter.onEnd(summary);
   await saveState(options, plan.timings, plan.timingsPath, outcomes, out.warn);
   await Promise.all(sinks.map((s) => s.close()));
   return summary.exitCode;

@@ -1,30 +1,25 @@
 // Dispatch (DESIGN §2, §6; STYLE "src/run imitates Dispatcher/JobDispatcher"). The Dispatcher
 // owns the queue and the worker slots; `_runFile` is one job: one broker session, one piscina
-// task, one ending. Every file ends exactly once, through `_finish`, however it ends: the worker
-// returned, the file timed out (the worker is terminated and replaced by piscina), the worker
-// crashed (piscina replaces it), or the run was interrupted. "Stopped" is checked again after
-// every await.
+// task, one FileJob that owns the file's results, one ending. Every file ends exactly once,
+// through `_finish`, however it ends: the worker acknowledged the task, the file timed out (the
+// worker is terminated and replaced by piscina), the worker crashed (piscina replaces it), or the
+// run was interrupted. "Stopped" is checked again after every await.
 
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MessagePort } from 'node:worker_threads';
-import type { Barriers } from '../broker/barriers.js';
+import type { Broker } from '../broker/broker.js';
 import type { EventBus } from '../events/bus.js';
-import type { AnyEvent } from '../protocol/events.js';
-import { FileLedger } from './ledger.js';
+import type { FileAck, FileTask, TestSelection } from '../protocol/task.js';
+import { FileJob, type FileEnding } from './file-job.js';
 import { statusOf, isFailure, type FileOutcome, type PlannedFile } from './outcome.js';
-import type { FileResult, FileTask, TestSelection } from '../protocol/task.js';
+import type { Reporter } from './reporter.js';
 
-/** What the dispatcher needs of the broker (src/broker/broker.ts implements it). */
-export interface SessionBroker {
-  openSession(file: { path: string; displayPath: string }): { sessionId: number; port: MessagePort; signalBuffer: SharedArrayBuffer };
-  closeSession(sessionId: number): Promise<void>;
-  consoleExcerpts?(sessionId: number): Promise<string>;
-  close(): Promise<void>;
-}
+/** What the dispatcher needs of the broker: its public session interface (src/broker/broker.ts). */
+export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close'> &
+  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState'>>;
 
 /** What the dispatcher needs of piscina. */
 export interface WorkerPool {
-  run(task: FileTask, options: { transferList: MessagePort[]; signal: AbortSignal }): Promise<FileResult>;
+  run(task: FileTask, options: { transferList: MessagePort[]; signal: AbortSignal }): Promise<FileAck>;
   destroy(): Promise<void>;
 }
 
@@ -35,7 +30,8 @@ export interface DispatcherOptions {
   broker: SessionBroker;
   pool: WorkerPool;
   bus: EventBus;
-  barriers?: Barriers;
+  /** Receives every file's and test's begin and end, from the file's FileJob. */
+  reporter: Reporter;
   /** Per-file wall-clock limit; 0 disables. */
   timeoutMs: number;
   failFast: boolean;
@@ -57,13 +53,10 @@ type RunnerState = 'idle' | 'running' | 'stopping' | 'done';
 export class Dispatcher {
   private readonly _queue: PlannedFile[];
   /** Files running now, by slot. */
-  private readonly _running = new Map<number, { file: PlannedFile; abort: AbortController; ledger: FileLedger }>();
-  /** Routes bus events to the ledger of their file (by display path and by absolute path). */
-  private readonly _ledgers = new Map<string, FileLedger>();
+  private readonly _running = new Map<number, { file: PlannedFile; abort: AbortController }>();
   private _state: RunnerState = 'idle';
   private _failFastStopped = false;
   private _interrupted = false;
-  private _unsubscribe: (() => void) | undefined;
 
   constructor(private readonly _opts: DispatcherOptions) {
     this._queue = [..._opts.files];
@@ -95,23 +88,16 @@ export class Dispatcher {
     return this._interrupted;
   }
 
-  /** The test each slot is running, for the progress display. */
-  currentTest(slot: number): string | undefined {
-    return this._running.get(slot)?.ledger.currentTest;
-  }
-
   /** Runs every file (or until stopped). Never rejects. */
   async run(): Promise<void> {
     if (this._state !== 'idle') throw new Error('Dispatcher.run() called twice');
     this._state = 'running';
-    this._unsubscribe = this._opts.bus.subscribe((event) => this._route(event));
     try {
       const slots = Math.max(1, Math.min(this._opts.slots, this._queue.length));
       await Promise.all(Array.from({ length: slots }, (_v, slot) => this._slotLoop(slot)));
     } finally {
       this._state = 'done';
-      this._unsubscribe?.();
-      this._opts.barriers?.scheduleChanged();
+      this._opts.broker.scheduleChanged();
     }
   }
 
@@ -129,7 +115,7 @@ export class Dispatcher {
     }
     if (this._state === 'running') this._state = 'stopping';
     // The barriers' "queued" count just dropped to zero.
-    this._opts.barriers?.scheduleChanged();
+    this._opts.broker.scheduleChanged();
   }
 
   private _stopped(): boolean {
@@ -150,38 +136,25 @@ export class Dispatcher {
     }
   }
 
-  private _route(event: AnyEvent): void {
-    const payload = event.payload as { path?: unknown };
-    if (typeof payload.path !== 'string') return;
-    this._ledgers.get(payload.path)?.observe(event);
-  }
-
   /** One job. Never throws: every path ends in `_finish`. */
   private async _runFile(file: PlannedFile, slot: number): Promise<void> {
-    const { bus, broker, pool } = this._opts;
+    const { broker, pool } = this._opts;
     const started = performance.now();
-    const ledger = new FileLedger(file.displayPath);
+    const job = new FileJob(file, slot, this._opts.bus, this._opts.reporter);
     const abort = new AbortController();
 
-    // 1. Open the session and announce it: to the barriers (what runs), then the bus. Both
-    //    happen in the same synchronous step as the dequeue, so the barriers never see a file
-    //    that is neither queued nor running.
+    // 1. Open the session (the broker announces it to the barriers in this same synchronous step
+    //    as the dequeue, so they never see a file that is neither queued nor running); its port
+    //    is the file's one result channel, read by the job.
     let session: ReturnType<SessionBroker['openSession']>;
     try {
-      session = broker.openSession({ path: file.file, displayPath: file.displayPath });
+      session = broker.openSession({ path: file.file, displayPath: file.displayPath }, (report) => job.onReport(report));
     } catch (err) {
-      this._finish(file, slot, started, ledger, {
-        kind: 'crashed',
-        message: `could not open a broker session: ${(err as Error).message}`,
-        workerLost: false,
-      });
+      this._finish(job, started, { kind: 'crashed', message: `could not open a broker session: ${(err as Error).message}` }, false);
       return;
     }
-    this._opts.barriers?.sessionStarted(session.sessionId, file.displayPath);
-    this._ledgers.set(file.displayPath, ledger);
-    this._ledgers.set(file.file, ledger);
-    this._running.set(slot, { file, abort, ledger });
-    bus.emit('file_dispatched', { path: file.displayPath, reservation: file.declaredClaim ?? { memory_bytes: 0, cpus: 0 }, worker: slot });
+    this._running.set(slot, { file, abort });
+    job.begin(file.declaredClaim ?? { memory_bytes: 0, cpus: 0 });
 
     // 2. The per-file timeout aborts the task; piscina rejects at once and terminates the worker.
     const timer =
@@ -193,7 +166,7 @@ export class Dispatcher {
     // An interrupt that came between the dequeue and here.
     if (this._interrupted) abort.abort(new StopReason('interrupt', 'the run was interrupted'));
 
-    // 3. Run the task.
+    // 3. Run the task. Its result is only an acknowledgement: the file's results are the reports.
     const task: FileTask = {
       file: file.file,
       displayPath: file.displayPath,
@@ -204,30 +177,30 @@ export class Dispatcher {
       port: session.port,
       signalBuffer: session.signalBuffer,
     };
-    let ending: Ending;
+    let ending: FileEnding;
+    let workerLost = false;
     try {
-      const result = await pool.run(task, { transferList: [session.port], signal: abort.signal });
-      ending = isFileResult(result)
-        ? { kind: 'result', result }
-        : { kind: 'crashed', message: `the worker returned no file result (got ${typeof result})`, workerLost: false };
+      await pool.run(task, { transferList: [session.port], signal: abort.signal });
+      ending = { kind: 'acknowledged' };
     } catch (err) {
+      workerLost = true;
       const reason = abort.signal.reason;
       if (abort.signal.aborted && reason instanceof StopReason) {
-        ending = { kind: reason.kind === 'timeout' ? 'timed_out' : 'interrupted', message: reason.message, workerLost: true };
+        ending = { kind: reason.kind === 'timeout' ? 'timed_out' : 'interrupted', message: reason.message };
       } else {
-        ending = { kind: 'crashed', message: crashMessage(err), workerLost: true };
+        ending = { kind: 'crashed', message: crashMessage(err) };
       }
     } finally {
       if (timer) clearTimeout(timer);
     }
 
-    // 4. Let events the worker posted before it returned arrive (their port is not ordered with
-    //    piscina's), and collect the console tails while the VMs still exist.
-    await nextTurn();
-    await nextTurn();
+    // 4. Everything the worker posted before its task settled is in the port's queue: take it
+    //    now (the port is not ordered with piscina's), then the console tails while the VMs
+    //    still exist.
+    broker.drainSession(session.sessionId);
     let consoleExcerpt = '';
     if (ending.kind === 'timed_out' || ending.kind === 'crashed') {
-      consoleExcerpt = await broker.consoleExcerpts?.(session.sessionId).catch(() => '') ?? '';
+      consoleExcerpt = (await broker.consoleExcerpts?.(session.sessionId).catch(() => '')) ?? '';
     }
 
     // 5. Tear the session down (VMs, streams, claims, barrier waits), however the file ended.
@@ -236,31 +209,21 @@ export class Dispatcher {
     } catch (err) {
       process.emitWarning(`closing the session of ${file.displayPath} failed: ${(err as Error).message}`);
     }
-    this._opts.barriers?.sessionEnded(session.sessionId);
     this._running.delete(slot);
-    this._finish(file, slot, started, ledger, ending, consoleExcerpt);
+    this._finish(job, started, ending, workerLost, consoleExcerpt);
   }
 
-  /** The one way a file ends: status, missing events, file_completed, the callback, fail-fast. */
-  private _finish(file: PlannedFile, slot: number, started: number, ledger: FileLedger, ending: Ending, consoleExcerpt = ''): void {
+  /** The one way a file ends: its job closes its tests, file_completed, the callback, fail-fast. */
+  private _finish(job: FileJob, started: number, ending: FileEnding, workerLost: boolean, consoleExcerpt = ''): void {
     const { bus } = this._opts;
+    const file = job.file;
     const durationMs = performance.now() - started;
-    let outcome: FileOutcome;
-    if (ending.kind === 'result') {
-      const result = ending.result;
-      ledger.reconcile(bus, result);
-      outcome = { file, status: statusOf(result), result, durationMs, worker: slot };
-    } else if (ending.kind === 'interrupted') {
-      const result = ledger.abandon(bus, ending.message, '', durationMs);
-      outcome = { file, status: 'interrupted', result, durationMs, worker: slot, error: ending.message };
-    } else {
-      const result = ledger.abandon(bus, ending.message, consoleExcerpt, durationMs);
-      outcome = { file, status: ending.kind, result, durationMs, worker: slot, error: ending.message };
-    }
-    this._ledgers.delete(file.displayPath);
-    this._ledgers.delete(file.file);
-    bus.emit('file_completed', { path: file.displayPath, status: outcome.status, duration_ns: Math.round(durationMs * 1e6) });
-    if (ending.kind !== 'result' && ending.workerLost) {
+    const result = job.finish(ending, durationMs, consoleExcerpt);
+    const status = ending.kind === 'acknowledged' ? statusOf(result) : ending.kind;
+    const outcome: FileOutcome = { file, status, result, durationMs, worker: job.slot };
+    if (ending.kind !== 'acknowledged') outcome.error = ending.message;
+    bus.emit('file_completed', { path: file.displayPath, status, duration_ns: Math.round(durationMs * 1e6) });
+    if (ending.kind !== 'acknowledged' && workerLost) {
       bus.emit('worker_replaced', { path: file.displayPath, reason: ending.message });
     }
     // Stop first, so the callback already sees the run as stopped (and what is left to start).
@@ -271,16 +234,6 @@ export class Dispatcher {
       process.emitWarning(`reporting ${file.displayPath} failed: ${(err as Error).message}`);
     }
   }
-}
-
-type Ending =
-  | { kind: 'result'; result: FileResult }
-  /** `workerLost`: piscina terminated (or lost) the worker thread and starts a fresh one. */
-  | { kind: 'timed_out' | 'crashed' | 'interrupted'; message: string; workerLost: boolean };
-
-function isFileResult(value: unknown): value is FileResult {
-  const r = value as FileResult | null;
-  return typeof r === 'object' && r !== null && Array.isArray(r.tests) && r.tests.every((t) => typeof t?.name === 'string' && typeof t.status === 'string');
 }
 
 function crashMessage(err: unknown): string {

@@ -3,7 +3,7 @@
 // the mean of the recorded ones; equal estimates keep declaration (discovery) order. With no
 // record at all this is exactly declaration order.
 
-import { estimateDurations, type TimingRecord } from '../report/timings.js';
+import { estimateDurations, type TimingRecord } from './timings.js';
 
 export function orderLongestFirst<T>(items: T[], keyOf: (item: T) => string, record: TimingRecord | null): T[] {
   const keys = items.map(keyOf);

@@ -24,7 +24,7 @@ export interface PlannedFile extends DiscoveredFile {
 export interface FileOutcome {
   file: PlannedFile;
   status: FileStatus;
-  /** The worker's result, or one rebuilt from the file's events when the worker died or timed out. */
+  /** What the file's reports came to (its FileJob's record, whatever way the file ended). */
   result: FileResult;
   durationMs: number;
   /** The worker slot (0-based) it ran on. */
@@ -39,11 +39,13 @@ export interface TestCounts {
   skipped: number;
   /** Passed on a retry after failing (included in `passed`). */
   flaky: number;
+  /** Declared, but never started: the file timed out, crashed or was interrupted first. */
+  notRun: number;
 }
 
 /** Status of a file whose worker returned a result. */
 export function statusOf(result: FileResult): FileStatus {
-  if (result.chunkError || result.tests.some((t) => t.status === 'failed')) return 'failed';
+  if (result.fatalErrors.length > 0 || result.tests.some((t) => t.status === 'failed')) return 'failed';
   if (result.tests.length > 0 && result.tests.every((t) => t.status === 'skipped')) return 'skipped';
   return 'passed';
 }
@@ -53,15 +55,15 @@ export function isFailure(status: FileStatus): boolean {
 }
 
 /**
- * Test counts of one file. A file that failed without any failed test (a file-scope error, a
- * timeout or crash outside a test) counts one failure, so the summary never reads "0 failed" for
- * a failed run.
+ * Test counts of one file, interrupted ones included (what finished before Ctrl-C counts). A file
+ * that failed without any failed test (a file-scope error, a timeout or crash outside a test)
+ * counts one failure, so the summary never reads "0 failed" for a failed run.
  */
 export function countFile(outcome: FileOutcome): TestCounts {
-  const counts: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0 };
-  if (outcome.status === 'interrupted') return counts;
+  const counts: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0, notRun: 0 };
   for (const test of outcome.result.tests) {
-    counts[test.status]++;
+    if (test.status === 'not_run') counts.notRun++;
+    else counts[test.status]++;
     if (test.status === 'passed' && test.flaky) counts.flaky++;
   }
   if (isFailure(outcome.status) && counts.failed === 0) counts.failed = 1;
@@ -85,7 +87,7 @@ export function summarize(
   outcomes: FileOutcome[],
   opts: { plannedFiles: number; wallMs: number; interrupted: boolean; failFastStopped: boolean },
 ): RunSummary {
-  const total: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0 };
+  const total: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0, notRun: 0 };
   let files = 0;
   let filesFailed = 0;
   for (const outcome of outcomes) {
@@ -94,6 +96,7 @@ export function summarize(
     total.failed += c.failed;
     total.skipped += c.skipped;
     total.flaky += c.flaky;
+    total.notRun += c.notRun;
     if (outcome.status !== 'interrupted') files++;
     if (isFailure(outcome.status)) filesFailed++;
   }
@@ -110,7 +113,8 @@ export function summarize(
   };
 }
 
-/** The closing line's first half, exactly `N passed, N failed, N skipped` (+ `, N flaky`). */
+/** The closing line's first half, exactly `N passed, N failed, N skipped` (+ `, N flaky`, `, N not run`). */
 export function countsLine(c: TestCounts): string {
-  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.flaky > 0 ? `, ${c.flaky} flaky` : ''}`;
+  const extra = `${c.flaky > 0 ? `, ${c.flaky} flaky` : ''}${c.notRun > 0 ? `, ${c.notRun} not run` : ''}`;
+  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${extra}`;
 }

@@ -3,8 +3,8 @@
 
 import { readFile, realpath } from 'node:fs/promises';
 import { relative } from 'node:path';
-import { readRerunState } from '../report/rerun.js';
-import { defaultTimingsPath, readTimings, type TimingRecord } from '../report/timings.js';
+import { readRerunState } from './rerun.js';
+import { defaultTimingsPath, readTimings, type TimingRecord } from './timings.js';
 import { discover, toPosix } from './discovery.js';
 import { filterFiles } from './filters.js';
 import { parseSize } from '../config/units.js';

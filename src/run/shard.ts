@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { compareStrings } from './discovery.js';
 import { UsageError } from './errors.js';
-import { estimateDurations, type TimingRecord } from '../report/timings.js';
+import { estimateDurations, type TimingRecord } from './timings.js';
 
 export interface ShardSpec {
   /** 1-based. */

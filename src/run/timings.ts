@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic-write.js';
 
 export const kTimingsVersion = 1;
 /** Weight of the newest run in the recorded duration: smooths noise without lagging for long. */

@@ -4,7 +4,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic-write.js';
 
 /** `$PROVIUM_RERUN_STATE`, else `<cache>/rerun.json` (~/.cache/provium/rerun.json), else /tmp. */
 export function rerunStatePath(env: NodeJS.ProcessEnv, cacheDir: string | undefined): string {
