@@ -116,3 +116,24 @@ export type AgentFrame =
   | { id: number; kind: 'stream_end'; data: Partial<AgentErrorData> }
   | { id: 0; kind: 'worker_exit'; data: ExitInfo & { worker: number } }
   | { id: 0; kind: 'agent_error'; data: { message: string } };
+
+/**
+ * Every op the host sends, once, at run time: requests with a reply, ops that open a stream, and
+ * `stream_ack` (credit, no reply). A unit test checks this list against agent/PROTOCOL.md and the
+ * agent's op table (agent/req.c), so the three cannot drift; the types below tie it to AgentOps.
+ */
+export const AGENT_REQUEST_OPS = [
+  'hello', 'ping', 'exec', 'spawn', 'wait', 'proc_status', 'kill', 'get_pid', 'stdin_write', 'stdin_close',
+  'release', 'read_file', 'write_file', 'stat', 'listdir', 'mkdir', 'unlink', 'rename', 'open_file', 'read',
+  'write', 'seek', 'close', 'stream_close', 'get_time', 'set_time', 'advance_time', 'sleep', 'seed_rng',
+  'syscall', 'ioctl', 'read_mem', 'batch', 'spawn_worker', 'worker_join', 'kill_all', 'exit',
+] as const satisfies readonly AgentOp[];
+export const AGENT_STREAM_OPS = ['tail_file', 'fd_stream', 'proc_stream'] as const satisfies readonly AgentStreamOp[];
+export const AGENT_NOTICE_OPS = ['stream_ack'] as const;
+
+/** Compile-time: the lists name every op of AgentOps and AgentStreamOps (an omission fails here). */
+type Missing<All, Listed> = Exclude<All, Listed>;
+const kEveryRequestListed: Missing<AgentOp, (typeof AGENT_REQUEST_OPS)[number]> extends never ? true : never = true;
+const kEveryStreamListed: Missing<AgentStreamOp, (typeof AGENT_STREAM_OPS)[number]> extends never ? true : never = true;
+void kEveryRequestListed;
+void kEveryStreamListed;
