@@ -1,12 +1,74 @@
-// Argument checking for bindings. Every error names the function, the argument (by position and
-// name), what it got and what it accepts; unknown option keys name the key and list the accepted
-// ones. Durations and sizes go through src/config/units.ts.
+// The contract every binding is written against, and argument checking. A method receives its
+// receiver and an Args: the arguments, the Lua state, its label, and `rt`, the runtime surface
+// bindings use (BindingRuntime, implemented by runtime.ts). LuaClass, Method, Args and
+// BindingRuntime refer to each other, so they live in this one module, which imports nothing in
+// src/lua that could import it back. Every error names the function, the argument (by position
+// and name), what it got and what it accepts; unknown option keys name the key and list the
+// accepted ones. Durations and sizes go through src/config/units.ts.
 
-import { lua, type lua_State } from 'fengari';
+import { lua, type lua_CFunction, type lua_State } from 'fengari';
 import { parseDuration, parseSize, UnitError } from '../config/units.js';
 import { LuaError } from './errors.js';
-import type { LuaRuntime } from './runtime.js';
+import type { Deadline, Rpc } from './rpc.js';
+import type { ResourceScope } from './scope.js';
 import { eachPair, getBytes, getText, readInt64, rawLen, repr, typeName, type Int64Mode } from './values.js';
+
+export type Method<T> = (self: T, a: Args) => number;
+
+/** A Lua userdata type backed by a JS object. */
+export interface LuaClass<T extends object> {
+  /** Metatable `__name`, shown in type errors: `VM`. */
+  readonly typeName: string;
+  /** How messages name the receiver: `vm` gives `vm:run: …`. */
+  readonly selfName: string;
+  readonly methods: Readonly<Record<string, Method<T>>>;
+  /** Dynamic fields, tried after methods: push one value and return true, or return false (nil). */
+  readonly getField?: (self: T, name: string, L: lua_State) => boolean;
+  /** `obj.name = value` with the value at stack index 3; absent → assignment is an error. */
+  readonly setField?: (self: T, name: string, a: Args) => void;
+  readonly toString?: (self: T) => string;
+}
+
+/** File-scope settings (`provium.timeout = ...`) and one-shot state. */
+export interface FileConfig {
+  /** Default per-test timeout. */
+  timeoutMs?: number;
+  /** As written, for `provium.timeout` read-back. */
+  timeoutRaw?: number | string;
+  /** Accepted and stored; lab snapshots between tests are not implemented yet. */
+  resetBetweenTests: boolean;
+  claimTaken: boolean;
+}
+
+/**
+ * What bindings use of the file's runtime (`a.rt`); LuaRuntime implements it. Declared here, not
+ * imported from runtime.ts, so that no binding depends on the runtime that registers it.
+ */
+export interface BindingRuntime {
+  readonly rpc: Rpc;
+  readonly deadline: Deadline;
+  /** Absolute path of the test file. */
+  readonly file: string;
+  /** Its path as reports show it. */
+  readonly displayPath: string;
+  readonly fileConfig: FileConfig;
+  /** Where resources created now are registered: the running test's scope, else the file's. */
+  readonly currentScope: ResourceScope;
+  /** Registry ref of the value `t:skip` raises. */
+  readonly skipSentinelRef: number;
+  /** Pushes the userdata of `obj`; the same object always gives the same userdata. */
+  push<T extends object>(cls: LuaClass<T>, obj: T, L?: lua_State): void;
+  /** The object behind the userdata at `idx` if it is of class `cls`, else null. */
+  toObject<T extends object>(L: lua_State, idx: number, cls: LuaClass<T>): T | null;
+  /** A plain function: arguments start at 1. */
+  fn(label: string, body: (a: Args) => number): lua_CFunction;
+  ref(idx: number, L?: lua_State): number;
+  pushRef(ref: number, L?: lua_State): void;
+  /** tostring() of any value, never raising. */
+  safeToString(idx: number, L?: lua_State): string;
+  /** The display source of the function at `level`. */
+  sourceAt(L: lua_State, level: number): string | null;
+}
 
 /** Reads the value at an absolute stack index; `what` names it in messages ("option `env`"). */
 export type Reader<T> = (a: Args, idx: number, what: string) => T;
@@ -15,7 +77,7 @@ export type Options<S extends Spec> = { [K in keyof S]?: S[K] extends Reader<inf
 
 export class Args {
   constructor(
-    readonly rt: LuaRuntime,
+    readonly rt: BindingRuntime,
     readonly L: lua_State,
     /** `vm:run`, `test`, `json.encode`. */
     readonly label: string,

@@ -4,13 +4,12 @@
 
 import { lua } from 'fengari';
 import type { AgentOps, BatchOp, BatchResult } from '../protocol/agent.js';
-import { R, type Args } from './args.js';
+import { R, type Args, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { parseExec } from './exec.js';
 import { pushEntries, pushStat } from './files.js';
 import { agentCall } from './guest.js';
 import { parseSyscall, pushSyscallResult } from './layer0.js';
-import type { LuaClass } from './runtime.js';
 import { pushRunResult } from './run-result.js';
 import { pushBytes, pushText, setField } from './values.js';
 import type { Vm } from './vm.js';

@@ -8,9 +8,8 @@
 
 import { lua } from 'fengari';
 import { parseDuration, UnitError } from '../config/units.js';
-import { R, type Args } from './args.js';
+import { R, type Args, type LuaClass } from './args.js';
 import { agentCall } from './guest.js';
-import type { LuaClass } from './runtime.js';
 import { getText, int64ToBigInt, pushText, wireInt64 } from './values.js';
 import type { Vm } from './vm.js';
 

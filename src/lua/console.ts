@@ -2,11 +2,9 @@
 // chardev, read_log() returns everything captured, expect() polls the log, write() types into it.
 
 import { lua } from 'fengari';
-import type { Args } from './args.js';
-import { R } from './args.js';
+import { R, type Args, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { showSeconds, translateRpcError } from './guest.js';
-import type { LuaClass } from './runtime.js';
 import { indexOf, openConsoleStream, pushStream } from './stream.js';
 import { bytesText, key, pushBytes } from './values.js';
 import { sleepSync } from './sync-call.js';

@@ -3,10 +3,9 @@
 // fd() returns 0.
 
 import { lua } from 'fengari';
-import { R } from './args.js';
+import { R, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { agentCall, type AgentTarget } from './guest.js';
-import type { LuaClass } from './runtime.js';
 import type { ScopedResource } from './scope.js';
 import { usable } from './process.js';
 import { openAgentStream, pushStream } from './stream.js';

@@ -5,13 +5,13 @@
 import type { AgentOp, AgentOps } from '../protocol/agent.js';
 import type { AgentCallArgs } from '../protocol/rpc.js';
 import { RpcError } from '../protocol/rpc.js';
+import type { BindingRuntime } from './args.js';
 import { GuestOpError, LuaError } from './errors.js';
-import type { LuaRuntime } from './runtime.js';
 import type { Vm } from './vm.js';
 
 /** Where an agent op goes. */
 export interface AgentTarget {
-  readonly rt: LuaRuntime;
+  readonly rt: BindingRuntime;
   readonly vm: Vm;
   /** Set for a guest worker process. */
   readonly workerId?: number;

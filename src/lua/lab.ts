@@ -4,11 +4,10 @@
 
 import { lua, type lua_State } from 'fengari';
 import type { RpcArgs, RpcReply } from '../protocol/rpc.js';
-import { R, type Args } from './args.js';
+import { R, type Args, type BindingRuntime, type LuaClass, type Method } from './args.js';
 import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
 import { showSeconds, translateRpcError } from './guest.js';
-import type { LuaClass, LuaRuntime, Method } from './runtime.js';
 import { getText, pushIntegral, pushText, setField } from './values.js';
 import { Vm, VmClass } from './vm.js';
 
@@ -24,7 +23,7 @@ export class Lab {
   private _autoNames = 0;
 
   constructor(
-    readonly rt: LuaRuntime,
+    readonly rt: BindingRuntime,
     readonly name: string,
     /** Broker-facing path: `provium`, `provium/__lab_0`, `provium/test:boots`. */
     readonly path: string,

@@ -4,10 +4,9 @@
 
 import { lua } from 'fengari';
 import type { Captured, ExitInfo } from '../protocol/agent.js';
-import { R, type Args } from './args.js';
+import { R, type Args, type LuaClass } from './args.js';
 import { GuestOpError, LuaError } from './errors.js';
 import { agentCall, type AgentTarget } from './guest.js';
-import type { LuaClass } from './runtime.js';
 import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
 import { kCommonSignalNames, signalByName } from './signals.js';

@@ -5,14 +5,14 @@
 import { lua, type lua_State } from 'fengari';
 import type { Captured, ExitInfo } from '../protocol/agent.js';
 import { LuaError } from './errors.js';
-import type { LuaRuntime } from './runtime.js';
+import type { BindingRuntime } from './args.js';
 import { signalName } from './signals.js';
 import { bytesText, getBytes, getText, key, pushBytes, pushText, setField } from './values.js';
 
 /** The most output assert_ok quotes per stream. */
 const kQuoteBytes = 2048;
 
-const metatableRef = new WeakMap<LuaRuntime, number>();
+const metatableRef = new WeakMap<BindingRuntime, number>();
 
 export function exitCodeOf(info: ExitInfo): number {
   if (info.status === 'signalled') return -1;
@@ -21,7 +21,7 @@ export function exitCodeOf(info: ExitInfo): number {
 }
 
 /** Pushes a RunResult table. `cmd` describes the command for assert_ok's message. */
-export function pushRunResult(rt: LuaRuntime, L: lua_State, info: ExitInfo & Partial<Captured>, cmd: string): void {
+export function pushRunResult(rt: BindingRuntime, L: lua_State, info: ExitInfo & Partial<Captured>, cmd: string): void {
   lua.lua_createtable(L, 0, 10);
   setField(L, 'exit_code', () => lua.lua_pushinteger(L, exitCodeOf(info)));
   setField(L, 'status', () => pushText(L, info.status));
@@ -36,7 +36,7 @@ export function pushRunResult(rt: LuaRuntime, L: lua_State, info: ExitInfo & Par
   lua.lua_setmetatable(L, -2);
 }
 
-function pushMetatable(rt: LuaRuntime, L: lua_State): void {
+function pushMetatable(rt: BindingRuntime, L: lua_State): void {
   const existing = metatableRef.get(rt);
   if (existing !== undefined) {
     rt.pushRef(existing, L);

@@ -1,38 +1,24 @@
 // One fengari Lua state per test file: creation, the userdata class machinery every binding uses,
 // the protecting wrapper that turns JS exceptions into positioned Lua errors, protected calls that
 // capture a traceback and the test-file location, chunk loading as `@<display path>`, and the
-// count hook that enforces a test's deadline on pure Lua code (`while true do end`).
+// count hook that enforces a test's deadline on pure Lua code (`while true do end`). Bindings see
+// it only as args.ts's BindingRuntime, so none of them imports this module.
 
 import { lauxlib, lua, lualib, to_jsstring, type lua_CFunction, type lua_Hook, type lua_State } from 'fengari';
 import { RpcError } from '../protocol/rpc.js';
 import { UnitError } from '../config/units.js';
 import type { SourceLocation } from '../protocol/task.js';
-import { Args } from './args.js';
+import { Args, type BindingRuntime, type FileConfig, type LuaClass, type Method } from './args.js';
 import { LuaError, TestTimeoutError, describeJsError, findFrame, raise, where } from './errors.js';
 import { Deadline, Rpc, type Caller } from './rpc.js';
 import { getText, key, pushText, typeName } from './values.js';
 import type { Lab } from './lab.js';
 import type { ResourceScope } from './scope.js';
 import type { TestContext } from './test-context.js';
+import type { Vm } from './vm.js';
 
 /** Instructions between two deadline checks: cheap enough to be invisible, fine enough to stop within ms. */
 const kHookInstructions = 1000;
-
-export type Method<T> = (self: T, a: Args) => number;
-
-/** A Lua userdata type backed by a JS object. */
-export interface LuaClass<T extends object> {
-  /** Metatable `__name`, shown in type errors: `VM`. */
-  readonly typeName: string;
-  /** How messages name the receiver: `vm` gives `vm:run: …`. */
-  readonly selfName: string;
-  readonly methods: Readonly<Record<string, Method<T>>>;
-  /** Dynamic fields, tried after methods: push one value and return true, or return false (nil). */
-  readonly getField?: (self: T, name: string, L: lua_State) => boolean;
-  /** `obj.name = value` with the value at stack index 3; absent → assignment is an error. */
-  readonly setField?: (self: T, name: string, a: Args) => void;
-  readonly toString?: (self: T) => string;
-}
 
 export interface RuntimeOptions {
   caller: Caller;
@@ -42,17 +28,6 @@ export interface RuntimeOptions {
   displayPath: string;
   /** Test roots, for `require`. */
   roots: string[];
-}
-
-/** File-scope settings (`provium.timeout = ...`) and one-shot state. */
-export interface FileConfig {
-  /** Default per-test timeout. */
-  timeoutMs?: number;
-  /** As written, for `provium.timeout` read-back. */
-  timeoutRaw?: number | string;
-  /** Accepted and stored; lab snapshots between tests are not implemented yet. */
-  resetBetweenTests: boolean;
-  claimTaken: boolean;
 }
 
 /** What a protected call left behind when it failed. */
@@ -65,7 +40,7 @@ export interface CallFailure {
   isSkip: boolean;
 }
 
-export class LuaRuntime {
+export class LuaRuntime implements BindingRuntime {
   readonly L: lua_State;
   readonly deadline = new Deadline();
   readonly rpc: Rpc;
@@ -76,8 +51,8 @@ export class LuaRuntime {
   // Session state the object modules share. Set up by file-runner.ts / test-runner.ts.
   rootLab!: Lab;
   /** Where resources created now are registered: the running test's scope, else the file's. */
-  currentScope!: ResourceScope;
-  fileScope!: ResourceScope;
+  currentScope!: ResourceScope<Vm>;
+  fileScope!: ResourceScope<Vm>;
   currentTest: TestContext | null = null;
   readonly fileConfig: FileConfig = { resetBetweenTests: false, claimTaken: false };
   /** Registry ref of the value `t:skip` raises. */

@@ -4,17 +4,31 @@
 // workers, then every VM of the scope in one `scope.close` call. Resources living on a VM that is
 // about to be torn down are not closed one by one: the VM's teardown takes them.
 
-import { RpcError } from '../protocol/rpc.js';
-import type { LuaRuntime } from './runtime.js';
-import type { Vm } from './vm.js';
+import { RpcError, type VmState } from '../protocol/rpc.js';
+import type { Rpc } from './rpc.js';
 
 export type ResourceKind = 'stream' | 'file' | 'process' | 'worker';
 const kCloseOrder: ResourceKind[] = ['stream', 'file', 'process', 'worker'];
 
+/** What a scope needs of a VM (vm.ts's Vm); declared here so scope.ts stays below the bindings. */
+export interface ScopedVm {
+  readonly vmId: number;
+  readonly label: string;
+  readonly state: VmState;
+  /** Torn down by its scope's `scope.close`. */
+  readonly released: boolean;
+  markReleased(): void;
+}
+
+/** The runtime members a scope uses. */
+export interface ScopeRuntime {
+  readonly rpc: Rpc;
+}
+
 export interface ScopedResource {
   readonly resourceKind: ResourceKind;
   /** The VM it lives on. */
-  readonly vm: Vm;
+  readonly vm: ScopedVm;
   isClosed(): boolean;
   /** Closes; throws on failure (the scope collects the message). */
   close(): void;
@@ -24,13 +38,14 @@ export interface ScopedResource {
   describe(): string;
 }
 
-export class ResourceScope {
+/** `V`: the VM type its owner keeps (the runtime's scopes hold vm.ts's Vm). */
+export class ResourceScope<V extends ScopedVm = ScopedVm> {
   private readonly _resources: ScopedResource[] = [];
-  readonly vms: Vm[] = [];
+  readonly vms: V[] = [];
   private _closed = false;
 
   constructor(
-    readonly rt: LuaRuntime,
+    readonly rt: ScopeRuntime,
     /** `file` or `test \`name\``, for messages. */
     readonly name: string,
   ) {}
@@ -43,12 +58,12 @@ export class ResourceScope {
     this._resources.push(resource);
   }
 
-  addVm(vm: Vm): void {
+  addVm(vm: V): void {
     this.vms.push(vm);
   }
 
   /** VMs of this scope that are up (booted or paused), for console excerpts. */
-  liveVms(): Vm[] {
+  liveVms(): V[] {
     return this.vms.filter((vm) => vm.state === 'booted' || vm.state === 'paused');
   }
 
@@ -57,7 +72,7 @@ export class ResourceScope {
     if (this._closed) return [];
     this._closed = true;
     const errors: string[] = [];
-    const dying = new Set(this.vms.filter((vm) => vm.state !== 'shutdown'));
+    const dying = new Set<ScopedVm>(this.vms.filter((vm) => vm.state !== 'shutdown'));
     // 1. Per-resource closes, skipping what a VM teardown takes anyway or what cannot answer.
     for (const kind of kCloseOrder) {
       for (const r of this._resources) {

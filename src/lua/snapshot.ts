@@ -3,8 +3,7 @@
 // broker touches snapshot files. vm:restore accepts it or a bare path.
 
 import { lua } from 'fengari';
-import type { Args } from './args.js';
-import type { LuaClass } from './runtime.js';
+import type { Args, LuaClass } from './args.js';
 import { pushIntegral, pushText } from './values.js';
 
 export class Snapshot {

@@ -5,9 +5,8 @@
 import { lua } from 'fengari';
 import type { MetaMap } from '../protocol/events.js';
 import type { SourceLocation } from '../protocol/task.js';
-import type { Args } from './args.js';
+import type { Args, LuaClass } from './args.js';
 import { LuaError, where } from './errors.js';
-import type { LuaClass } from './runtime.js';
 import { pushText, repr } from './values.js';
 
 /** A registered test. */

@@ -16,6 +16,7 @@ import { ResourceScope } from './scope.js';
 import { filterReason, isSlow, metaSkipReason } from './selection.js';
 import { TestContext, TestContextClass, type TestDef } from './test-context.js';
 import { eachPair, getText, key, toPlain } from './values.js';
+import type { Vm } from './vm.js';
 
 const kConsoleExcerptBytes = 4096;
 const kWaitUntilDefaultMs = 10_000;
@@ -207,7 +208,7 @@ export class TestRunner {
     const L = rt.L;
     const started = performance.now();
     // 1. A scope lab for the body; `provium` points at it until the test ends.
-    const scope = new ResourceScope(rt, `test \`${def.name}\``);
+    const scope = new ResourceScope<Vm>(rt, `test \`${def.name}\``);
     const lab = new Lab(rt, rt.rootLab.name, `${rt.rootLab.path}/test-${index}-${attempt}`, rt.rootLab);
     const ctx = new TestContext(def, attempt);
     rt.currentScope = scope;

@@ -6,7 +6,7 @@
 import { lua } from 'fengari';
 import type { BootOptions, RpcArgs, RpcReply, VmState, VmView } from '../protocol/rpc.js';
 import path from 'node:path';
-import type { Args } from './args.js';
+import type { Args, BindingRuntime, LuaClass, Method } from './args.js';
 import { batchMethod } from './batch.js';
 import { mergeBootOptions, readBootOptions } from './boot-options.js';
 import { Clock, ClockClass } from './clock.js';
@@ -18,7 +18,6 @@ import { kVmFileMethods } from './files.js';
 import { translateRpcError, type AgentTarget } from './guest.js';
 import type { Lab } from './lab.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
-import type { LuaClass, LuaRuntime, Method } from './runtime.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
 import type { Stream } from './stream.js';
 import { pushText } from './values.js';
@@ -40,7 +39,7 @@ export class Vm implements AgentTarget {
   private _clock: Clock | null = null;
 
   constructor(
-    readonly rt: LuaRuntime,
+    readonly rt: BindingRuntime,
     readonly name: string,
     readonly profile: string,
     readonly vmId: number,

@@ -5,14 +5,13 @@
 
 import { lua } from 'fengari';
 import type { ExitInfo } from '../protocol/agent.js';
-import { R, type Args } from './args.js';
+import { R, type Args, type BindingRuntime, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
 import { openFileMethod } from './files.js';
 import { agentCall, type AgentTarget } from './guest.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
 import { readSignal } from './process.js';
-import type { LuaClass, LuaRuntime } from './runtime.js';
 import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
 import type { Vm } from './vm.js';
@@ -34,7 +33,7 @@ export class GuestWorker implements ScopedResource, AgentTarget {
     this.label = `worker ${workerId} of ${vm.label}`;
   }
 
-  get rt(): LuaRuntime {
+  get rt(): BindingRuntime {
     return this.vm.rt;
   }
 
