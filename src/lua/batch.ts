@@ -8,11 +8,10 @@ import { R, type Args, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { parseExec } from './exec.js';
 import { pushEntries, pushStat } from './files.js';
-import { agentCall } from './guest.js';
+import { agentCall, type VmHandle } from './guest.js';
 import { parseSyscall, pushSyscallResult } from './layer0.js';
 import { pushRunResult } from './run-result.js';
 import { pushBytes, pushText, setField } from './values.js';
-import type { Vm } from './vm.js';
 
 export class Batcher {
   readonly ops: BatchOp[] = [];
@@ -22,7 +21,7 @@ export class Batcher {
   boundMs = 0;
   sent = false;
 
-  constructor(readonly vm: Vm) {}
+  constructor(readonly vm: VmHandle) {}
 
   add(fn: string, op: BatchOp, display = ''): void {
     if (this.sent) throw new LuaError(`${fn}: this batch was already sent; record ops inside the vm:batch function`);
@@ -81,7 +80,7 @@ export const BatcherClass: LuaClass<Batcher> = {
 };
 
 /** vm:batch(fn) */
-export function batchMethod(vm: Vm, a: Args): number {
+export function batchMethod(vm: VmHandle, a: Args): number {
   const fnIdx = a.read(1, 'fn', R.function);
   const batcher = new Batcher(vm);
   // 1. Record: fn(b). Its errors propagate as they are.

@@ -9,14 +9,13 @@
 import { lua } from 'fengari';
 import { parseDuration, UnitError } from '../config/units.js';
 import { R, type Args, type LuaClass } from './args.js';
-import { agentCall } from './guest.js';
+import { agentCall, type VmHandle } from './guest.js';
 import { getText, int64ToBigInt, pushText, wireInt64 } from './values.js';
-import type { Vm } from './vm.js';
 
 const kNsPerSec = 1_000_000_000n;
 
 export class Clock {
-  constructor(readonly vm: Vm) {}
+  constructor(readonly vm: VmHandle) {}
 
   nowNs(fn: string): bigint {
     const t = agentCall(this.vm, fn, 'get_time', {});

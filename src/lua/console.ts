@@ -4,17 +4,16 @@
 import { lua } from 'fengari';
 import { R, type Args, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
-import { showSeconds, translateRpcError } from './guest.js';
+import { showSeconds, translateRpcError, type VmHandle } from './guest.js';
 import { indexOf, openConsoleStream, pushStream } from './stream.js';
 import { bytesText, key, pushBytes } from './values.js';
 import { sleepSync } from './sync-call.js';
-import type { Vm } from './vm.js';
 
 const kExpectDefaultMs = 30_000;
 const kExpectPollMs = 50;
 
 export class Console {
-  constructor(readonly vm: Vm) {}
+  constructor(readonly vm: VmHandle) {}
 
   log(fn: string): Uint8Array {
     try {

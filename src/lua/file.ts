@@ -5,12 +5,11 @@
 import { lua } from 'fengari';
 import { R, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
-import { agentCall, type AgentTarget } from './guest.js';
+import { agentCall, type AgentTarget, type VmHandle } from './guest.js';
 import type { ScopedResource } from './scope.js';
 import { usable } from './process.js';
 import { openAgentStream, pushStream } from './stream.js';
 import { pushBytes, pushInt64, wireInt64 } from './values.js';
-import type { Vm } from './vm.js';
 
 /** read_all's chunk size, and read()'s default. */
 const kChunkBytes = 64 * 1024;
@@ -29,7 +28,7 @@ export class GuestFile implements ScopedResource {
     target.vm.openFiles.add(this);
   }
 
-  get vm(): Vm {
+  get vm(): VmHandle {
     return this.target.vm;
   }
 

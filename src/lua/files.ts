@@ -11,10 +11,9 @@ import { lua, type lua_State } from 'fengari';
 import { OPEN_MODE, type AgentOps } from '../protocol/agent.js';
 import { R, type Args, type Reader } from './args.js';
 import { FileClass, GuestFile } from './file.js';
-import { agentCall, type AgentTarget } from './guest.js';
+import { agentCall, type AgentTarget, type VmHandle } from './guest.js';
 import { openAgentStream, pushStream } from './stream.js';
 import { int64ToBigInt, int64ToNumber, pushBytes, pushInt64, pushText, setField } from './values.js';
-import type { Vm } from './vm.js';
 
 type StatReply = AgentOps['stat']['res'];
 
@@ -80,7 +79,7 @@ const readStart: Reader<string | number> = (a, idx, what) => {
 };
 
 /** Resolves `tail_file`'s `start`: "end" (default), "beginning"/"start", an offset, or N bytes before EOF. */
-function tailStart(vm: Vm, a: Args, p: string): 'beginning' | 'end' | number {
+function tailStart(vm: VmHandle, a: Args, p: string): 'beginning' | 'end' | number {
   const { start } = a.options(2, 'opts', { start: readStart });
   if (start === undefined || start === 'end') return 'end';
   if (start === 'beginning' || start === 'start') return 'beginning';
@@ -92,7 +91,7 @@ function tailStart(vm: Vm, a: Args, p: string): 'beginning' | 'end' | number {
   return Math.max(0, size + n);
 }
 
-export const kVmFileMethods: Record<string, (vm: Vm, a: Args) => number> = {
+export const kVmFileMethods: Record<string, (vm: VmHandle, a: Args) => number> = {
   read_file(vm, a) {
     const p = a.string(1, 'path');
     pushBytes(a.L, agentCall(vm, a.label, 'read_file', { path: p }, { context: p }).data);

@@ -3,16 +3,36 @@
 // translation of broker errors into messages that name the VM, the op and the guest's errno text.
 
 import type { AgentOp, AgentOps } from '../protocol/agent.js';
-import type { AgentCallArgs } from '../protocol/rpc.js';
+import type { AgentCallArgs, VmView } from '../protocol/rpc.js';
 import { RpcError } from '../protocol/rpc.js';
 import type { BindingRuntime } from './args.js';
 import { GuestOpError, LuaError } from './errors.js';
-import type { Vm } from './vm.js';
+import type { ScopedResource, ScopedVm } from './scope.js';
+
+/** A broker stream a VM holds open (stream.ts's Stream). */
+export interface OpenStream extends ScopedResource {
+  readonly streamId: number;
+}
+
+/**
+ * A VM as agent ops and the guest-side bindings see it: itself the target of its main agent.
+ * vm.ts's Vm implements it; declared here so that the bindings vm.ts is assembled from (exec,
+ * files, worker…) never import vm.ts.
+ */
+export interface VmHandle extends AgentTarget, ScopedVm {
+  readonly name: string;
+  readonly deadReason: string | undefined;
+  /** The guest's open files and the broker's streams: forgotten when the guest goes away. */
+  readonly openFiles: Set<ScopedResource>;
+  readonly openStreams: Set<OpenStream>;
+  /** Takes the broker's view of the VM (every lifecycle reply and VM error carries one). */
+  apply(view: VmView): void;
+}
 
 /** Where an agent op goes. */
 export interface AgentTarget {
   readonly rt: BindingRuntime;
-  readonly vm: Vm;
+  readonly vm: VmHandle;
   /** Set for a guest worker process. */
   readonly workerId?: number;
   /** `vm \`a\`` or `worker 2 of vm \`a\``, for messages. */
@@ -50,7 +70,7 @@ export function agentCall<K extends AgentOp>(
 }
 
 /** A broker error as the Lua caller should read it. Non-RPC errors pass through. */
-export function translateRpcError(vm: Vm, err: unknown, fn: string, context?: string): unknown {
+export function translateRpcError(vm: VmHandle, err: unknown, fn: string, context?: string): unknown {
   if (!(err instanceof RpcError)) return err;
   const about = context ? `${context}: ` : '';
   if (err.vm) vm.apply(err.vm);

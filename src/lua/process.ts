@@ -6,13 +6,12 @@ import { lua } from 'fengari';
 import type { Captured, ExitInfo } from '../protocol/agent.js';
 import { R, type Args, type LuaClass } from './args.js';
 import { GuestOpError, LuaError } from './errors.js';
-import { agentCall, type AgentTarget } from './guest.js';
+import { agentCall, type AgentTarget, type VmHandle } from './guest.js';
 import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
 import { kCommonSignalNames, signalByName } from './signals.js';
 import { openAgentStream, pushStream } from './stream.js';
 import { pushText } from './values.js';
-import type { Vm } from './vm.js';
 
 /** How long close() lets a process handle SIGTERM before the agent kills it. */
 const kCloseGraceMs = 2000;
@@ -34,7 +33,7 @@ export class Process implements ScopedResource {
     readonly display: string,
   ) {}
 
-  get vm(): Vm {
+  get vm(): VmHandle {
     return this.target.vm;
   }
 

@@ -10,10 +10,9 @@ import { RpcError } from '../protocol/rpc.js';
 import type { SourceLocation } from '../protocol/task.js';
 import { R, type Args, type LuaClass } from './args.js';
 import { findFrame, LuaError } from './errors.js';
-import { showSeconds, translateRpcError, type AgentTarget } from './guest.js';
+import { showSeconds, translateRpcError, type AgentTarget, type VmHandle } from './guest.js';
 import type { ScopedResource } from './scope.js';
 import { bytesText, pushBytes, pushText, setField } from './values.js';
-import type { Vm } from './vm.js';
 
 export type StreamKind = 'tail_file' | 'fd_stream' | 'proc_stdout_stream' | 'proc_stderr_stream' | 'console';
 
@@ -29,7 +28,7 @@ export class Stream implements ScopedResource {
   private _closed = false;
 
   constructor(
-    readonly vm: Vm,
+    readonly vm: VmHandle,
     readonly streamId: number,
     readonly kind: StreamKind,
     /** The path, fd or command the stream follows. */
@@ -190,7 +189,7 @@ export function openAgentStream<K extends AgentStreamOp>(
 }
 
 /** Opens the VM's serial console as a stream. */
-export function openConsoleStream(vm: Vm, a: Args): Stream {
+export function openConsoleStream(vm: VmHandle, a: Args): Stream {
   let streamId: number;
   try {
     streamId = a.rt.rpc.call('stream.open', { vmId: vm.vmId, op: 'console' }).streamId;

@@ -13,17 +13,16 @@ import { Clock, ClockClass } from './clock.js';
 import { Console, ConsoleClass } from './console.js';
 import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
-import type { GuestFile } from './file.js';
 import { kVmFileMethods } from './files.js';
-import { translateRpcError, type AgentTarget } from './guest.js';
+import { translateRpcError, type OpenStream, type VmHandle } from './guest.js';
 import type { Lab } from './lab.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
-import type { Stream } from './stream.js';
+import type { ScopedResource } from './scope.js';
 import { pushText } from './values.js';
 import { spawnWorkerMethod } from './worker.js';
 
-export class Vm implements AgentTarget {
+export class Vm implements VmHandle {
   state: VmState = 'created';
   cid: number | null = null;
   deadReason: string | undefined;
@@ -33,8 +32,8 @@ export class Vm implements AgentTarget {
   released = false;
   readonly label: string;
   readonly workerId = undefined;
-  readonly openFiles = new Set<GuestFile>();
-  readonly openStreams = new Set<Stream>();
+  readonly openFiles = new Set<ScopedResource>();
+  readonly openStreams = new Set<OpenStream>();
   private _console: Console | null = null;
   private _clock: Clock | null = null;
 

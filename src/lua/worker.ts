@@ -9,12 +9,11 @@ import { R, type Args, type BindingRuntime, type LuaClass } from './args.js';
 import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
 import { openFileMethod } from './files.js';
-import { agentCall, type AgentTarget } from './guest.js';
+import { agentCall, type AgentTarget, type VmHandle } from './guest.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
 import { readSignal } from './process.js';
 import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
-import type { Vm } from './vm.js';
 
 /** How long close() lets a worker exit before the main agent kills it. */
 const kCloseGraceMs = 2000;
@@ -26,7 +25,7 @@ export class GuestWorker implements ScopedResource, AgentTarget {
   private _forgotten = false;
 
   constructor(
-    readonly vm: Vm,
+    readonly vm: VmHandle,
     readonly workerId: number,
     readonly pid: number,
   ) {
@@ -123,7 +122,7 @@ export const WorkerClass: LuaClass<GuestWorker> = {
 };
 
 /** vm:spawn_worker(opts?) */
-export function spawnWorkerMethod(vm: Vm, a: Args): number {
+export function spawnWorkerMethod(vm: VmHandle, a: Args): number {
   const o = a.options(1, 'opts', { thread: R.bool });
   if (o.thread) throw a.error('{thread = true} is not yet supported: workers are separate guest processes; drop the option');
   const reply = agentCall(vm, a.label, 'spawn_worker', {});
