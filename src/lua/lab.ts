@@ -9,13 +9,13 @@ import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
 import { showSeconds, translateRpcError } from './guest.js';
 import { getText, pushIntegral, pushText, setField } from './values.js';
-import { Vm, VmClass } from './vm.js';
+import { Vm, VmClass, type VmOwner } from './vm.js';
 
 const kBarrierDefaultMs = 60_000;
 const kNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 const kSettable = ['reset_between_tests', 'timeout'];
 
-export class Lab {
+export class Lab implements VmOwner {
   readonly vms = new Map<string, Vm>();
   readonly subLabs = new Map<string, Lab>();
   /** The lab this one is a member of (sub-labs). */

@@ -15,12 +15,16 @@ import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
 import { kVmFileMethods } from './files.js';
 import { translateRpcError, type OpenStream, type VmHandle } from './guest.js';
-import type { Lab } from './lab.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
 import type { ScopedResource } from './scope.js';
 import { pushText } from './values.js';
 import { spawnWorkerMethod } from './worker.js';
+
+/** What a VM needs of its lab: the member table. lab.ts's Lab implements it (lab.ts imports this module). */
+export interface VmOwner {
+  readonly vms: Map<string, Vm>;
+}
 
 export class Vm implements VmHandle {
   state: VmState = 'created';
@@ -43,7 +47,7 @@ export class Vm implements VmHandle {
     readonly profile: string,
     readonly vmId: number,
     /** The lab it is a member of (null after lab:remove). */
-    public lab: Lab | null,
+    public lab: VmOwner | null,
     /** Boot options given to lab:vm, merged under vm:boot's. */
     readonly createOptions: BootOptions,
   ) {
