@@ -1,7 +1,7 @@
 // The real CLI, runner, piscina pool and Lua worker (no VM needed): a broken file, a stuck file
 // and a crashing file fail alone, and every other result still reaches the report.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,6 +113,53 @@ describe('provium CLI end to end (real worker threads, no VM)', () => {
       assert.doesNotMatch(r.stdout, /PASS|FAIL/);
     } finally {
       await rm(broken, { recursive: true, force: true });
+    }
+  });
+
+  it('a file that times out reports its unstarted tests as not run, in text, JSON and JUnit', async () => {
+    const d = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-notrun-'));
+    try {
+      await writeFile(
+        path.join(d, 'cut.test.lua'),
+        'test("first", function(t) t:log("kept") end)\ntest("spins", function(t)\n  while true do end\nend)\ntest("third", function(t) end)\n',
+      );
+      const r = await provium(d, ['cut.test.lua', '--timeout', '2s', '--json', '--junit', 'report.xml']);
+      assert.equal(r.code, 1, r.stderr);
+      const line = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { tests: { name: string; status: string; message: string | null; log: string[] }[] };
+      assert.deepEqual(line.tests.map((t) => [t.name, t.status]), [['first', 'passed'], ['spins', 'failed'], ['third', 'not_run']]);
+      assert.match(line.tests[2]!.message!, /file timed out after 2s/);
+      assert.deepEqual(line.tests[0]!.log, ['kept']);
+      const xml = await readFile(path.join(d, 'report.xml'), 'utf8');
+      assert.match(xml, /<testsuites [^>]*tests="3"/);
+      assert.match(xml, /<testcase name="first" [^>]*line="1"/);
+      assert.match(xml, /<testcase name="third" [^>]*line="5"[^]*?<skipped message="not run: file timed out after 2s/);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it('SIGTERM mid-run keeps what finished, with its log, in JUnit, and exits 130', async () => {
+    const d = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-term-'));
+    try {
+      await writeFile(
+        path.join(d, 'long.test.lua'),
+        'test("quick", function(t) t:log("done quickly") end)\ntest("long", function(t)\n  while true do end\nend)\n',
+      );
+      const child = spawn(process.execPath, [cli, 'long.test.lua', '--junit', 'report.xml', '--no-progress'], { cwd: d, env: { ...process.env, CI: '1' } });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      const code = await new Promise<number | null>((resolve) => {
+        // The worker reaches the spinning test within a second; then stop the run.
+        setTimeout(() => child.kill('SIGTERM'), 1500);
+        child.on('exit', (c) => resolve(c));
+      });
+      assert.equal(code, 130, out);
+      const xml = await readFile(path.join(d, 'report.xml'), 'utf8');
+      assert.match(xml, /<testsuites [^>]*tests="2"/);
+      assert.match(xml, /<testcase name="quick"[^]*?<system-out>done quickly<\/system-out>/);
+      assert.match(xml, /<testcase name="long"[^]*?<skipped message="not run: the run was interrupted/);
+    } finally {
+      await rm(d, { recursive: true, force: true });
     }
   });
 
