@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { formatMac, isGroupMac, parseMac } from '../../src/net/ethernet.js';
+import { MacTable } from '../../src/net/mac-table.js';
 import type { FaultEvent } from '../../src/net/switch.js';
 import { kMaxFrameBytes } from '../../src/net/wire.js';
 import { barrier, bench, FakeNic, kBroadcast, macOf, seqFrame, sleep, until, type Bench } from './net-helpers.js';
@@ -29,6 +30,25 @@ describe('ethernet helpers', () => {
     assert.ok(isGroupMac(parseMac('01:00:5e:00:00:01')));
     assert.ok(!isGroupMac(parseMac('02:00:00:00:00:01')));
     assert.throws(() => parseMac('52:54:00'), /MAC address "52:54:00" is invalid/);
+  });
+});
+
+describe('mac table', () => {
+  it('learns, moves and ages entries on its clock', () => {
+    let now = 0;
+    const table = new MacTable(1000, () => now, 2);
+    table.learn(parseMac(macOf(1)), 'a');
+    assert.equal(table.lookup(parseMac(macOf(1))), 'a');
+    table.learn(parseMac(macOf(1)), 'b');
+    assert.equal(table.lookup(parseMac(macOf(1))), 'b');
+    now = 1001;
+    assert.equal(table.lookup(parseMac(macOf(1))), undefined);
+    table.learn(parseMac(macOf(2)), 'a');
+    table.learn(parseMac(macOf(3)), 'a');
+    table.learn(parseMac(macOf(4)), 'a');
+    assert.equal(table.size, 2, 'a full table stops learning');
+    table.forgetPort('a');
+    assert.equal(table.size, 0);
   });
 });
 
@@ -74,11 +94,10 @@ describe('switch forwarding', () => {
   });
 
   it('ages MACs out and floods again', async () => {
-    const b = await make(['a', 'b', 'c'], { macAgeingMs: 50 });
+    const b = await make(['a', 'b', 'c'], { macAgeingMs: 100 });
     b.nics.b!.send(seqFrame(kBroadcast, macOf(2), 1));
     await processed(b, 'b', 1);
-    assert.equal(b.sw.macTable().length, 1);
-    await sleep(80);
+    await sleep(150);
     assert.equal(b.sw.macTable().length, 0);
     b.nics.a!.send(seqFrame(macOf(2), macOf(1), 2));
     await until(() => b.nics.c!.seqs().includes(2), 'flooded frame at c after ageing');
@@ -136,6 +155,14 @@ describe('switch ports', () => {
     assert.ok(!existsSync(join(b.dir, 'b.sock')));
     await assert.rejects(b.sw.addPort('c', join(b.dir, 'c.sock')), /bridge "lan" is closed/);
     assert.throws(() => b.sw.counters('a'), /has no port "a"/);
+  });
+
+  it('never removes a file that is not its socket', async () => {
+    const b = await make([]);
+    const path = join(b.dir, 'not-a-socket');
+    writeFileSync(path, 'keep me');
+    await assert.rejects(b.sw.addPort('x', path), /a file that is not a socket is in the way/);
+    assert.equal(readFileSync(path, 'utf8'), 'keep me');
   });
 
   it('rejects a socket path longer than the unix limit', async () => {

@@ -47,6 +47,8 @@ export class Port {
   private _server: Server | undefined;
   private _conn: Socket | undefined;
   private _connWaiters: (() => void)[] = [];
+  /** Only a socket file this port created is removed on close. */
+  private _ownsSocketFile = false;
   private _closed = false;
 
   constructor(
@@ -69,6 +71,7 @@ export class Port {
       server.once('error', reject);
       server.listen(this.socketPath, () => {
         server.off('error', reject);
+        this._ownsSocketFile = true;
         resolve();
       });
     });
@@ -124,7 +127,7 @@ export class Port {
     const server = this._server;
     this._server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-    rmSync(this.socketPath, { force: true });
+    if (this._ownsSocketFile) rmSync(this.socketPath, { force: true });
     this._wakeWaiters();
   }
 
