@@ -78,6 +78,9 @@ export class DirectionPipeline {
     const rateChanged = impairment.bandwidthBps !== this._imp.bandwidthBps;
     this._imp = { ...impairment };
     if (rateChanged) {
+      // The pending wait was computed at the old rate.
+      clearTimeout(this._shaperTimer);
+      this._shaperTimer = undefined;
       this._refillReset();
       this._pumpShaper();
     }

@@ -8,10 +8,11 @@
 
 import { CaptureHub, type CaptureOptions, type CaptureRecord, type CaptureSubscription } from './capture.js';
 import { dstMacOf, isGroupMac, kEthernetHeaderBytes, srcMacOf } from './ethernet.js';
-import { ImpairmentRules, isNoImpairment, kNoImpairment, type Impairment, type ImpairmentScope } from './impairment.js';
+import { Directions } from './directions.js';
+import { ImpairmentRules, kNoImpairment, type Impairment, type ImpairmentScope } from './impairment.js';
 import { kMacAgeingMs, MacTable, type MacEntry } from './mac-table.js';
 import { checkPair, PartitionTable, type Direction } from './partitions.js';
-import { DirectionPipeline, kMaxQueuedBytes, kMaxQueuedFrames, type PipelineDropReason } from './pipeline.js';
+import { kMaxQueuedBytes, kMaxQueuedFrames, type PipelineDropReason } from './pipeline.js';
 import { Port, type PortCounters } from './port.js';
 import { Prng, type Seed } from './prng.js';
 import { kMaxFrameBytes } from './wire.js';
@@ -54,16 +55,6 @@ export interface PortInfo {
   counters: PortCounters;
 }
 
-interface PipelineEntry {
-  from: string;
-  to: string;
-  pipe: DirectionPipeline;
-}
-
-function pairKey(from: string, to: string): string {
-  return `${from}\0${to}`;
-}
-
 function nowMs(): number {
   return performance.now();
 }
@@ -75,10 +66,7 @@ export class Switch {
   private readonly _macs: MacTable;
   private readonly _partitions = new PartitionTable();
   private readonly _rules = new ImpairmentRules();
-  private readonly _pipelines = new Map<string, PipelineEntry>();
-  /** One stream per direction, kept across pipeline lifetimes so a direction's draws continue. */
-  private readonly _streams = new Map<string, Prng>();
-  private readonly _prng: Prng;
+  private readonly _directions: Directions;
   private readonly _captures = new CaptureHub();
   private readonly _drops: Record<DropReason, number> = {
     runt: 0, link: 0, partition: 0, isolated: 0, backlog: 0, impairment: 0, queue: 0,
@@ -92,7 +80,18 @@ export class Switch {
     }
     this.name = options.name;
     this._options = options;
-    this._prng = new Prng(options.seed).fork(`bridge:${options.name}`);
+    this._directions = new Directions(new Prng(options.seed).fork(`bridge:${options.name}`), this._rules, {
+      deliver: (to, frame) => this._deliver(to, frame),
+      drop: (from, reason) => {
+        const source = this._ports.get(from);
+        if (source) source.counters.dropped++;
+        this._drops[reason]++;
+      },
+      nowMs,
+    }, {
+      maxQueuedFrames: options.maxQueuedFrames ?? kMaxQueuedFrames,
+      maxQueuedBytes: options.maxQueuedBytes ?? kMaxQueuedBytes,
+    });
     const ageingMs = options.macAgeingMs ?? kMacAgeingMs;
     this._macs = new MacTable(ageingMs, nowMs);
     // Bounds the table between lookups; unref'd so an idle switch never holds the process open.
@@ -132,12 +131,7 @@ export class Switch {
     const port = this._port(name);
     this._ports.delete(name);
     this._macs.forgetPort(name);
-    for (const [key, entry] of this._pipelines) {
-      if (entry.from === name || entry.to === name) {
-        entry.pipe.close();
-        this._pipelines.delete(key);
-      }
-    }
+    this._directions.forgetPort(name);
     await port.close();
   }
 
@@ -193,14 +187,14 @@ export class Switch {
 
   /** partition(a, b) cuts both directions; partition({from, to}) cuts one. */
   partition(a: string | Direction, b?: string): void {
-    const dirs = this._directions(a, b);
+    const dirs = this._dirsOf(a, b);
     for (const d of dirs) this._partitions.cut(d.from, d.to);
     this._emit('partition', dirs[0]!, { symmetric: dirs.length === 2 });
   }
 
   /** Undoes partition(); lenient when the direction was not cut. */
   unpartition(a: string | Direction, b?: string): void {
-    const dirs = this._directions(a, b);
+    const dirs = this._dirsOf(a, b);
     for (const d of dirs) this._partitions.heal(d.from, d.to);
     this._emit('heal', dirs[0]!, { symmetric: dirs.length === 2 });
   }
@@ -219,7 +213,7 @@ export class Switch {
 
   /** isPartitioned(a, b): either direction cut; isPartitioned({from, to}): that direction. */
   isPartitioned(a: string | Direction, b?: string): boolean {
-    return this._directions(a, b).some((d) => this._partitions.isCut(d.from, d.to));
+    return this._dirsOf(a, b).some((d) => this._partitions.isCut(d.from, d.to));
   }
 
   /** Cuts one port from every other port of the bridge. */
@@ -242,7 +236,7 @@ export class Switch {
   /** Merges values into the rule at `scope` (whole bridge when absent); 0 clears a field. */
   impair(values: Partial<Impairment>, scope?: ImpairmentScope): void {
     const after = this._rules.set(values, scope);
-    this._applyRules();
+    this._directions.applyRules();
     this._emit('impairment', scope ?? {}, { ...after });
   }
 
@@ -270,7 +264,7 @@ export class Switch {
   /** Clears every impairment, partition and isolation (link states stay: they belong to NICs). */
   reset(): void {
     this._rules.clear();
-    this._applyRules();
+    this._directions.applyRules();
     this._partitions.healAll();
     this._emit('heal', {}, { all: true, reset: true });
     this._emit('impairment', {}, { ...kNoImpairment, reset: true });
@@ -310,8 +304,7 @@ export class Switch {
   close(): Promise<void> {
     this._closing ??= (async () => {
       clearInterval(this._sweepTimer);
-      for (const entry of this._pipelines.values()) entry.pipe.close();
-      this._pipelines.clear();
+      this._directions.closeAll();
       this._captures.closeAll();
       const ports = [...this._ports.values()];
       this._ports.clear();
@@ -361,14 +354,7 @@ export class Switch {
       this._drops[cut]++;
       return;
     }
-    const entry = this._pipelines.get(pairKey(from.name, to));
-    if (entry) {
-      entry.pipe.push(frame);
-      return;
-    }
-    const impairment = this._rules.size === 0 ? kNoImpairment : this._rules.effective(from.name, to);
-    if (isNoImpairment(impairment)) this._deliver(to, frame);
-    else this._createPipeline(from.name, to, impairment).push(frame);
+    this._directions.forward(from.name, to, frame);
   }
 
   private _deliver(to: string, frame: Buffer): void {
@@ -390,54 +376,9 @@ export class Switch {
     }
   }
 
-  private _createPipeline(from: string, to: string, impairment: Impairment): DirectionPipeline {
-    const key = pairKey(from, to);
-    let stream = this._streams.get(key);
-    if (!stream) {
-      stream = this._prng.fork(`${from}->${to}`);
-      this._streams.set(key, stream);
-    }
-    const entry: PipelineEntry = {
-      from,
-      to,
-      pipe: new DirectionPipeline(stream, impairment, {
-        deliver: (frame) => this._deliver(to, frame),
-        drop: (reason) => {
-          const source = this._ports.get(from);
-          if (source) source.counters.dropped++;
-          this._drops[reason]++;
-        },
-        idle: () => this._retireIfUnneeded(key),
-        nowMs,
-      }, {
-        maxQueuedFrames: this._options.maxQueuedFrames ?? kMaxQueuedFrames,
-        maxQueuedBytes: this._options.maxQueuedBytes ?? kMaxQueuedBytes,
-      }),
-    };
-    this._pipelines.set(key, entry);
-    return entry.pipe;
-  }
-
-  /** Rules changed: every live pipeline takes its new values; empty unneeded ones go. */
-  private _applyRules(): void {
-    for (const [key, entry] of this._pipelines) {
-      entry.pipe.update(this._rules.effective(entry.from, entry.to));
-      this._retireIfUnneeded(key);
-    }
-  }
-
-  /** A pipeline with nothing inside and nothing to apply is removed: frames take the fast path. */
-  private _retireIfUnneeded(key: string): void {
-    const entry = this._pipelines.get(key);
-    if (!entry || !entry.pipe.idle) return;
-    if (!isNoImpairment(this._rules.effective(entry.from, entry.to))) return;
-    entry.pipe.close();
-    this._pipelines.delete(key);
-  }
-
   // ---- helpers ------------------------------------------------------------------------------
 
-  private _directions(a: string | Direction, b?: string): Direction[] {
+  private _dirsOf(a: string | Direction, b?: string): Direction[] {
     if (typeof a === 'object' && a !== null) {
       if (b !== undefined) throw new Error('a directional partition takes one {from, to} argument');
       checkPair(a.from, a.to);
