@@ -62,6 +62,32 @@ describe('switch impairments', () => {
     assert.equal(b.sw.effectiveImpairment('a', 'b').latencyMs, 150);
   });
 
+  it('applies a {from} rule to every destination and a {from, to} rule to one', async () => {
+    const b = await make(['a', 'b', 'c']);
+    b.sw.setDropRate(1, { from: 'a' });
+    b.sw.setDropRate(1, { from: 'b', to: 'c' });
+    b.nics.a!.send(seqFrame(kBroadcast, macOf(1), 1));
+    b.nics.b!.send(seqFrame(kBroadcast, macOf(2), 2));
+    b.nics.c!.send(seqFrame(kBroadcast, macOf(3), 3));
+    await until(() => b.nics.a!.seqs().length === 2 && b.nics.b!.seqs().length === 1, 'the open directions');
+    await until(() => b.sw.drops().impairment === 3, 'a to b, a to c and b to c dropped');
+    assert.deepEqual(b.nics.a!.seqs().sort(), [2, 3]);
+    assert.deepEqual(b.nics.b!.seqs(), [3]);
+    assert.deepEqual(b.nics.c!.seqs(), []);
+    assert.equal(b.sw.counters('a').dropped, 2);
+  });
+
+  it('releases a bandwidth queue when the limit is lifted', async () => {
+    const b = await make(['a', 'b']);
+    b.sw.setBandwidth(800);
+    for (let i = 0; i < 5; i++) b.nics.a!.send(seqFrame(macOf(2), macOf(1), i, 986));
+    await until(() => b.sw.counters('a').tx_packets === 5, 'all five in the switch');
+    // At 100 bytes/s the queue would take ~40 s; lifting the limit lets it out at once, in order.
+    b.sw.setBandwidth(0);
+    await b.nics.b!.waitFrames(5, 2000);
+    assert.deepEqual(b.nics.b!.seqs(), [0, 1, 2, 3, 4]);
+  });
+
   it('never reorders a direction by jitter', async () => {
     const b = await make(['a', 'b']);
     b.sw.setLatency({ ms: 20, jitterMs: 19 });
