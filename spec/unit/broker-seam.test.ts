@@ -367,7 +367,6 @@ describe('broker seam: the real broker, a QEMU stand-in, the real agent', { skip
 
   it(
     'a dead VM that is shut down no longer reports a deadReason',
-    { todo: 'ManagedVm keeps _deadReason after shutdown(), so the view says state shutdown with a deadReason (VmView: "why the VM is dead, when it is")' },
     async () => {
       await withSeam({}, async (s) => {
         const { vmId } = await s.bootVm('dead-down');
@@ -549,16 +548,8 @@ describe('broker seam: the real broker, a QEMU stand-in, the real agent', { skip
     });
   });
 
-  // Last: the broker's uncaught exception fails this test at once, while its body still waits
-  // (1 s) for the reply that never comes; its clean-up (broker.close() kills every QEMU of this
-  // process) must not overlap another test.
   it(
     'stream.read of a closed stream is answered with an error',
-    {
-      todo:
-        "session.ts's stream.read handler throws synchronously (not async), and RpcChannel._onMessage does not catch it: " +
-        'the worker never gets a reply and the main thread gets an uncaught exception',
-    },
     async () => {
       await withSeam({}, async (s) => {
         const err = await s.fail('stream.read', { streamId: 4242, timeoutMs: 100 }, 1000);

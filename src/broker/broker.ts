@@ -8,7 +8,6 @@ import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
 import type { ResourceAmount } from '../protocol/events.js';
 import type { FileReport } from '../protocol/task.js';
-import { killAllQemu } from '../vmm/qemu.js';
 import { Barriers, type SchedulerView } from './barriers.js';
 import { BootCache } from './boot-cache.js';
 import { ResourcePool } from './resources.js';
@@ -102,11 +101,13 @@ export class Broker {
     return this._pool.state();
   }
 
-  /** Kills everything (Ctrl-C, end of run). Idempotent. */
+  /**
+   * Tears down every session (Ctrl-C, end of run). Idempotent. Only this broker's VMs: a QEMU
+   * that escaped its session is still killed at process exit (src/vmm/qemu.ts).
+   */
   close(): Promise<void> {
     this._closed ??= (async () => {
       await Promise.all([...this._sessions.keys()].map((id) => this.closeSession(id)));
-      killAllQemu();
     })();
     return this._closed;
   }

@@ -65,7 +65,8 @@ export class ManagedVm {
   /** The VM's state as the session reports it (the session adds the id and the streams). */
   info(): Omit<VmView, 'vmId' | 'streams'> {
     const info: Omit<VmView, 'vmId' | 'streams'> = { state: this.state, cid: this.cid, generation: this._generation };
-    if (this._deadReason) info.deadReason = this._deadReason;
+    // The reason belongs to the death: once the VM is shut down or booted again it is history.
+    if (this.state === 'dead' && this._deadReason) info.deadReason = this._deadReason;
     return info;
   }
 
@@ -379,7 +380,11 @@ export class ManagedVm {
     const qemu = this._qemu!;
     this._stopping = true;
     await qemu.qmp.execute('system_powerdown');
-    const graceful = await Promise.race([qemu.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+    const graceful = await Promise.race([qemu.exited.then(() => true), grace]);
+    // A pending grace timer would keep the process alive after the run.
+    clearTimeout(timer);
     await this.shutdown();
     return { graceful };
   }

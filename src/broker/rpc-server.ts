@@ -76,9 +76,10 @@ export class RpcChannel {
       this._onReport(message.report);
       return;
     }
-    const handler = this._handlers[message.op] as (args: unknown) => Promise<unknown>;
+    const handler = this._handlers[message.op] as ((args: unknown) => Promise<unknown>) | undefined;
+    // A handler that throws before its first await must still answer: run it inside the chain.
     const reply = handler
-      ? handler(message.args)
+      ? Promise.resolve().then(() => handler(message.args))
       : Promise.reject(new BrokerError(`unknown broker op \`${message.op}\``));
     reply.then(
       (value) => this._reply({ type: 'reply', seq: message.seq, ok: true, reply: value ?? {} }),
