@@ -18,7 +18,7 @@ describe('event frames', () => {
       str('payload') + '81' + str('path') + str('a.test.lua');
     const length = (body.length / 2).toString(16).padStart(8, '0');
     assert.equal(encodeEvent(event).toString('hex'), length + body);
-    assert.equal(EVENTS_PROTOCOL_VERSION, 1, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
+    assert.equal(EVENTS_PROTOCOL_VERSION, 2, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
   });
 
   it('writes integers past 32 bits as 64-bit integers, not floats', () => {
@@ -32,7 +32,7 @@ describe('event frames', () => {
 
   it('round-trips a stream, including frames split across chunks', async () => {
     const events: AnyEvent[] = [
-      { ts: 1e18, kind: 'run_started', payload: { version: 1, files: 2, workers: 1, shard: { index: 2, count: 8 }, accel: 'tcg' } },
+      { ts: 1e18, kind: 'run_started', payload: { version: 2, files: 2, workers: 1, shard: { index: 2, count: 8 }, accel: 'tcg', seed: '42' } },
       { ts: 1e18 + 1000, kind: 'test_passed', payload: { path: 'x', name: 'ü', duration_ns: 12, meta: { tags: ['a'] }, attempt: 1 } },
     ];
     const bytes = Buffer.concat(events.map(encodeEvent));

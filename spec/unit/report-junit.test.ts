@@ -84,7 +84,7 @@ describe('JUnit XML', () => {
     const dir = await project({});
     const path = join(dir, 'out', 'junit.xml');
     const reporter = new JunitReporter(path);
-    reporter.onBegin({ files: [], selectedFiles: 0, workers: 1, shard: null, shardMethod: null, startedAt: Date.now(), accel: 'tcg', estimatedMs: null });
+    reporter.onBegin({ files: [], selectedFiles: 0, workers: 1, shard: null, shardMethod: null, startedAt: Date.now(), accel: 'tcg', estimatedMs: null, seed: '7' });
     for (const o of outcomes) reporter.onFileEnd(o);
     await assert.rejects(readFile(path), /ENOENT/);
     await reporter.onEnd({ passed: 2, failed: 3, skipped: 1, flaky: 1, notRun: 0, files: 3, filesFailed: 3, filesNotRun: 1, wallMs: 10, interrupted: true, failFastStopped: false, exitCode: 130 });

@@ -12,7 +12,7 @@ describe('progress display', () => {
     const tty = new Capture({ isTTY: true });
     const progress = new ProgressDisplay({ stream: tty, colors: false, fps: 50 });
     const text = new TextReporter({ screen: progress.screen, verbosity: 'normal', cwd: '/p', counterPrefix: true });
-    const info = { files: [file('a.test.lua'), file('b.test.lua')], selectedFiles: 2, workers: 2, shard: null, shardMethod: null, startedAt: Date.now(), accel: 'tcg', estimatedMs: null };
+    const info = { files: [file('a.test.lua'), file('b.test.lua')], selectedFiles: 2, workers: 2, shard: null, shardMethod: null, startedAt: Date.now(), accel: 'tcg', estimatedMs: null, seed: '7' };
     progress.onBegin(info);
     text.onBegin(info);
     const where = { file: file('a.test.lua'), slot: 0 };

@@ -30,7 +30,7 @@ const ESC = /\u001b/;
 function run(verbosity: 'quiet' | 'normal' | 'verbose', env: NodeJS.ProcessEnv = {}, isTTY = false) {
   const out = new Capture({ isTTY });
   const reporter = new TextReporter({ screen: streamScreen(out, env), verbosity, cwd: '/p' });
-  reporter.onBegin({ files: [passing.file, failing.file], selectedFiles: 2, workers: 2, shard: null, shardMethod: null, startedAt: 0, accel: 'tcg', estimatedMs: null });
+  reporter.onBegin({ files: [passing.file, failing.file], selectedFiles: 2, workers: 2, shard: null, shardMethod: null, startedAt: 0, accel: 'tcg', estimatedMs: null, seed: '7' });
   reporter.onFileEnd(passing);
   reporter.onFileEnd(failing);
   reporter.onEnd(summarize([passing, failing], { plannedFiles: 2, wallMs: 3456, interrupted: false, failFastStopped: false }));

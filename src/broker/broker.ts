@@ -24,6 +24,8 @@ export interface BrokerOptions {
   /** The resource pool's whole budget (sizePool's `total`). */
   resources: ResourceAmount;
   cacheDir: string;
+  /** The run's seed for every random fault decision (network drops, jitter); printed so `--seed` replays it. */
+  seed?: bigint;
 }
 
 /** A file's session as the runner holds it. */
@@ -41,10 +43,14 @@ export class Broker {
   private readonly _bootCache: BootCache;
   private readonly _pool: ResourcePool;
   private readonly _barriers = new Barriers();
+  private _subnets = 0;
+  /** The run's seed (given, or drawn at random). */
+  readonly seed: bigint;
 
   constructor(private readonly _opts: BrokerOptions) {
     this._bootCache = new BootCache(_opts.cacheDir);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
+    this.seed = _opts.seed ?? BigInt.asUintN(63, BigInt(Math.floor(Math.random() * 2 ** 53)) * 1024n + BigInt(Math.floor(Math.random() * 1024)));
   }
 
   /**
@@ -61,6 +67,8 @@ export class Broker {
       pool: this._pool,
       barriers: this._barriers,
       bootCache: this._bootCache,
+      seed: this.seed,
+      nextSubnetIndex: () => this._subnets++,
     };
     const session = new Session(this._nextSessionId++, file.path, file.displayPath, deps, onReport);
     this._sessions.set(session.id, session);

@@ -12,6 +12,7 @@ import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
 import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
@@ -33,6 +34,8 @@ export interface VmOwner {
 const CONSOLE_EXCERPT_BYTES = 4096;
 /** Ops that may legitimately run long get no default timeout; the rest get this one. */
 const DEFAULT_AGENT_TIMEOUT_MS = 30_000;
+/** A guest that does not release an unplugged device within this long is stuck. */
+const kUnplugTimeoutMs = 10_000;
 const UNBOUNDED_OPS = new Set<string>(['exec', 'wait', 'sleep', 'worker_join', 'stdin_write', 'batch', 'syscall', 'ioctl']);
 
 let nextCid = 100;
@@ -54,6 +57,8 @@ export class ManagedVm {
   private _launched: LaunchSpec | undefined;
   /** Set while we stop QEMU on purpose, so its exit is not a death. */
   private _stopping = false;
+  /** Hot-plug slots (pcie-root-port ids) in use by the running QEMU: slot → NIC id. */
+  private readonly _slots = new Map<string, string>();
 
   constructor(
     readonly id: number,
@@ -208,6 +213,10 @@ export class ManagedVm {
     this.requireAgent('snapshot');
     if (openStreams > 0) {
       throw new BrokerError(`vm \`${this.name}\`: cannot snapshot with ${openStreams} stream(s) open; close them first`);
+    }
+    if (this._slots.size > 0) {
+      // A restore starts a QEMU without the hot-plugged devices, so the saved state would not load.
+      throw new BrokerError(`vm \`${this.name}\`: snapshots of a VM with NICs are not supported yet; detach its bridges first`);
     }
     const bytes = await this._saveTo(file);
     const meta: SnapshotMeta = { profile: this.profile.name, memoryBytes: this._launched!.memoryBytes, cpus: this._launched!.cpus };
@@ -389,6 +398,62 @@ export class ManagedVm {
     return { graceful };
   }
 
+  /**
+   * Hot-plugs a virtio-net NIC whose netdev dials `socketPath` (the bridge's switch, already
+   * listening) into a free pcie-root-port. NICs are plugged after boot, so a VM with NICs still
+   * boots from its boot snapshot.
+   */
+  async plugNic(nic: { id: string; socketPath: string; mac: string }): Promise<void> {
+    const qmp = this._requireQmp('plug a NIC');
+    const slot = this._freeSlot(nic.id);
+    await qmp.execute('netdev_add', { type: 'stream', id: nic.id, server: false, addr: { type: 'unix', path: nic.socketPath } });
+    try {
+      await qmp.execute('device_add', { driver: 'virtio-net-pci', id: `${nic.id}-dev`, netdev: nic.id, mac: nic.mac, bus: slot });
+    } catch (err) {
+      this._slots.delete(slot);
+      await qmp.execute('netdev_del', { id: nic.id }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Unplugs a NIC (the guest releases the device); a VM that is not running has nothing to unplug. */
+  async unplugNic(id: string): Promise<void> {
+    const qemu = this._qemu;
+    const slot = [...this._slots].find(([, nicId]) => nicId === id)?.[0];
+    if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
+    const deleted = qemu.qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${id}-dev`, kUnplugTimeoutMs);
+    await qemu.qmp.execute('device_del', { id: `${id}-dev` });
+    await deleted;
+    await qemu.qmp.execute('netdev_del', { id });
+    this._slots.delete(slot);
+  }
+
+  /** Link down or up on a plugged NIC: the guest sees its carrier change. */
+  async setNicLink(id: string, up: boolean): Promise<void> {
+    await this._requireQmp('set a NIC link').execute('set_link', { name: `${id}-dev`, up });
+  }
+
+  private _requireQmp(what: string): QemuVm['qmp'] {
+    if (!this._qemu || (this.state !== 'booted' && this.state !== 'paused')) throw this._stateError(what, ['booted', 'paused']);
+    return this._qemu.qmp;
+  }
+
+  private _freeSlot(nicId: string): string {
+    for (let i = 0; i < kDefaultHotplugSlots; i++) {
+      const slot = `hp${i}`;
+      if (!this._slots.has(slot)) {
+        this._slots.set(slot, nicId);
+        return slot;
+      }
+    }
+    throw new BrokerError(`vm \`${this.name}\`: all ${kDefaultHotplugSlots} hot-plug slots are in use (NICs and disks share them)`);
+  }
+
+  /** NICs plugged into the running guest: slot → NIC id. */
+  get pluggedNics(): number {
+    return this._slots.size;
+  }
+
   /** The serial console link (one per VM: QEMU's chardev takes one client). */
   console(): ConsoleLink {
     if (!this._qemu || (this.state !== 'booted' && this.state !== 'paused')) throw this._stateError('use the console', ['booted', 'paused']);
@@ -426,6 +491,7 @@ export class ManagedVm {
   private async _finish(next: VmState): Promise<void> {
     if (next !== 'dead') this.state = next;
     if (this._qemu) this._generation++;
+    this._slots.clear();
     this._stopping = true;
     const agent = this._agent;
     this._agent = undefined;

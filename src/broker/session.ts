@@ -15,10 +15,14 @@ import type { AgentCallArgs, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
+import { SessionNetwork } from './network.js';
 import { AgentBackedStream, type BrokerStream } from './streams.js';
 
 export interface SessionDeps {
   bus: EventBus;
+  /** The run's seed for random fault decisions. */
+  seed: bigint;
+  nextSubnetIndex: () => number;
   pool: ResourcePool;
   barriers: Barriers;
   profiles: Record<string, Profile>;
@@ -40,6 +44,7 @@ function defaultSnapshotPath(): string {
 
 export class Session {
   readonly channel: RpcChannel;
+  private readonly _network: SessionNetwork;
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
   private _nextVmId = 1;
@@ -53,7 +58,14 @@ export class Session {
     private readonly _deps: SessionDeps,
     onReport: (report: FileReport) => void,
   ) {
+    this._network = new SessionNetwork({ bus: _deps.bus, displayPath, seed: _deps.seed, nextSubnetIndex: _deps.nextSubnetIndex });
     this.channel = new RpcChannel(this._handlers(), onReport);
+  }
+
+  /** After a guest (re)started: its NICs are plugged and configured before the reply. */
+  private async _started<T>(vm: ManagedVm, reply: T): Promise<T> {
+    await this._network.vmStarted(vm);
+    return reply;
   }
 
   /** The broker's view of a VM, as every reply and error about it carries. */
@@ -138,7 +150,7 @@ export class Session {
         this._vms.set(vmId, new ManagedVm(vmId, name, resolved, { ...this._deps, sessionId: this.id, displayPath: this.displayPath }));
         return { vmId };
       },
-      'vm.boot': ({ vmId, opts }) => this._onVm(vmId, (vm) => vm.boot(opts)),
+      'vm.boot': ({ vmId, opts }) => this._onVm(vmId, async (vm) => this._started(vm, await vm.boot(opts))),
       'vm.shutdown': ({ vmId }) => this._onVm(vmId, async (vm) => (await this._shutdownVm(vm), {})),
       'vm.pause': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.pause(), {})),
       'vm.resume': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.resume(), {})),
@@ -146,7 +158,7 @@ export class Session {
         this._onVm(vmId, async (vm) => {
           await this._closeStreamsOf(vmId);
           await vm.reset();
-          return {};
+          return this._started(vm, {});
         }),
       'vm.power_button': ({ vmId }) =>
         this._onVm(vmId, async (vm) => {
@@ -159,7 +171,11 @@ export class Session {
           const open = [...this._streams.values()].filter((s) => s.vmId === vmId).length;
           return vm.snapshot(file ?? defaultSnapshotPath(), open);
         }),
-      'vm.restore': ({ vmId, path: file }) => this._onVm(vmId, async (vm) => (await vm.restore(file), {})),
+      'vm.restore': ({ vmId, path: file }) =>
+        this._onVm(vmId, async (vm) => {
+          await vm.restore(file);
+          return this._started(vm, {});
+        }),
       'snapshot.size': async ({ path: file }) => ({ bytes: await stat(file).then((st) => st.size, () => 0) }),
       'snapshot.delete': async ({ path: file }) => {
         await deleteSnapshot(file);
@@ -192,6 +208,13 @@ export class Session {
         await stream?.close();
         return empty;
       },
+      'bridge.create': ({ name, subnet, addressing }) => this._network.create(name, subnet, addressing),
+      'bridge.attach': ({ bridgeId, vmId }) => this._onAgent(vmId, (vm) => this._network.attach(bridgeId, vm)),
+      'bridge.detach': async ({ bridgeId, vmId }) => ({ bridge: await this._network.detach(bridgeId, this._vm(vmId)) }),
+      'bridge.fault': async ({ bridgeId, fault }) => ({ bridge: this._network.fault(bridgeId, fault) }),
+      'bridge.info': async ({ bridgeId, from, to }) => this._network.info(bridgeId, from, to),
+      'nic.info': async ({ bridgeId, vmId }) => this._network.nicInfo(bridgeId, this._vm(vmId)),
+      'nic.link': async ({ bridgeId, vmId, up }) => ({ nic: await this._network.setLink(bridgeId, this._vm(vmId), up) }),
       'lab.claim': async ({ memoryBytes, cpus }) => {
         await this._deps.pool.claim(this.id, this.displayPath, { memory_bytes: memoryBytes, cpus });
         return empty;
@@ -200,9 +223,11 @@ export class Session {
         await this._deps.barriers.arrive(this.id, this.displayPath, name, count, timeoutMs);
         return { released: true as const };
       },
-      'scope.close': async ({ vmIds }) => {
+      'scope.close': async ({ vmIds, bridgeIds }) => {
         const vms = vmIds.map((vmId) => this._vms.get(vmId)).filter((vm): vm is ManagedVm => vm !== undefined);
         await Promise.all(vms.map((vm) => this._shutdownVm(vm)));
+        await this._network.forget(vms);
+        await Promise.all((bridgeIds ?? []).map((id) => this._network.closeBridge(id)));
         return { vms: vms.map((vm) => this._view(vm)) };
       },
     };
@@ -226,6 +251,8 @@ export class Session {
       await Promise.all([...this._streams.values()].map((s) => s.close().catch(() => undefined)));
       this._streams.clear();
       await Promise.all([...this._vms.values()].map((vm) => vm.shutdown().catch(() => undefined)));
+      // After the VMs: nothing is left to unplug, the switches just close.
+      await this._network.close().catch(() => undefined);
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);
     })();

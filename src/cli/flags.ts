@@ -32,6 +32,7 @@ export interface RawFlags {
   cpuOvercommit?: string;
   timeout?: string;
   retries?: string;
+  seed?: string;
   failFast?: boolean;
   verbose?: boolean;
   quiet?: boolean;
@@ -80,6 +81,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--cpus <n>', 'cpus of the resource pool (default: online cpus)')
     .option('--cpu-overcommit <factor>', 'the pool admits round(cpus × factor) vCPUs, 0.5–8 (idle guests use little CPU)', '4')
     .option('--retries <n>', 'rerun a failed test up to N times; a later pass is reported flaky', '0')
+    .option('--seed <n>', 'the seed of every random fault decision (network drops, jitter); a run prints its seed, and the same seed replays it')
     .option('--fail-fast', 'stop starting files after the first failure')
     .option('--junit <file>', 'write a JUnit XML report to FILE')
     .option('--no-progress', 'plain lines even on an interactive terminal')
@@ -156,5 +158,11 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
   if (raw.junit !== undefined) options.junitPath = at(raw.junit);
   if (raw.saveEvents !== undefined) options.saveEvents = at(raw.saveEvents);
   if (raw.eventsSocket !== undefined) options.eventsSocket = at(raw.eventsSocket);
+  if (raw.seed !== undefined) {
+    if (!/^\d{1,20}$/.test(raw.seed) || BigInt(raw.seed) >= 2n ** 64n) {
+      throw new UsageError(`--seed ${JSON.stringify(raw.seed)}: expected a whole number from 0 to ${2n ** 64n - 1n} (a run prints its seed in its header)`);
+    }
+    options.seed = BigInt(raw.seed);
+  }
   return options;
 }

@@ -27,6 +27,13 @@ export interface VmHandle extends AgentTarget, ScopedVm {
   readonly openStreams: Set<OpenStream>;
   /** Takes the broker's view of the VM (every lifecycle reply and VM error carries one). */
   apply(view: VmView): void;
+  /** Its NICs, by bridge name (nic.ts's Nic). */
+  readonly nics: Map<string, AttachedNic>;
+}
+
+/** A VM's attachment to a bridge, as the VM keeps it. */
+export interface AttachedNic {
+  readonly bridge: { readonly name: string };
 }
 
 /** Where an agent op goes. */

@@ -9,6 +9,7 @@ import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
 import { showSeconds, translateRpcError } from './guest.js';
 import { getText, pushIntegral, pushText, setField } from './values.js';
+import { Bridge, type VmReader } from './bridge.js';
 import { Vm, VmClass, type VmOwner } from './vm.js';
 
 const kBarrierDefaultMs = 60_000;
@@ -17,6 +18,7 @@ const kSettable = ['reset_between_tests', 'timeout'];
 
 export class Lab implements VmOwner {
   readonly vms = new Map<string, Vm>();
+  readonly bridges = new Map<string, Bridge>();
   readonly subLabs = new Map<string, Lab>();
   /** The lab this one is a member of (sub-labs). */
   owner: Lab | null = null;
@@ -38,6 +40,26 @@ export class Lab implements VmOwner {
   findVm(name: string): Vm | undefined {
     return this.vms.get(name) ?? this.parent?.findVm(name);
   }
+
+  findBridge(name: string): Bridge | undefined {
+    const own = this.bridges.get(name);
+    if (own && !own.closed) return own;
+    return this.parent?.findBridge(name);
+  }
+
+  /** A VM argument: a VM userdata, or the name of a VM this lab can see. */
+  readonly readVm: VmReader = (a, idx, what) => {
+    const vm = a.rt.toObject(a.L, idx, VmClass);
+    if (vm) return vm;
+    if (lua.lua_type(a.L, idx) === lua.LUA_TSTRING) {
+      const name = getText(a.L, idx);
+      const found = this.findVm(name);
+      if (found) return found;
+      const known = [...new Set([...this.vms.keys(), ...(this.parent?.vms.keys() ?? [])])];
+      throw a.error(`${what}: no vm named \`${name}\` in ${this.label}${known.length ? ` (known: ${known.join(', ')})` : ''}`);
+    }
+    throw a.error(`${what} must be a VM or a VM's name, got ${a.got(idx)}`);
+  };
 
   findSubLab(name: string): Lab | undefined {
     return this.subLabs.get(name) ?? this.parent?.findSubLab(name);
@@ -243,8 +265,42 @@ export const LabClass: LuaClass<Lab> = {
       pushNames(a.L, [...lab.vms.keys()]);
       return 1;
     },
-    bridge_names(_lab, a) {
-      pushNames(a.L, []);
+    bridge_names(lab, a) {
+      pushNames(a.L, [...lab.bridges.values()].filter((b) => !b.closed).map((b) => b.name));
+      return 1;
+    },
+    /** lab:bridge(name) looks up, and creates when absent; lab:bridge(name, opts) creates. */
+    bridge(lab, a) {
+      const name = a.string(1, 'name');
+      const existing = lab.findBridge(name);
+      if (a.isNil(2) && existing) {
+        existing.push(a.L);
+        return 1;
+      }
+      const o = a.options(2, 'opts', { subnet: R.string, addressing: R.string });
+      a.noMoreThan(2, 'lab:bridge(name, opts?)');
+      if (!kNamePattern.test(name)) {
+        throw a.error(`invalid bridge name ${JSON.stringify(name)}: use letters, digits, '_', '.', '-', starting with a letter or '_'`);
+      }
+      if (lab.bridges.get(name) && !lab.bridges.get(name)!.closed) throw a.error(`${lab.label} already has a bridge named \`${name}\`; use lab:bridge("${name}") to reach it`);
+      if (o.addressing !== undefined && o.addressing !== 'auto' && o.addressing !== 'manual') {
+        throw a.error(`opts.addressing must be "auto" or "manual", got ${JSON.stringify(o.addressing)}`);
+      }
+      let reply;
+      try {
+        reply = a.rt.rpc.call('bridge.create', {
+          name,
+          labPath: lab.path,
+          ...(o.subnet !== undefined ? { subnet: o.subnet } : {}),
+          ...(o.addressing !== undefined ? { addressing: o.addressing as 'auto' | 'manual' } : {}),
+        });
+      } catch (err) {
+        throw a.error((err as Error).message);
+      }
+      const bridge = new Bridge(a.rt, reply.bridgeId, name, reply.bridge, lab.readVm);
+      lab.bridges.set(name, bridge);
+      a.rt.currentScope.bridges.push(bridge);
+      bridge.push(a.L);
       return 1;
     },
     sub_lab_names(lab, a) {

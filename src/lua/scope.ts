@@ -20,6 +20,13 @@ export interface ScopedVm {
   markReleased(): void;
 }
 
+/** A bridge a scope closes at its end (bridge.ts's Bridge). */
+export interface ScopedBridge {
+  readonly bridgeId: number;
+  readonly closed: boolean;
+  markClosed(): void;
+}
+
 /** The runtime members a scope uses. */
 export interface ScopeRuntime {
   readonly rpc: Rpc;
@@ -42,6 +49,7 @@ export interface ScopedResource {
 export class ResourceScope<V extends ScopedVm = ScopedVm> {
   private readonly _resources: ScopedResource[] = [];
   readonly vms: V[] = [];
+  readonly bridges: ScopedBridge[] = [];
   private _closed = false;
 
   constructor(
@@ -89,15 +97,17 @@ export class ResourceScope<V extends ScopedVm = ScopedVm> {
         }
       }
     }
-    // 2. The scope's VMs, in one call so the broker tears them down together.
+    // 2. The scope's VMs and bridges, in one call so the broker tears them down together.
     const vms = this.vms.filter((vm) => !vm.released);
-    if (vms.length > 0) {
+    const bridges = this.bridges.filter((b) => !b.closed);
+    if (vms.length > 0 || bridges.length > 0) {
       try {
-        this.rt.rpc.call('scope.close', { vmIds: vms.map((vm) => vm.vmId) });
+        this.rt.rpc.call('scope.close', { vmIds: vms.map((vm) => vm.vmId), bridgeIds: bridges.map((b) => b.bridgeId) });
       } catch (err) {
-        errors.push(`tearing down ${vms.map((vm) => vm.label).join(', ')}: ${messageOf(err)}`);
+        errors.push(`tearing down ${[...vms.map((vm) => vm.label), ...bridges.map((b) => `bridge ${b.bridgeId}`)].join(', ')}: ${messageOf(err)}`);
       }
       for (const vm of vms) vm.markReleased();
+      for (const b of bridges) b.markClosed();
     }
     for (const r of this._resources) if (!r.isClosed()) r.forget();
     return errors;

@@ -16,6 +16,7 @@ import { runAsyncMethod, runMethod } from './exec.js';
 import { kVmFileMethods } from './files.js';
 import { translateRpcError, type OpenStream, type VmHandle } from './guest.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
+import { NicClass, type Nic } from './nic.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
 import type { ScopedResource } from './scope.js';
 import { pushText } from './values.js';
@@ -38,6 +39,8 @@ export class Vm implements VmHandle {
   readonly workerId = undefined;
   readonly openFiles = new Set<ScopedResource>();
   readonly openStreams = new Set<OpenStream>();
+  /** Its NICs, by bridge name. */
+  readonly nics = new Map<string, Nic>();
   private _console: Console | null = null;
   private _clock: Clock | null = null;
 
@@ -118,6 +121,8 @@ export class Vm implements VmHandle {
     // saved reference) forgets it, so the name can be declared again.
     if (this.lab?.vms.get(this.name) === this) this.lab.vms.delete(this.name);
     this.lab = null;
+    for (const nic of this.nics.values()) nic.bridge.forgetMember(this.name);
+    this.nics.clear();
     this.forgetGuestResources();
   }
 
@@ -266,6 +271,17 @@ const kAccessors: Record<string, Method<Vm>> = {
   },
   open_stream_count(vm, a) {
     lua.lua_pushinteger(a.L, vm.openStreams.size);
+    return 1;
+  },
+  /** vm:nic(bridge_name) or vm:nic("eth0"): the NIC on that bridge, or with that interface name. */
+  nic(vm, a) {
+    const key = a.string(1, 'bridge_or_ifname');
+    const nic = vm.nics.get(key) ?? [...vm.nics.values()].find((n) => n.info(a).view.ifname === key);
+    if (!nic) {
+      const known = [...vm.nics.values()].map((n) => `${n.bridge.name}${n.view.ifname ? ` (${n.view.ifname})` : ''}`);
+      throw a.error(`${vm.label} has no NIC on a bridge or interface named \`${key}\` (NICs: ${known.join(', ') || 'none'}); attach it with bridge:attach(vm)`);
+    }
+    a.rt.push(NicClass, nic, a.L);
     return 1;
   },
   console(vm, a) {

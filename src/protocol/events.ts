@@ -2,7 +2,7 @@
 // a 4-byte big-endian length + msgpack `{ts, kind, payload}` with `ts` in ns since the epoch.
 // Changing a kind or a field changes EVENTS_PROTOCOL_VERSION (pinned by a unit test).
 
-export const EVENTS_PROTOCOL_VERSION = 1;
+export const EVENTS_PROTOCOL_VERSION = 2;
 
 export interface ResourceAmount {
   memory_bytes: number;
@@ -42,7 +42,8 @@ export interface EventPayloads {
   fixture_build_waiting: { path: string; held_by_file: string };
   fixture_cache_hit: { path: string };
   // Provium's own kinds.
-  run_started: { version: number; files: number; workers: number; shard: { index: number; count: number } | null; accel: string };
+  /** `seed`: the run's seed for every random fault decision, in decimal (`--seed` replays it). */
+  run_started: { version: number; files: number; workers: number; shard: { index: number; count: number } | null; accel: string; seed: string };
   run_finished: {
     passed: number;
     failed: number;
@@ -56,6 +57,15 @@ export interface EventPayloads {
   test_flaky: { path: string; name: string; attempts: number };
   vm_restored: { file: string; vm_name: string; restore_ns: number; from: string };
   worker_replaced: { path: string; reason: string };
+  /** A network fault changed: a partition or heal, an impairment set or cleared, a link down or up. */
+  net_fault: {
+    file: string;
+    bridge: string;
+    kind: 'partition' | 'heal' | 'impairment' | 'link';
+    from: string | null;
+    to: string | null;
+    values: Record<string, unknown>;
+  };
 }
 export type EventKind = keyof EventPayloads;
 

@@ -39,6 +39,62 @@ export interface VmView {
   streams: number[];
 }
 
+/** Network impairments of a bridge or a direction; they combine (all apply at once). */
+export interface NetImpairment {
+  latencyMs: number;
+  jitterMs: number;
+  /** Probability from 0 to 1. */
+  dropRate: number;
+  /** Bits per second; 0 means unlimited. */
+  bandwidthBps: number;
+  duplicateRate: number;
+  reorderRate: number;
+}
+
+/** A bridge (one userspace switch) as the broker sees it. */
+export interface BridgeView {
+  name: string;
+  /** `10.N.0.0/24` by default. */
+  subnet: string;
+  members: string[];
+  /** The whole-bridge impairment. */
+  impairment: NetImpairment;
+  /** Cut directions (a symmetric partition is two). */
+  partitions: { from: string; to: string }[];
+  isolated: string[];
+}
+
+/** One VM's NIC on one bridge. */
+export interface NicView {
+  bridge: string;
+  vm: string;
+  mac: string;
+  /** The guest's address on the bridge's subnet (null with addressing = "manual"). */
+  ip: string | null;
+  prefixLength: number;
+  /** The guest's interface name once the NIC is plugged into a running guest. */
+  ifname: string | null;
+  plugged: boolean;
+  linkUp: boolean;
+}
+
+/** Counters of a NIC from the guest's point of view (its tx is what the switch received). */
+export interface NicCounters {
+  rx_bytes: number;
+  tx_bytes: number;
+  rx_packets: number;
+  tx_packets: number;
+  errors: number;
+  dropped: number;
+}
+
+/** A change to a bridge's faults. VMs are named by their VM name. */
+export type BridgeFault =
+  | { kind: 'partition' | 'unpartition'; from: string; to: string; symmetric: boolean }
+  | { kind: 'partition_all' | 'restore_all' | 'reset' }
+  | { kind: 'isolate' | 'unisolate'; vm: string }
+  | { kind: 'impair'; values: Partial<NetImpairment>; from?: string; to?: string };
+
 /** The args of one agent op relayed through the broker. */
 export interface AgentCallArgs<K extends AgentOp = AgentOp> {
   vmId: number;
@@ -98,8 +154,18 @@ export interface RpcOps {
   'lab.claim': { args: { memoryBytes: number; cpus: number }; reply: Record<string, never> };
   /** Cross-file barrier named per run. Raises on timeout or when it can never fill. */
   'lab.barrier': { args: { name: string; count: number; timeoutMs: number }; reply: { released: true } };
-  /** Tear down everything the given VMs own (scope end). */
-  'scope.close': { args: { vmIds: number[] }; reply: { vms: VmView[] } };
+  /** A bridge of a lab (a userspace switch). `subnet` is a /24 like `192.168.5.0/24`. */
+  'bridge.create': { args: { name: string; labPath: string; subnet?: string; addressing?: 'auto' | 'manual' }; reply: { bridgeId: number; bridge: BridgeView } };
+  /** Puts a VM on the bridge; a booted VM gets its NIC hot-plugged and configured at once, others at boot. */
+  'bridge.attach': { args: { bridgeId: number; vmId: number }; reply: { nic: NicView; bridge: BridgeView } };
+  'bridge.detach': { args: { bridgeId: number; vmId: number }; reply: { bridge: BridgeView } };
+  'bridge.fault': { args: { bridgeId: number; fault: BridgeFault }; reply: { bridge: BridgeView } };
+  'bridge.info': { args: { bridgeId: number; from?: string; to?: string }; reply: { bridge: BridgeView; effective?: NetImpairment } };
+  'nic.info': { args: { bridgeId: number; vmId: number }; reply: { nic: NicView; counters: NicCounters } };
+  /** Link down or up, seen by the guest (its carrier) and by the switch. */
+  'nic.link': { args: { bridgeId: number; vmId: number; up: boolean }; reply: { nic: NicView } };
+  /** Tear down everything the given VMs and bridges own (scope end). */
+  'scope.close': { args: { vmIds: number[]; bridgeIds?: number[] }; reply: { vms: VmView[] } };
 }
 export type RpcOp = keyof RpcOps;
 export type RpcArgs<K extends RpcOp> = RpcOps[K]['args'];

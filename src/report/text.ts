@@ -42,6 +42,7 @@ export class TextReporter implements Reporter {
       parts.push(`shard ${info.shard.index}/${info.shard.count} of ${info.selectedFiles} files${info.shardMethod === 'timings' ? ', balanced by recorded durations' : ''}`);
     }
     if (info.accel) parts.push(`accel ${info.accel}`);
+    parts.push(`seed ${info.seed}`);
     this._opts.screen.write(this._paint.dim(`provium: ${parts.join(', ')}`) + '\n');
   }
 

@@ -51,6 +51,8 @@ export interface RunOptions {
   cpuOvercommit: number;
   /** Per file; 0 disables. */
   timeoutMs: number;
+  /** The seed of random fault decisions (--seed); drawn at random when absent. */
+  seed?: bigint;
   retries: number;
   failFast: boolean;
   verbosity: Verbosity;
@@ -175,6 +177,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       unavailableProfiles: config.unavailableProfiles,
       resources: sizing.total,
       cacheDir: config.cacheDir,
+      ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
     workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
     dispatcher = new Dispatcher({
@@ -216,6 +219,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       workers: threads,
       shard: options.shard ? { index: options.shard.index, count: options.shard.count } : null,
       accel,
+      seed: broker.seed.toString(),
     });
     const statics = await Promise.all(files.map((f) => scanStatics(f.file)));
     files.forEach((f, i) => {
@@ -232,6 +236,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       startedAt,
       accel,
       estimatedMs,
+      seed: broker.seed.toString(),
     });
 
     // 4. Dispatch, with the pool state once a second.

@@ -14,7 +14,7 @@ import { statusOf, isFailure, type FileOutcome, type PlannedFile } from './outco
 import type { Reporter } from './reporter.js';
 
 /** What the dispatcher needs of the broker: its public session interface (src/broker/broker.ts). */
-export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close'> &
+export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close' | 'seed'> &
   Partial<Pick<Broker, 'consoleExcerpts' | 'poolState'>>;
 
 /** What the dispatcher needs of piscina. */

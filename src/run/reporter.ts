@@ -22,6 +22,8 @@ export interface RunInfo {
   accel: string;
   /** Sum of the recorded durations of this run's files (ms), when a timing record exists. */
   estimatedMs: number | null;
+  /** The run's seed of random fault decisions, in decimal (`--seed` replays it). */
+  seed: string;
 }
 
 /** Where a file runs: its worker slot (0-based). */

@@ -1,0 +1,369 @@
+// A file's bridges: one userspace switch each (src/net), the NICs that join VMs to them, and the
+// addresses the guests get without work. A NIC is hot-plugged into a running guest (at attach,
+// or right after its boot or restore, so networked VMs still boot from their boot snapshot);
+// the broker then configures the interface through the agent (link up, the address) and writes
+// `/etc/hosts` with every VM's name on the guest's bridges.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Switch, type FaultEvent } from '../net/switch.js';
+import type { EventBus } from '../events/bus.js';
+import type { BridgeFault, BridgeView, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
+import type { ManagedVm } from './managed-vm.js';
+import { BrokerError } from './rpc-server.js';
+
+/** How long a plugged NIC's netdev may take to dial the switch, and the guest to show the interface. */
+const kNicConnectTimeoutMs = 10_000;
+const kConfigureTimeoutMs = 15_000;
+
+interface Nic {
+  vm: ManagedVm;
+  /** The netdev id in QEMU, unique per VM. */
+  id: string;
+  mac: string;
+  /** Host number in the bridge's subnet. */
+  host: number;
+  socketPath: string;
+  ifname: string | null;
+  linkUp: boolean;
+  /** The guest generation it was plugged into; another generation means it is gone. */
+  pluggedGeneration: number | null;
+}
+
+/** An IPv4 /N subnet. */
+export interface Subnet {
+  base: number;
+  prefixLength: number;
+}
+
+export function parseSubnet(text: string): Subnet {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  const prefixLength = m ? Number(m[5]) : NaN;
+  if (!m || octets.some((o) => o > 255) || prefixLength < 8 || prefixLength > 29) {
+    throw new BrokerError(`subnet \`${text}\` is not an IPv4 network like \`192.168.5.0/24\` (prefix length 8 to 29)`);
+  }
+  const mask = prefixLength === 0 ? 0 : (~0 << (32 - prefixLength)) >>> 0;
+  const base = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
+  return { base: (base & mask) >>> 0, prefixLength };
+}
+
+export function formatIp(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+class Bridge {
+  readonly nics = new Map<number, Nic>();
+  private _nextHost = 2;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    readonly subnet: Subnet,
+    readonly manual: boolean,
+    readonly sw: Switch,
+    readonly dir: string,
+  ) {}
+
+  nextHost(): number {
+    const host = this._nextHost++;
+    if (host >= 2 ** (32 - this.subnet.prefixLength) - 1) {
+      throw new BrokerError(`bridge \`${this.name}\`: subnet ${formatIp(this.subnet.base)}/${this.subnet.prefixLength} has no free address left`);
+    }
+    return host;
+  }
+
+  ipOf(nic: Nic): string {
+    return formatIp((this.subnet.base + nic.host) >>> 0);
+  }
+}
+
+export interface NetworkDeps {
+  bus: EventBus;
+  displayPath: string;
+  /** The run's seed for every random network decision. */
+  seed: bigint;
+  /** A run-wide counter, so each bridge gets a distinct default subnet 10.N.0.0/24. */
+  nextSubnetIndex: () => number;
+}
+
+let nextMac = 1;
+
+export class SessionNetwork {
+  private readonly _bridges = new Map<number, Bridge>();
+  private _nextBridgeId = 1;
+
+  constructor(private readonly _deps: NetworkDeps) {}
+
+  async create(name: string, subnetText: string | undefined, addressing: 'auto' | 'manual' = 'auto'): Promise<{ bridgeId: number; bridge: BridgeView }> {
+    const subnet = subnetText !== undefined ? parseSubnet(subnetText) : parseSubnet(`10.${1 + (this._deps.nextSubnetIndex() % 250)}.0.0/24`);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-br-'));
+    const sw = new Switch({ name, seed: this._deps.seed, onFault: (event) => this._onFault(event) });
+    const bridge = new Bridge(this._nextBridgeId++, name, subnet, addressing === 'manual', sw, dir);
+    this._bridges.set(bridge.id, bridge);
+    return { bridgeId: bridge.id, bridge: this._view(bridge) };
+  }
+
+  /** Puts `vm` on the bridge; a running guest gets its NIC now. */
+  async attach(bridgeId: number, vm: ManagedVm): Promise<{ nic: NicView; bridge: BridgeView }> {
+    const bridge = this._bridge(bridgeId);
+    let nic = bridge.nics.get(vm.id);
+    if (!nic) {
+      const mac = formatMacAddress(nextMac++);
+      nic = { vm, id: `net${bridge.id}`, mac, host: bridge.nextHost(), socketPath: path.join(bridge.dir, `p${vm.id}.sock`), ifname: null, linkUp: true, pluggedGeneration: null };
+      bridge.nics.set(vm.id, nic);
+      await bridge.sw.addPort(vm.name, nic.socketPath);
+    }
+    if (vm.state === 'booted') {
+      await this._plug(bridge, nic);
+      await this._writeHosts();
+    }
+    return { nic: this._nicView(bridge, nic), bridge: this._view(bridge) };
+  }
+
+  async detach(bridgeId: number, vm: ManagedVm): Promise<BridgeView> {
+    const bridge = this._bridge(bridgeId);
+    const nic = bridge.nics.get(vm.id);
+    if (!nic) throw new BrokerError(`vm \`${vm.name}\` is not on bridge \`${bridge.name}\`; members: ${this._members(bridge).join(', ') || '(none)'}`);
+    if (this._isPlugged(nic)) await vm.unplugNic(nic.id);
+    bridge.nics.delete(vm.id);
+    await bridge.sw.removePort(vm.name);
+    await this._writeHosts();
+    return this._view(bridge);
+  }
+
+  fault(bridgeId: number, fault: BridgeFault): BridgeView {
+    const bridge = this._bridge(bridgeId);
+    const sw = bridge.sw;
+    try {
+      switch (fault.kind) {
+        case 'partition':
+        case 'unpartition': {
+          this._requireMembers(bridge, [fault.from, fault.to]);
+          const apply = fault.kind === 'partition' ? sw.partition.bind(sw) : sw.unpartition.bind(sw);
+          if (fault.symmetric) apply(fault.from, fault.to);
+          else apply({ from: fault.from, to: fault.to });
+          break;
+        }
+        case 'partition_all':
+          sw.partitionAll();
+          break;
+        case 'restore_all':
+          sw.restoreAll();
+          break;
+        case 'reset':
+          sw.reset();
+          break;
+        case 'isolate':
+        case 'unisolate':
+          this._requireMembers(bridge, [fault.vm]);
+          if (fault.kind === 'isolate') sw.isolate(fault.vm);
+          else sw.unisolate(fault.vm);
+          break;
+        case 'impair': {
+          const scope = fault.from !== undefined ? { from: fault.from, ...(fault.to !== undefined ? { to: fault.to } : {}) } : undefined;
+          if (scope) this._requireMembers(bridge, [scope.from, ...(scope.to !== undefined ? [scope.to] : [])]);
+          sw.impair(fault.values, scope);
+          break;
+        }
+      }
+    } catch (err) {
+      if (err instanceof BrokerError) throw err;
+      // The switch validates values (a drop rate of 1.5, a negative latency): its message names them.
+      throw new BrokerError(`bridge \`${bridge.name}\`: ${(err as Error).message}`);
+    }
+    return this._view(bridge);
+  }
+
+  info(bridgeId: number, from?: string, to?: string): { bridge: BridgeView; effective?: NetImpairment } {
+    const bridge = this._bridge(bridgeId);
+    if (from === undefined || to === undefined) return { bridge: this._view(bridge) };
+    this._requireMembers(bridge, [from, to]);
+    return { bridge: this._view(bridge), effective: { ...bridge.sw.effectiveImpairment(from, to) } };
+  }
+
+  nicInfo(bridgeId: number, vm: ManagedVm): { nic: NicView; counters: NicCounters } {
+    const bridge = this._bridge(bridgeId);
+    const nic = this._nic(bridge, vm);
+    return { nic: this._nicView(bridge, nic), counters: { ...bridge.sw.counters(vm.name) } };
+  }
+
+  async setLink(bridgeId: number, vm: ManagedVm, up: boolean): Promise<NicView> {
+    const bridge = this._bridge(bridgeId);
+    const nic = this._nic(bridge, vm);
+    nic.linkUp = up;
+    bridge.sw.setLink(vm.name, up);
+    if (this._isPlugged(nic)) await vm.setNicLink(nic.id, up);
+    return this._nicView(bridge, nic);
+  }
+
+  /** A guest started (boot, restore) or restarted (reset): plug and configure its NICs. */
+  async vmStarted(vm: ManagedVm): Promise<void> {
+    let any = false;
+    for (const bridge of this._bridges.values()) {
+      const nic = bridge.nics.get(vm.id);
+      if (!nic) continue;
+      any = true;
+      try {
+        await this._plug(bridge, nic);
+      } catch (err) {
+        throw new BrokerError(`vm \`${vm.name}\`: its NIC on bridge \`${bridge.name}\` could not be set up: ${(err as Error).message}`);
+      }
+    }
+    if (any) await this._writeHosts();
+  }
+
+  /** VMs gone with their scope leave every bridge (their names may be declared again). */
+  async forget(vms: ManagedVm[]): Promise<void> {
+    for (const bridge of this._bridges.values()) {
+      for (const vm of vms) {
+        if (!bridge.nics.delete(vm.id)) continue;
+        await bridge.sw.removePort(vm.name);
+      }
+    }
+  }
+
+  async closeBridge(bridgeId: number): Promise<void> {
+    const bridge = this._bridges.get(bridgeId);
+    if (!bridge) return;
+    this._bridges.delete(bridgeId);
+    for (const nic of bridge.nics.values()) {
+      if (this._isPlugged(nic)) await nic.vm.unplugNic(nic.id).catch(() => undefined);
+    }
+    await bridge.sw.close();
+    await rm(bridge.dir, { recursive: true, force: true });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this._bridges.keys()].map((id) => this.closeBridge(id)));
+  }
+
+  private async _plug(bridge: Bridge, nic: Nic): Promise<void> {
+    const vm = nic.vm;
+    if (this._isPlugged(nic)) {
+      // A reset keeps the device but not the guest's configuration.
+      if (nic.ifname === null) await this._configure(bridge, nic);
+      return;
+    }
+    await vm.plugNic({ id: nic.id, socketPath: nic.socketPath, mac: nic.mac });
+    nic.pluggedGeneration = vm.info().generation;
+    nic.ifname = null;
+    await bridge.sw.whenConnected(vm.name, kNicConnectTimeoutMs);
+    if (!nic.linkUp) await vm.setNicLink(nic.id, false);
+    await this._configure(bridge, nic);
+  }
+
+  /** Finds the interface by MAC, brings it up, and gives it its address (unless addressing is manual). */
+  private async _configure(bridge: Bridge, nic: Nic): Promise<void> {
+    const address = bridge.manual ? '' : `${bridge.ipOf(nic)}/${bridge.subnet.prefixLength}`;
+    const script = [
+      'i=0',
+      `while :; do for d in /sys/class/net/*; do [ "$(cat $d/address 2>/dev/null)" = "${nic.mac}" ] && IF=\${d##*/}; done`,
+      '  [ -n "$IF" ] && break; i=$((i+1)); [ $i -gt 200 ] && { echo "no interface with MAC ' + nic.mac + ' appeared" >&2; exit 1; }; sleep 0.05',
+      'done',
+      'ip link set "$IF" up',
+      address ? `ip addr add ${address} dev "$IF" 2>/dev/null || ip addr replace ${address} dev "$IF"` : ':',
+      'echo "$IF"',
+    ].join('\n');
+    const result = await nic.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kConfigureTimeoutMs });
+    const stderr = Buffer.from(result.stderr).toString('utf8').trim();
+    if (result.status !== 'exited' || result.code !== 0) throw new BrokerError(`configuring the guest interface failed (${result.status} ${result.code}): ${stderr}`);
+    nic.ifname = Buffer.from(result.stdout).toString('utf8').trim() || null;
+  }
+
+  /** Every running guest's /etc/hosts: itself, and every VM on a bridge it shares, by name. */
+  private async _writeHosts(): Promise<void> {
+    const guests = new Map<ManagedVm, Map<string, string>>();
+    for (const bridge of this._bridges.values()) {
+      if (bridge.manual) continue;
+      for (const nic of bridge.nics.values()) {
+        if (!this._isPlugged(nic)) continue;
+        const names = guests.get(nic.vm) ?? new Map<string, string>();
+        guests.set(nic.vm, names);
+        for (const other of bridge.nics.values()) if (!names.has(other.vm.name)) names.set(other.vm.name, bridge.ipOf(other));
+      }
+    }
+    await Promise.all(
+      [...guests].map(([vm, names]) => {
+        const lines = ['127.0.0.1\tlocalhost', ...[...names].map(([name, ip]) => `${ip}\t${name}`)];
+        return vm.callAgent('write_file', { path: '/etc/hosts', data: new TextEncoder().encode(`${lines.join('\n')}\n`) }).catch(() => undefined);
+      }),
+    );
+  }
+
+  private _isPlugged(nic: Nic): boolean {
+    const vm = nic.vm;
+    return nic.pluggedGeneration !== null && nic.pluggedGeneration === vm.info().generation && (vm.state === 'booted' || vm.state === 'paused');
+  }
+
+  private _onFault(event: FaultEvent): void {
+    this._deps.bus.emit('net_fault', {
+      file: this._deps.displayPath,
+      bridge: event.bridge,
+      kind: event.kind,
+      from: event.from ?? null,
+      to: event.to ?? null,
+      values: event.values,
+    });
+  }
+
+  private _bridge(bridgeId: number): Bridge {
+    const bridge = this._bridges.get(bridgeId);
+    if (!bridge) throw new BrokerError(`bridge ${bridgeId} is closed`);
+    return bridge;
+  }
+
+  private _nic(bridge: Bridge, vm: ManagedVm): Nic {
+    const nic = bridge.nics.get(vm.id);
+    if (!nic) throw new BrokerError(`vm \`${vm.name}\` is not on bridge \`${bridge.name}\`; members: ${this._members(bridge).join(', ') || '(none)'}; call bridge:attach first`);
+    return nic;
+  }
+
+  private _members(bridge: Bridge): string[] {
+    return [...bridge.nics.values()].map((n) => n.vm.name);
+  }
+
+  private _requireMembers(bridge: Bridge, names: string[]): void {
+    const members = this._members(bridge);
+    for (const name of names) {
+      if (!members.includes(name)) {
+        throw new BrokerError(`bridge \`${bridge.name}\`: \`${name}\` is not attached; members: ${members.join(', ') || '(none)'}; call bridge:attach first`);
+      }
+    }
+  }
+
+  private _view(bridge: Bridge): BridgeView {
+    const sw = bridge.sw;
+    const members = this._members(bridge);
+    const partitions: { from: string; to: string }[] = [];
+    for (const from of members) for (const to of members) if (from !== to && sw.isPartitioned({ from, to })) partitions.push({ from, to });
+    return {
+      name: bridge.name,
+      subnet: `${formatIp(bridge.subnet.base)}/${bridge.subnet.prefixLength}`,
+      members,
+      impairment: { ...sw.impairment() },
+      partitions,
+      isolated: members.filter((m) => sw.isIsolated(m)),
+    };
+  }
+
+  private _nicView(bridge: Bridge, nic: Nic): NicView {
+    return {
+      bridge: bridge.name,
+      vm: nic.vm.name,
+      mac: nic.mac,
+      ip: bridge.manual ? null : bridge.ipOf(nic),
+      prefixLength: bridge.subnet.prefixLength,
+      ifname: this._isPlugged(nic) ? nic.ifname : null,
+      plugged: this._isPlugged(nic),
+      linkUp: nic.linkUp,
+    };
+  }
+}
+
+/** A locally administered unicast MAC (52:54:00 is QEMU's prefix) from a run-wide counter. */
+function formatMacAddress(n: number): string {
+  const bytes = [0x52, 0x54, 0x00, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
