@@ -55,6 +55,8 @@ export function formatIp(n: number): string {
 
 class Bridge {
   readonly nics = new Map<number, Nic>();
+  /** Run when the bridge closes (its capture streams end first). */
+  readonly onClose: (() => Promise<void>)[] = [];
   private _nextHost = 2;
 
   constructor(
@@ -183,6 +185,18 @@ export class SessionNetwork {
     return { bridge: this._view(bridge), effective: { ...bridge.sw.effectiveImpairment(from, to) } };
   }
 
+  /** The switch of a bridge and the port of `vm` on it (captures). */
+  captureSource(bridgeId: number, vm: ManagedVm | undefined): { sw: Switch; port: string | undefined } {
+    const bridge = this._bridge(bridgeId);
+    if (vm) this._nic(bridge, vm);
+    return { sw: bridge.sw, port: vm?.name };
+  }
+
+  /** Streams that read a bridge end with it. */
+  onClose(bridgeId: number, fn: () => Promise<void>): void {
+    this._bridge(bridgeId).onClose.push(fn);
+  }
+
   nicInfo(bridgeId: number, vm: ManagedVm): { nic: NicView; counters: NicCounters } {
     const bridge = this._bridge(bridgeId);
     const nic = this._nic(bridge, vm);
@@ -228,6 +242,7 @@ export class SessionNetwork {
     const bridge = this._bridges.get(bridgeId);
     if (!bridge) return;
     this._bridges.delete(bridgeId);
+    await Promise.all(bridge.onClose.map((fn) => fn().catch(() => undefined)));
     for (const nic of bridge.nics.values()) {
       if (this._isPlugged(nic)) await nic.vm.unplugNic(nic.id).catch(() => undefined);
     }

@@ -2,7 +2,8 @@
 // by. Whatever way the file ends, `close()` tears all of it down. Every reply and error about a
 // VM carries the broker's view of it (`VmView`): the Lua side never guesses a VM's state.
 
-import { readFile, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
@@ -16,7 +17,7 @@ import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
 import { SessionNetwork } from './network.js';
-import { AgentBackedStream, type BrokerStream } from './streams.js';
+import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
 export interface SessionDeps {
   bus: EventBus;
@@ -201,6 +202,26 @@ export class Session {
           const stream = await vm.openStream(args.op, args.data as never, args.worker);
           return this._addStream(new AgentBackedStream(args.vmId, stream, (s) => vm.closeStream(s)));
         }),
+      'capture.open': async ({ bridgeId, vmId, file }) => {
+        const { sw, port } = this._network.captureSource(bridgeId, vmId !== undefined ? this._vm(vmId) : undefined);
+        if (file !== undefined) {
+          await access(path.dirname(file), constants.W_OK).catch((err: Error) => {
+            throw new BrokerError(`capture: cannot write ${file}: ${err.message}`);
+          });
+        }
+        let stream: CaptureStream;
+        try {
+          stream = new CaptureStream(sw, port, file);
+        } catch (err) {
+          throw new BrokerError(`capture: ${(err as Error).message}`);
+        }
+        const opened = this._addStream(stream);
+        this._network.onClose(bridgeId, async () => {
+          this._streams.delete(opened.streamId);
+          await stream.close();
+        });
+        return opened;
+      },
       'stream.read': ({ streamId, timeoutMs }) => this._stream(streamId).read(timeoutMs),
       'stream.close': async ({ streamId }) => {
         const stream = this._streams.get(streamId);

@@ -5,6 +5,9 @@
 import net from 'node:net';
 import { ChunkQueue } from '../agent/chunk-queue.js';
 import type { AgentStream } from '../agent/client.js';
+import type { CaptureSubscription } from '../net/capture.js';
+import { PcapFile, PcapWriter } from '../net/pcap.js';
+import type { Switch } from '../net/switch.js';
 import type { StreamChunk } from '../protocol/rpc.js';
 
 export interface BrokerStream {
@@ -140,5 +143,51 @@ export class ConsoleReader implements BrokerStream {
   /** @internal */
   _end(): void {
     this._queue.end();
+  }
+}
+
+/** A capture falling this far behind its reader drops records (counted) rather than hold the switch. */
+const CAPTURE_HIGH_WATER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A packet capture as a stream of pcap bytes (global header first, then one record per frame),
+ * optionally also written to a pcap file. Written by the switch: no tcpdump, no root.
+ */
+export class CaptureStream implements BrokerStream {
+  /** Not tied to a VM: a capture lives as long as its bridge or until closed. */
+  readonly vmId = -1;
+  private readonly _queue = new ChunkQueue();
+  private readonly _writer: PcapWriter;
+  private readonly _subscription: CaptureSubscription;
+  private readonly _file: PcapFile | undefined;
+  private _dropped = 0;
+
+  constructor(sw: Switch, port: string | undefined, file: string | undefined) {
+    this._file = file !== undefined ? new PcapFile(file) : undefined;
+    this._writer = new PcapWriter((chunk) => {
+      if (this._queue.bufferedBytes > CAPTURE_HIGH_WATER_BYTES) this._dropped++;
+      else this._queue.push(chunk);
+    });
+    this._subscription = sw.capture(port !== undefined ? { port } : {}, (record) => {
+      this._writer.write(record);
+      this._file?.write(record);
+    });
+  }
+
+  /** Records dropped because the reader fell behind. */
+  get dropped(): number {
+    return this._dropped;
+  }
+
+  async read(timeoutMs: number): Promise<StreamChunk> {
+    await this._queue.waitForData(timeoutMs);
+    const data = this._queue.takeAll();
+    return data ? { data, eof: false } : { data: null, eof: this._queue.ended || this._subscription.closed };
+  }
+
+  async close(): Promise<void> {
+    this._subscription.close();
+    this._queue.end();
+    await this._file?.close();
   }
 }

@@ -4,12 +4,14 @@
 // code: no root. Unlike the reference, latency, loss and bandwidth combine, directional rules may
 // name one destination, and jitter, duplication and reordering are there too.
 
+import path from 'node:path';
 import { lua, type lua_State } from 'fengari';
 import type { BridgeFault, BridgeView, NetImpairment } from '../protocol/rpc.js';
 import { R, type Args, type BindingRuntime, type LuaClass, type Method, type Reader } from './args.js';
 import { LuaError } from './errors.js';
 import { translateRpcError, type VmHandle } from './guest.js';
 import { Nic, NicClass, type NicBridge } from './nic.js';
+import { openCaptureStream, pushStream } from './stream.js';
 import { pushIntegral, pushText } from './values.js';
 
 /** Reads a VM argument (a VM userdata, or a VM's name in the bridge's lab). */
@@ -287,7 +289,13 @@ export const BridgeClass: LuaClass<Bridge> = {
       bridge.markClosed();
       return 0;
     },
-    capture: notYet('packet capture'),
+    /** bridge:capture({file = path}?): every frame entering the bridge, as pcap bytes (and to a pcap file). */
+    capture(bridge, a) {
+      bridge.ensureOpen(a.label);
+      const o = a.options(1, 'opts', { file: R.string });
+      pushStream(a, openCaptureStream(a, bridge, null, o.file !== undefined ? path.resolve(o.file) : undefined));
+      return 1;
+    },
     enable_uplink: notYet('the uplink (outbound access)'),
     disable_uplink: notYet('the uplink (outbound access)'),
     route: notYet('routing between bridges'),

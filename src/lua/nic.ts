@@ -3,9 +3,11 @@
 // them without work); counters are the guest's point of view; disconnect/reconnect take the
 // link down and up, seen by the guest's carrier and by the switch.
 
+import path from 'node:path';
 import { lua, type lua_State } from 'fengari';
 import type { NicView } from '../protocol/rpc.js';
-import type { Args, LuaClass } from './args.js';
+import { R, type Args, type LuaClass } from './args.js';
+import { openCaptureStream, pushStream } from './stream.js';
 import type { VmHandle } from './guest.js';
 import { translateRpcError } from './guest.js';
 import { LuaError } from './errors.js';
@@ -109,8 +111,13 @@ export const NicClass: LuaClass<Nic> = {
       nic.bridge.push(a.L);
       return 1;
     },
-    capture(_nic, a) {
-      throw a.error('packet capture is not supported yet in this build');
+    /** nic:capture({file = path}?): what this VM sent and received on the bridge, as pcap bytes. */
+    capture(nic, a) {
+      nic.ensureOpen(a.label);
+      const o = a.options(1, 'opts', { file: R.string });
+      const bridge = { bridgeId: nic.bridge.bridgeId, label: `bridge \`${nic.bridge.name}\`` };
+      pushStream(a, openCaptureStream(a, bridge, nic.vm, o.file !== undefined ? path.resolve(o.file) : undefined));
+      return 1;
     },
   },
 };

@@ -34,8 +34,8 @@ export interface ScopeRuntime {
 
 export interface ScopedResource {
   readonly resourceKind: ResourceKind;
-  /** The VM it lives on. */
-  readonly vm: ScopedVm;
+  /** The VM it lives on (null for what lives on a bridge, like a capture). */
+  readonly vm: ScopedVm | null;
   isClosed(): boolean;
   /** Closes; throws on failure (the scope collects the message). */
   close(): void;
@@ -85,7 +85,7 @@ export class ResourceScope<V extends ScopedVm = ScopedVm> {
     for (const kind of kCloseOrder) {
       for (const r of this._resources) {
         if (r.resourceKind !== kind || r.isClosed()) continue;
-        if (dying.has(r.vm) || (r.vm.state !== 'booted' && r.resourceKind !== 'stream')) {
+        if (r.vm && (dying.has(r.vm) || (r.vm.state !== 'booted' && r.resourceKind !== 'stream'))) {
           r.forget();
           continue;
         }

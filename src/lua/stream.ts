@@ -1,20 +1,21 @@
-// Streams (reference §1.11): Tail (tail_file, fd_stream, file:tail_stream, proc stdout/stderr)
-// and ConsoleStream (console:read) share next / read_until / expect / drain / close / eof /
-// creation_site. The broker buffers frames; `stream.read` returns one chunk or nothing within a
-// timeout. Matching is plain bytes; bytes after a match stay pending for the next call.
+// Streams (reference §1.11): Tail (tail_file, fd_stream, file:tail_stream, proc stdout/stderr),
+// ConsoleStream (console:read) and Capture (bridge:capture, nic:capture: pcap bytes) share next /
+// read_until / expect / drain / close / eof / creation_site. The broker buffers frames;
+// `stream.read` returns one chunk or nothing within a timeout. Matching is plain bytes; bytes
+// after a match stay pending for the next call.
 
 import { lua } from 'fengari';
 import type { AgentStreamOp, AgentStreamOps } from '../protocol/agent.js';
 import type { RpcArgs } from '../protocol/rpc.js';
 import { RpcError } from '../protocol/rpc.js';
 import type { SourceLocation } from '../protocol/task.js';
-import { R, type Args, type LuaClass } from './args.js';
+import { R, type Args, type BindingRuntime, type LuaClass } from './args.js';
 import { findFrame, LuaError } from './errors.js';
 import { showSeconds, translateRpcError, type AgentTarget, type VmHandle } from './guest.js';
 import type { ScopedResource } from './scope.js';
 import { bytesText, pushBytes, pushText, setField } from './values.js';
 
-export type StreamKind = 'tail_file' | 'fd_stream' | 'proc_stdout_stream' | 'proc_stderr_stream' | 'console';
+export type StreamKind = 'tail_file' | 'fd_stream' | 'proc_stdout_stream' | 'proc_stderr_stream' | 'console' | 'capture';
 
 const kDefaultTimeoutMs = 10_000;
 const kDefaultDrainMs = 500;
@@ -28,7 +29,9 @@ export class Stream implements ScopedResource {
   private _closed = false;
 
   constructor(
-    readonly vm: VmHandle,
+    readonly rt: BindingRuntime,
+    /** The guest it reads from; null for a bridge capture, which lives as long as its bridge. */
+    readonly vm: VmHandle | null,
     readonly streamId: number,
     readonly kind: StreamKind,
     /** The path, fd or command the stream follows. */
@@ -52,14 +55,14 @@ export class Stream implements ScopedResource {
   forget(): void {
     this._closed = true;
     this._pending = new Uint8Array(0);
-    this.vm.openStreams.delete(this);
+    this.vm?.openStreams.delete(this);
   }
 
   close(): void {
     if (this._closed) return;
     this.forget();
     try {
-      this.vm.rt.rpc.call('stream.close', { streamId: this.streamId });
+      this.rt.rpc.call('stream.close', { streamId: this.streamId });
     } catch (err) {
       // A dead VM took its streams with it.
       if (!(err instanceof RpcError && err.code === 'vm_dead')) throw err;
@@ -75,8 +78,9 @@ export class Stream implements ScopedResource {
     if (this._transportEof) return false;
     let chunk;
     try {
-      chunk = this.vm.rt.rpc.call('stream.read', { streamId: this.streamId, timeoutMs: Math.max(0, Math.ceil(timeoutMs)) }, timeoutMs);
+      chunk = this.rt.rpc.call('stream.read', { streamId: this.streamId, timeoutMs: Math.max(0, Math.ceil(timeoutMs)) }, timeoutMs);
     } catch (err) {
+      if (!this.vm) throw new LuaError(`${fn}: ${this.detail}: ${(err as Error).message}`);
       throw translateRpcError(this.vm, err, fn, this.detail);
     }
     if (chunk.eof) this._transportEof = true;
@@ -185,7 +189,7 @@ export function openAgentStream<K extends AgentStreamOp>(
   } catch (err) {
     throw translateRpcError(target.vm, err, a.label, detail);
   }
-  return register(a, new Stream(target.vm, streamId, kind, detail, creationSite(a)));
+  return register(a, new Stream(a.rt, target.vm, streamId, kind, detail, creationSite(a)));
 }
 
 /** Opens the VM's serial console as a stream. */
@@ -196,17 +200,38 @@ export function openConsoleStream(vm: VmHandle, a: Args): Stream {
   } catch (err) {
     throw translateRpcError(vm, err, a.label);
   }
-  return register(a, new Stream(vm, streamId, 'console', `of ${vm.label}`, creationSite(a)));
+  return register(a, new Stream(a.rt, vm, streamId, 'console', `of ${vm.label}`, creationSite(a)));
+}
+
+/**
+ * Opens a packet capture of a bridge (or of `vm`'s NIC on it) as a stream of pcap bytes; with
+ * `file`, the switch also writes a pcap file there. A NIC capture is not the VM's own stream:
+ * it belongs to the bridge and ends with it.
+ */
+export function openCaptureStream(a: Args, bridge: { bridgeId: number; label: string }, vm: VmHandle | null, file: string | undefined): Stream {
+  let streamId: number;
+  try {
+    streamId = a.rt.rpc.call('capture.open', {
+      bridgeId: bridge.bridgeId,
+      ...(vm ? { vmId: vm.vmId } : {}),
+      ...(file !== undefined ? { file } : {}),
+    }).streamId;
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+  const detail = `of ${vm ? `${vm.label} on ` : ''}${bridge.label}`;
+  return register(a, new Stream(a.rt, null, streamId, 'capture', detail, creationSite(a)));
 }
 
 function register(a: Args, stream: Stream): Stream {
   a.rt.currentScope.add(stream);
-  stream.vm.openStreams.add(stream);
+  stream.vm?.openStreams.add(stream);
   return stream;
 }
 
 export function pushStream(a: Args, stream: Stream): void {
-  a.rt.push(stream.kind === 'console' ? ConsoleStreamClass : TailClass, stream, a.L);
+  const cls = stream.kind === 'console' ? ConsoleStreamClass : stream.kind === 'capture' ? CaptureClass : TailClass;
+  a.rt.push(cls, stream, a.L);
 }
 
 function timeoutArg(a: Args, n: number, defaultMs: number): number {
@@ -270,3 +295,4 @@ const toString = (s: Stream): string => `${s.kind === 'console' ? 'ConsoleStream
 
 export const TailClass: LuaClass<Stream> = { typeName: 'Tail', selfName: 'stream', methods: kStreamMethods, toString };
 export const ConsoleStreamClass: LuaClass<Stream> = { typeName: 'ConsoleStream', selfName: 'stream', methods: kStreamMethods, toString };
+export const CaptureClass: LuaClass<Stream> = { typeName: 'Capture', selfName: 'capture', methods: kStreamMethods, toString };

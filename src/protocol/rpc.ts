@@ -148,6 +148,8 @@ export interface RpcOps {
       | { vmId: number; op: 'console' };
     reply: { streamId: number };
   };
+  /** A packet capture of a bridge (or of one VM's NIC on it) as a stream of pcap bytes, and to `file` if given. */
+  'capture.open': { args: { bridgeId: number; vmId?: number; file?: string }; reply: { streamId: number } };
   'stream.read': { args: { streamId: number; timeoutMs: number }; reply: StreamChunk };
   'stream.close': { args: { streamId: number }; reply: Record<string, never> };
   /** File-level reservation from the resource pool (reference §1.5). */
