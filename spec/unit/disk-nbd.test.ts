@@ -250,3 +250,20 @@ describe('disk: NBD server lifecycle', () => {
     await r.close();
   });
 });
+
+describe('disk: NBD server stop under a delay fault', () => {
+  it('stop() does not wait for requests held by a long delay', async () => {
+    const r = await rig();
+    const disk = await r.addDisk('x');
+    disk.faults.delay(60_000);
+    const c = await RawClient.connect(r.sock);
+    await c.open('x');
+    c.request(0, 0, 512);
+    await sleep(20);
+    const t0 = performance.now();
+    await r.server.stop();
+    assert.ok(performance.now() - t0 < 1000);
+    disk.faults.clear();
+    await r.close();
+  });
+});

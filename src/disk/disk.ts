@@ -48,6 +48,8 @@ export class Disk {
   /** Tail of the operation queue; never rejects. */
   private _tail: Promise<unknown> = Promise.resolve();
   private _closed = false;
+  /** Aborted by close(): requests sleeping on a delay fault give up at once. */
+  private readonly _closing = new AbortController();
 
   private constructor(
     readonly name: string,
@@ -86,7 +88,13 @@ export class Disk {
   async serve(req: GuestRequest): Promise<GuestResult> {
     const decision = this.faults.check(req.op, req.offsetBytes, req.lengthBytes);
     const waitMs = req.receivedAtMs + decision.delayMs - performance.now();
-    if (waitMs > 0) await sleep(waitMs);
+    if (waitMs > 0) {
+      try {
+        await sleep(waitMs, undefined, { signal: this._closing.signal });
+      } catch {
+        return { ok: false };
+      }
+    }
     if (decision.fail) return { ok: false };
     try {
       return await this._serial(async () => {
@@ -157,6 +165,7 @@ export class Disk {
   /** Closes the image; `flush` (default true) writes the cache back first, false loses it. Idempotent. */
   async close(opts: { flush?: boolean } = {}): Promise<void> {
     if (this._closed) return;
+    this._closing.abort();
     await this._serial(async () => {
       if (this._closed) return;
       this._closed = true;

@@ -49,7 +49,7 @@ export class NbdConnection {
   /** Tail of the in-order request chain; never rejects. */
   private _tail: Promise<void> = Promise.resolve();
   private _queuedBytes = 0;
-  /** Resolves when the connection has fully ended (requests drained, socket closed). */
+  /** Resolves when the connection has ended: after a DISC once its requests are answered, else at once. */
   readonly done: Promise<void>;
 
   constructor(
@@ -70,7 +70,7 @@ export class NbdConnection {
   }
 
   private async _run(): Promise<void> {
-    const timer = setTimeout(() => this.close(), kHandshakeTimeoutMs);
+    const timer = setTimeout(() => this.close(), kHandshakeTimeoutMs).unref();
     try {
       const disk = await negotiate(this._socket, this._reader, this._exports, this._opts.maxRequestBytes);
       clearTimeout(timer);
@@ -84,8 +84,9 @@ export class NbdConnection {
       this._socket.end();
     } catch (e) {
       if (!(e instanceof ConnectionClosedError)) this._opts.log(`nbd: closing connection: ${(e as Error).message}`);
+      // Requests already queued still run against the disk, but nobody waits for them: a long
+      // delay fault must not hold up the server's stop().
       this._socket.destroy();
-      await this._tail;
     } finally {
       clearTimeout(timer);
       this.state = ConnectionState.Closed;
