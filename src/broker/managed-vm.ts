@@ -416,16 +416,25 @@ export class ManagedVm {
     }
   }
 
-  /** Unplugs a NIC (the guest releases the device); a VM that is not running has nothing to unplug. */
+  /**
+   * Unplugs a NIC: the link goes down at once, and the guest releases the device in the
+   * background (PCIe hot-unplug waits ~5 s for the guest), after which its slot is free again.
+   * A VM that is not running has nothing to unplug.
+   */
   async unplugNic(id: string): Promise<void> {
     const qemu = this._qemu;
     const slot = [...this._slots].find(([, nicId]) => nicId === id)?.[0];
     if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
-    const deleted = qemu.qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${id}-dev`, kUnplugTimeoutMs);
-    await qemu.qmp.execute('device_del', { id: `${id}-dev` });
-    await deleted;
-    await qemu.qmp.execute('netdev_del', { id });
-    this._slots.delete(slot);
+    const qmp = qemu.qmp;
+    await qmp.execute('set_link', { name: `${id}-dev`, up: false });
+    const deleted = qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${id}-dev`, kUnplugTimeoutMs);
+    await qmp.execute('device_del', { id: `${id}-dev` });
+    void deleted
+      .then(() => qmp.execute('netdev_del', { id }))
+      .then(() => {
+        if (this._qemu === qemu && this._slots.get(slot) === id) this._slots.delete(slot);
+      })
+      .catch(() => undefined);
   }
 
   /** Link down or up on a plugged NIC: the guest sees its carrier change. */
