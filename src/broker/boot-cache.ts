@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
+import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
 import type { LaunchSpec } from '../vmm/qemu.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
@@ -58,6 +59,8 @@ export class BootCache {
       `machine=${p.machine}`,
       `accel=${p.accel}`,
       `inject=${p.injectAgent}`,
+      // The machine's device layout: a snapshot only loads into the same set of devices.
+      `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
       `qemu=${await fileStamp(await onPath(qemuBinary))}`,

@@ -57,7 +57,7 @@ export class ManagedVm {
   private _launched: LaunchSpec | undefined;
   /** Set while we stop QEMU on purpose, so its exit is not a death. */
   private _stopping = false;
-  /** Hot-plug slots (pcie-root-port ids) in use by the running QEMU: slot → NIC id. */
+  /** Hot-plug slots (pcie-root-port ids) in use by the running QEMU: slot → NIC or disk node id. */
   private readonly _slots = new Map<string, string>();
 
   constructor(
@@ -216,7 +216,7 @@ export class ManagedVm {
     }
     if (this._slots.size > 0) {
       // A restore starts a QEMU without the hot-plugged devices, so the saved state would not load.
-      throw new BrokerError(`vm \`${this.name}\`: snapshots of a VM with NICs are not supported yet; detach its bridges first`);
+      throw new BrokerError(`vm \`${this.name}\`: snapshots of a VM with NICs or disks are not supported yet; detach them first`);
     }
     const bytes = await this._saveTo(file);
     const meta: SnapshotMeta = { profile: this.profile.name, memoryBytes: this._launched!.memoryBytes, cpus: this._launched!.cpus };
@@ -437,6 +437,58 @@ export class ManagedVm {
       .catch(() => undefined);
   }
 
+  /**
+   * Hot-plugs a virtio-blk disk served by the broker's NBD server; `serial` lets the guest side
+   * find which /dev/vdX it became.
+   */
+  async plugDisk(disk: { node: string; socketPath: string; exportName: string; readonly: boolean; serial: string }): Promise<void> {
+    const qmp = this._requireQmp('plug a disk');
+    const slot = this._freeSlot(disk.node);
+    try {
+      await qmp.execute('blockdev-add', {
+        driver: 'nbd',
+        'node-name': disk.node,
+        server: { type: 'unix', path: disk.socketPath },
+        export: disk.exportName,
+        'read-only': disk.readonly,
+      });
+    } catch (err) {
+      this._slots.delete(slot);
+      throw err;
+    }
+    try {
+      await qmp.execute('device_add', { driver: 'virtio-blk-pci', id: `${disk.node}-dev`, drive: disk.node, bus: slot, serial: disk.serial });
+    } catch (err) {
+      this._slots.delete(slot);
+      await qmp.execute('blockdev-del', { 'node-name': disk.node }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Unplugs a disk; the guest releases it in the background (~5 s for PCIe), then its slot is free. */
+  async unplugDisk(node: string): Promise<void> {
+    const qemu = this._qemu;
+    const slot = [...this._slots].find(([, id]) => id === node)?.[0];
+    if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
+    const qmp = qemu.qmp;
+    const deleted = qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${node}-dev`, kUnplugTimeoutMs);
+    await qmp.execute('device_del', { id: `${node}-dev` });
+    void deleted
+      .then(() => qmp.execute('blockdev-del', { 'node-name': node }))
+      .then(() => {
+        if (this._qemu === qemu && this._slots.get(slot) === node) this._slots.delete(slot);
+      })
+      .catch(() => undefined);
+  }
+
+  /** The power goes: QEMU is killed at once (nothing more reaches the disks), then the VM is shut down. */
+  async powerCut(): Promise<void> {
+    if (this.state !== 'booted' && this.state !== 'paused') return;
+    this._stopping = true;
+    this._qemu?.kill();
+    await this.shutdown();
+  }
+
   /** Link down or up on a plugged NIC: the guest sees its carrier change. */
   async setNicLink(id: string, up: boolean): Promise<void> {
     await this._requireQmp('set a NIC link').execute('set_link', { name: `${id}-dev`, up });
@@ -447,21 +499,17 @@ export class ManagedVm {
     return this._qemu.qmp;
   }
 
-  private _freeSlot(nicId: string): string {
+  private _freeSlot(deviceId: string): string {
     for (let i = 0; i < kDefaultHotplugSlots; i++) {
       const slot = `hp${i}`;
       if (!this._slots.has(slot)) {
-        this._slots.set(slot, nicId);
+        this._slots.set(slot, deviceId);
         return slot;
       }
     }
     throw new BrokerError(`vm \`${this.name}\`: all ${kDefaultHotplugSlots} hot-plug slots are in use (NICs and disks share them)`);
   }
 
-  /** NICs plugged into the running guest: slot → NIC id. */
-  get pluggedNics(): number {
-    return this._slots.size;
-  }
 
   /** The serial console link (one per VM: QEMU's chardev takes one client). */
   console(): ConsoleLink {

@@ -274,7 +274,7 @@ export class SessionNetwork {
     const address = bridge.manual ? '' : `${bridge.ipOf(nic)}/${bridge.subnet.prefixLength}`;
     const script = [
       'i=0',
-      `while :; do for d in /sys/class/net/*; do [ "$(cat $d/address 2>/dev/null)" = "${nic.mac}" ] && IF=\${d##*/}; done`,
+      `while :; do for d in /sys/class/net/*; do [ -e "$d/address" ] && [ "$(cat "$d/address")" = "${nic.mac}" ] && IF=\${d##*/}; done`,
       '  [ -n "$IF" ] && break; i=$((i+1)); [ $i -gt 200 ] && { echo "no interface with MAC ' + nic.mac + ' appeared" >&2; exit 1; }; sleep 0.05',
       'done',
       'ip link set "$IF" up',

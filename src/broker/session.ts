@@ -12,10 +12,11 @@ import type { Barriers } from './barriers.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { AgentOp } from '../protocol/agent.js';
-import type { AgentCallArgs, VmView } from '../protocol/rpc.js';
+import type { AgentCallArgs, BootOptions, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
+import { SessionDisks } from './disks.js';
 import { SessionNetwork } from './network.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
@@ -46,6 +47,7 @@ function defaultSnapshotPath(): string {
 export class Session {
   readonly channel: RpcChannel;
   private readonly _network: SessionNetwork;
+  private readonly _disks: SessionDisks;
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
   private _nextVmId = 1;
@@ -60,13 +62,22 @@ export class Session {
     onReport: (report: FileReport) => void,
   ) {
     this._network = new SessionNetwork({ bus: _deps.bus, displayPath, seed: _deps.seed, nextSubnetIndex: _deps.nextSubnetIndex });
+    this._disks = new SessionDisks({ bus: _deps.bus, displayPath, seed: _deps.seed });
     this.channel = new RpcChannel(this._handlers(), onReport);
   }
 
-  /** After a guest (re)started: its NICs are plugged and configured before the reply. */
+  /** After a guest (re)started: its disks (in order: vda, vdb, …) and NICs are plugged before the reply. */
   private async _started<T>(vm: ManagedVm, reply: T): Promise<T> {
+    await this._disks.vmStarted(vm);
     await this._network.vmStarted(vm);
     return reply;
+  }
+
+  /** The boot option `disks`: new ids are added; an id the VM already has keeps its contents. */
+  private async _bootDisks(vm: ManagedVm, opts: BootOptions): Promise<void> {
+    for (const spec of opts.disks ?? []) {
+      if (!this._disks.has(vm, spec.id)) await this._disks.attach(vm, spec);
+    }
   }
 
   /** The broker's view of a VM, as every reply and error about it carries. */
@@ -151,7 +162,11 @@ export class Session {
         this._vms.set(vmId, new ManagedVm(vmId, name, resolved, { ...this._deps, sessionId: this.id, displayPath: this.displayPath }));
         return { vmId };
       },
-      'vm.boot': ({ vmId, opts }) => this._onVm(vmId, async (vm) => this._started(vm, await vm.boot(opts))),
+      'vm.boot': ({ vmId, opts }) =>
+        this._onVm(vmId, async (vm) => {
+          await this._bootDisks(vm, opts);
+          return this._started(vm, await vm.boot(opts));
+        }),
       'vm.shutdown': ({ vmId }) => this._onVm(vmId, async (vm) => (await this._shutdownVm(vm), {})),
       'vm.pause': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.pause(), {})),
       'vm.resume': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.resume(), {})),
@@ -236,6 +251,20 @@ export class Session {
       'bridge.info': async ({ bridgeId, from, to }) => this._network.info(bridgeId, from, to),
       'nic.info': async ({ bridgeId, vmId }) => this._network.nicInfo(bridgeId, this._vm(vmId)),
       'nic.link': async ({ bridgeId, vmId, up }) => ({ nic: await this._network.setLink(bridgeId, this._vm(vmId), up) }),
+      'disk.attach': ({ vmId, disk }) => this._onAgent(vmId, async (vm) => ({ disk: await this._disks.attach(vm, disk) })),
+      'disk.detach': ({ vmId, id }) => this._onAgent(vmId, async (vm) => ({ disk: await this._disks.detach(vm, id) })),
+      'disk.info': async ({ vmId, id }) => ({ disk: this._disks.info(this._vm(vmId), id) }),
+      'disk.read': async ({ vmId, id, sector, count }) => ({ data: await this._disks.read(this._vm(vmId), id, sector, count) }),
+      'disk.write': async ({ vmId, id, sector, data }) => {
+        await this._disks.write(this._vm(vmId), id, sector, data);
+        return empty;
+      },
+      'disk.fault': async ({ vmId, id, fault }) => ({ disk: this._disks.fault(this._vm(vmId), id, fault) }),
+      'disk.power_cut': ({ vmId, id }) =>
+        this._onVm(vmId, async (vm) => {
+          await this._closeStreamsOf(vmId);
+          return { lostBytes: await this._disks.powerCut(vm, id) };
+        }),
       'lab.claim': async ({ memoryBytes, cpus }) => {
         await this._deps.pool.claim(this.id, this.displayPath, { memory_bytes: memoryBytes, cpus });
         return empty;
@@ -248,6 +277,7 @@ export class Session {
         const vms = vmIds.map((vmId) => this._vms.get(vmId)).filter((vm): vm is ManagedVm => vm !== undefined);
         await Promise.all(vms.map((vm) => this._shutdownVm(vm)));
         await this._network.forget(vms);
+        await this._disks.forget(vms);
         await Promise.all((bridgeIds ?? []).map((id) => this._network.closeBridge(id)));
         return { vms: vms.map((vm) => this._view(vm)) };
       },
@@ -274,6 +304,7 @@ export class Session {
       await Promise.all([...this._vms.values()].map((vm) => vm.shutdown().catch(() => undefined)));
       // After the VMs: nothing is left to unplug, the switches just close.
       await this._network.close().catch(() => undefined);
+      await this._disks.close().catch(() => undefined);
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);
     })();

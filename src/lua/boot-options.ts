@@ -1,7 +1,8 @@
 // Boot options (seed 001 "Boot opts", reference §1.6, DESIGN §10): accepted both by
 // `lab:vm(name, profile, opts)` and by `vm:boot(opts)`; they merge, boot-time keys winning.
 
-import type { BootOptions } from '../protocol/rpc.js';
+import path from 'node:path';
+import type { BootOptions, DiskSpec } from '../protocol/rpc.js';
 import { R, readOptions, type Args, type Reader } from './args.js';
 
 type BootFile = NonNullable<BootOptions['files']>[number];
@@ -16,6 +17,20 @@ const readFile: Reader<BootFile> = (a, idx, what) => {
   return f.mode === undefined ? { path: f.path, content: f.content } : { path: f.path, content: f.content, mode: f.mode };
 };
 
+const kDiskSpec = { id: R.string, size: R.size, image: R.string, readonly: R.bool };
+
+/** A disk spec `{id =, size =, image =, readonly =}` (boot option `disks`, vm:attach_disk). */
+export const readDiskSpec: Reader<DiskSpec> = (a, idx, what) => {
+  const d = readOptions(a, idx, what, kDiskSpec);
+  if (d.id === undefined) throw a.error(`${what}: \`id\` is required ({id = "data", size = "64M"})`);
+  if (d.size === undefined && d.image === undefined) throw a.error(`${what}: give \`size\` (e.g. "64M") or \`image\` (a host file to start from)`);
+  const spec: DiskSpec = { id: d.id };
+  if (d.size !== undefined) spec.sizeBytes = d.size;
+  if (d.image !== undefined) spec.image = path.resolve(d.image);
+  if (d.readonly !== undefined) spec.readonly = d.readonly;
+  return spec;
+};
+
 export const kBootSpec = {
   memory: R.size,
   cpus: R.int(1, 64),
@@ -25,6 +40,7 @@ export const kBootSpec = {
   initial_time: R.number,
   files: R.array(readFile, '{path, content, mode?} table'),
   agent_timeout: R.duration,
+  disks: R.array(readDiskSpec, '{id, size?, image?, readonly?} table'),
 };
 
 /** Reads user argument `n` as boot options (nil → {}). */
@@ -41,6 +57,7 @@ export function readBootOptions(a: Args, n: number, name: string): BootOptions {
   if (o.rng_seed !== undefined) out.rngSeed = o.rng_seed;
   if (o.initial_time !== undefined) out.initialTime = o.initial_time;
   if (o.files !== undefined) out.files = o.files;
+  if (o.disks !== undefined) out.disks = o.disks;
   if (o.agent_timeout !== undefined) {
     if (o.agent_timeout === 0) throw a.error('option `agent_timeout` must be greater than 0');
     out.agentTimeoutMs = o.agent_timeout;

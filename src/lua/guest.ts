@@ -29,6 +29,8 @@ export interface VmHandle extends AgentTarget, ScopedVm {
   apply(view: VmView): void;
   /** Its NICs, by bridge name (nic.ts's Nic). */
   readonly nics: Map<string, AttachedNic>;
+  /** Its disks, by id (disk.ts's GuestDisk). */
+  readonly disks: Map<string, { readonly id: string }>;
 }
 
 /** A VM's attachment to a bridge, as the VM keeps it. */

@@ -8,7 +8,7 @@ import type { BootOptions, RpcArgs, RpcReply, VmState, VmView } from '../protoco
 import path from 'node:path';
 import type { Args, BindingRuntime, LuaClass, Method } from './args.js';
 import { batchMethod } from './batch.js';
-import { mergeBootOptions, readBootOptions } from './boot-options.js';
+import { mergeBootOptions, readBootOptions, readDiskSpec } from './boot-options.js';
 import { Clock, ClockClass } from './clock.js';
 import { Console, ConsoleClass } from './console.js';
 import { LuaError } from './errors.js';
@@ -16,6 +16,7 @@ import { runAsyncMethod, runMethod } from './exec.js';
 import { kVmFileMethods } from './files.js';
 import { translateRpcError, type OpenStream, type VmHandle } from './guest.js';
 import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
+import { DiskClass, GuestDisk } from './disk.js';
 import { NicClass, type Nic } from './nic.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
 import type { ScopedResource } from './scope.js';
@@ -41,6 +42,8 @@ export class Vm implements VmHandle {
   readonly openStreams = new Set<OpenStream>();
   /** Its NICs, by bridge name. */
   readonly nics = new Map<string, Nic>();
+  /** Its disks, by id (those of the boot option `disks` join on first use of vm:disk). */
+  readonly disks = new Map<string, GuestDisk>();
   private _console: Console | null = null;
   private _clock: Clock | null = null;
 
@@ -123,6 +126,7 @@ export class Vm implements VmHandle {
     this.lab = null;
     for (const nic of this.nics.values()) nic.bridge.forgetMember(this.name);
     this.nics.clear();
+    this.disks.clear();
     this.forgetGuestResources();
   }
 
@@ -271,6 +275,37 @@ const kAccessors: Record<string, Method<Vm>> = {
   },
   open_stream_count(vm, a) {
     lua.lua_pushinteger(a.L, vm.openStreams.size);
+    return 1;
+  },
+  /** vm:attach_disk({id =, size =, image =, readonly =}): hot-plugged into a booted guest, else at boot. */
+  attach_disk(vm, a) {
+    if (vm.released) throw a.error(`${vm.label} was torn down at the end of its scope`);
+    const spec = a.read(1, 'disk', readDiskSpec);
+    let reply;
+    try {
+      reply = a.rt.rpc.call('disk.attach', { vmId: vm.vmId, disk: spec });
+    } catch (err) {
+      throw translateRpcError(vm, err, a.label);
+    }
+    const disk = new GuestDisk(vm, spec.id, reply.disk);
+    vm.disks.set(spec.id, disk);
+    a.rt.push(DiskClass, disk, a.L);
+    return 1;
+  },
+  disk(vm, a) {
+    const id = a.string(1, 'id');
+    let disk = vm.disks.get(id);
+    if (!disk) {
+      let reply;
+      try {
+        reply = a.rt.rpc.call('disk.info', { vmId: vm.vmId, id });
+      } catch (err) {
+        throw translateRpcError(vm, err, a.label);
+      }
+      disk = new GuestDisk(vm, id, reply.disk);
+      vm.disks.set(id, disk);
+    }
+    a.rt.push(DiskClass, disk, a.L);
     return 1;
   },
   /** vm:nic(bridge_name) or vm:nic("eth0"): the NIC on that bridge, or with that interface name. */

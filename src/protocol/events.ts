@@ -57,6 +57,8 @@ export interface EventPayloads {
   test_flaky: { path: string; name: string; attempts: number };
   vm_restored: { file: string; vm_name: string; restore_ns: number; from: string };
   worker_replaced: { path: string; reason: string };
+  /** A disk fault changed (a policy set or cleared) or the power was cut. */
+  disk_fault: { file: string; vm_name: string; disk: string; kind: string; values: Record<string, unknown> };
   /** A network fault changed: a partition or heal, an impairment set or cleared, a link down or up. */
   net_fault: {
     file: string;

@@ -18,7 +18,52 @@ export interface BootOptions {
   initialTime?: number;
   files?: { path: string; content: Uint8Array; mode?: number }[];
   agentTimeoutMs?: number;
+  /** Disks the guest sees as /dev/vda, /dev/vdb, … in this order. */
+  disks?: DiskSpec[];
 }
+
+/** A disk to give a VM (boot option `disks`, vm:attach_disk). */
+export interface DiskSpec {
+  /** Its name: letters, digits, `_.-`, up to 20 (the guest sees it as the device's serial). */
+  id: string;
+  /** Bytes; defaults to the image's size. */
+  sizeBytes?: number;
+  /** A host file used as the backing image: writes go to a per-VM overlay, the file never changes. */
+  image?: string;
+  readonly?: boolean;
+}
+
+/** A disk's fault policy as `fault_policy()` shows it (null: off). */
+export interface DiskPolicyView {
+  fail_reads: boolean;
+  fail_writes: boolean;
+  fail_after: number | null;
+  fail_after_target: 'read' | 'write' | 'any' | null;
+  fail_range_sector: number | null;
+  fail_range_count: number | null;
+  delay_ms: number;
+  torn_write: boolean;
+  random_eio_rate: number;
+}
+
+export interface DiskView {
+  id: string;
+  sizeBytes: number;
+  readonly: boolean;
+  /** The guest's device (`/dev/vdb`) while it is plugged into a running guest. */
+  device: string | null;
+  detached: boolean;
+  policy: DiskPolicyView;
+}
+
+/** A change to a disk's fault policy; every fault is seen by the guest. */
+export type DiskFault =
+  | { kind: 'fail_reads' | 'fail_writes' | 'torn_write'; on: boolean }
+  | { kind: 'fail_after'; n: number; target: 'read' | 'write' | 'any' }
+  | { kind: 'fail_range'; sector: number; count: number }
+  | { kind: 'delay'; ms: number }
+  | { kind: 'random_eio'; rate: number }
+  | { kind: 'clear' };
 
 /**
  * The broker's view of one VM, the only source of its state: every lifecycle reply and every
@@ -166,6 +211,16 @@ export interface RpcOps {
   'nic.info': { args: { bridgeId: number; vmId: number }; reply: { nic: NicView; counters: NicCounters } };
   /** Link down or up, seen by the guest (its carrier) and by the switch. */
   'nic.link': { args: { bridgeId: number; vmId: number; up: boolean }; reply: { nic: NicView } };
+  /** Hot-plugs a disk into a booted VM (the guest sees it within a second), or adds it for the next boot. */
+  'disk.attach': { args: { vmId: number; disk: DiskSpec }; reply: { disk: DiskView } };
+  'disk.detach': { args: { vmId: number; id: string }; reply: { disk: DiskView } };
+  'disk.info': { args: { vmId: number; id: string }; reply: { disk: DiskView } };
+  /** 512-byte sectors, through the same server the guest uses (faults do not apply to the test). */
+  'disk.read': { args: { vmId: number; id: string; sector: number; count: number }; reply: { data: Uint8Array } };
+  'disk.write': { args: { vmId: number; id: string; sector: number; data: Uint8Array }; reply: Record<string, never> };
+  'disk.fault': { args: { vmId: number; id: string; fault: DiskFault }; reply: { disk: DiskView } };
+  /** Every write the guest has not flushed is lost, and the VM is powered off at that instant. */
+  'disk.power_cut': { args: { vmId: number; id: string }; reply: { vm: VmView; lostBytes: number } };
   /** Tear down everything the given VMs and bridges own (scope end). */
   'scope.close': { args: { vmIds: number[]; bridgeIds?: number[] }; reply: { vms: VmView[] } };
 }

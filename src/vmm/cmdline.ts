@@ -8,7 +8,7 @@ import { kAgentRdinit, rdinitOf, type Profile } from '../config/profiles.js';
 /** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
 export const kAgentPortName = 'org.provium.agent';
 /** Empty pcie-root-ports on q35, so disks and NICs can be hot-plugged. */
-export const kDefaultHotplugSlots = 4;
+export const kDefaultHotplugSlots = 8;
 
 export interface NetdevSpec { id: string; socketPath: string; mac: string }
 export interface BlockdevSpec { id: string; nbdSocketPath: string; readonly: boolean; exportName?: string }

@@ -1,0 +1,279 @@
+// A file's disks: one NBD server per session (src/disk) with an export per VM disk, each over a
+// sparse raw image or a copy-on-write overlay of a backing image, in the session's scratch
+// directory. A disk belongs to its VM: it is hot-plugged after every boot (so a VM with disks
+// still boots from its boot snapshot), keeps its contents across shutdown and boot, and goes
+// when the VM's scope ends. Every fault is applied by the server, so the guest sees it.
+
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Disk } from '../disk/disk.js';
+import type { FaultEvent } from '../disk/faults.js';
+import { NbdServer } from '../disk/nbd-server.js';
+import type { EventBus } from '../events/bus.js';
+import { Prng } from '../net/prng.js';
+import type { DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
+import type { ManagedVm } from './managed-vm.js';
+import { BrokerError } from './rpc-server.js';
+
+const kSectorBytes = 512;
+/** virtio-blk serials are at most 20 bytes; the id is the serial. */
+const kIdPattern = /^[A-Za-z0-9_.-]{1,20}$/;
+/** How long the guest may take to show a hot-plugged disk in /sys/block. */
+const kDeviceTimeoutMs = 15_000;
+
+interface VmDisk {
+  vm: ManagedVm;
+  id: string;
+  disk: Disk;
+  readonly: boolean;
+  /** QEMU's block node, unique per VM. */
+  node: string;
+  device: string | null;
+  detached: boolean;
+  /** The guest generation it was plugged into. */
+  pluggedGeneration: number | null;
+}
+
+export interface DiskDeps {
+  bus: EventBus;
+  displayPath: string;
+  seed: bigint;
+}
+
+export class SessionDisks {
+  private readonly _disks = new Map<ManagedVm, VmDisk[]>();
+  private _dir: string | undefined;
+  private _server: NbdServer | undefined;
+  private _starting: Promise<NbdServer> | undefined;
+
+  constructor(private readonly _deps: DiskDeps) {}
+
+  has(vm: ManagedVm, id: string): boolean {
+    return this._ids(vm).includes(id);
+  }
+
+  /** Adds a disk to `vm`; a running guest gets it at once, others at their next boot. */
+  async attach(vm: ManagedVm, spec: DiskSpec): Promise<DiskView> {
+    if (!kIdPattern.test(spec.id)) {
+      throw new BrokerError(`disk id ${JSON.stringify(spec.id)} must be 1 to 20 letters, digits, '_', '.' or '-'`);
+    }
+    const list = this._disks.get(vm) ?? [];
+    if (list.some((d) => d.id === spec.id && !d.detached)) {
+      throw new BrokerError(`vm \`${vm.name}\` already has a disk \`${spec.id}\`; disks: ${this._ids(vm).join(', ')}`);
+    }
+    const vd = await this._create(vm, spec);
+    list.push(vd);
+    this._disks.set(vm, list);
+    if (vm.state === 'booted') await this._plug(vd);
+    return this._view(vd);
+  }
+
+  /** A guest started (boot, restore, reset): its disks are plugged, in order (vda, vdb, …). */
+  async vmStarted(vm: ManagedVm): Promise<void> {
+    for (const vd of this._disks.get(vm) ?? []) {
+      if (vd.detached) continue;
+      try {
+        await this._plug(vd);
+      } catch (err) {
+        throw new BrokerError(`vm \`${vm.name}\`: disk \`${vd.id}\` could not be attached: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  async detach(vm: ManagedVm, id: string): Promise<DiskView> {
+    const vd = this._disk(vm, id);
+    if (this._isPlugged(vd)) await vm.unplugDisk(vd.node);
+    vd.detached = true;
+    vd.device = null;
+    return this._view(vd);
+  }
+
+  info(vm: ManagedVm, id: string): DiskView {
+    return this._view(this._disk(vm, id));
+  }
+
+  async read(vm: ManagedVm, id: string, sector: number, count: number): Promise<Uint8Array> {
+    const vd = this._disk(vm, id);
+    this._checkRange(vd, sector, count);
+    return new Uint8Array(await vd.disk.readSectors(sector, count));
+  }
+
+  async write(vm: ManagedVm, id: string, sector: number, data: Uint8Array): Promise<void> {
+    const vd = this._disk(vm, id);
+    if (data.byteLength === 0 || data.byteLength % kSectorBytes !== 0) {
+      throw new BrokerError(`disk \`${id}\`: write_sectors data must be a whole number of ${kSectorBytes}-byte sectors, got ${data.byteLength} bytes`);
+    }
+    if (vd.readonly) throw new BrokerError(`disk \`${id}\` of vm \`${vm.name}\` is read-only`);
+    this._checkRange(vd, sector, data.byteLength / kSectorBytes);
+    await vd.disk.writeSectors(sector, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  fault(vm: ManagedVm, id: string, fault: DiskFault): DiskView {
+    const vd = this._disk(vm, id);
+    const f = vd.disk.faults;
+    switch (fault.kind) {
+      case 'fail_reads':
+        f.failReads(fault.on);
+        break;
+      case 'fail_writes':
+        f.failWrites(fault.on);
+        break;
+      case 'torn_write':
+        f.tornWrite(fault.on);
+        break;
+      case 'fail_after':
+        f.failAfter(fault.n, fault.target);
+        break;
+      case 'fail_range':
+        this._checkRange(vd, fault.sector, fault.count);
+        f.failRange(fault.sector, fault.count);
+        break;
+      case 'delay':
+        f.delay(fault.ms);
+        break;
+      case 'random_eio':
+        f.randomEio(fault.rate);
+        break;
+      case 'clear':
+        f.clear();
+        break;
+    }
+    return this._view(vd);
+  }
+
+  /** The VM's power goes: QEMU dies at once, and every disk of the VM loses what was not flushed. */
+  async powerCut(vm: ManagedVm, id: string): Promise<number> {
+    const target = this._disk(vm, id);
+    await vm.powerCut();
+    let lost = 0;
+    for (const vd of this._disks.get(vm) ?? []) {
+      const cut = await vd.disk.powerCut();
+      if (vd === target) lost = cut.lostBytes;
+      vd.device = null;
+    }
+    return lost;
+  }
+
+  /** VMs gone with their scope: their disks close, and their images are removed. */
+  async forget(vms: ManagedVm[]): Promise<void> {
+    for (const vm of vms) {
+      for (const vd of this._disks.get(vm) ?? []) {
+        this._server?.removeExport(vd.disk.name);
+        await vd.disk.close({ flush: false }).catch(() => undefined);
+      }
+      this._disks.delete(vm);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.forget([...this._disks.keys()]);
+    await this._server?.stop().catch(() => undefined);
+    if (this._dir) await rm(this._dir, { recursive: true, force: true });
+  }
+
+  private async _create(vm: ManagedVm, spec: DiskSpec): Promise<VmDisk> {
+    const server = await this._ensureServer();
+    const dir = this._dir!;
+    const name = `vm${vm.id}-${spec.id}`;
+    let sizeBytes = spec.sizeBytes;
+    if (spec.image !== undefined) {
+      const st = await stat(spec.image).catch((err: Error) => {
+        throw new BrokerError(`disk \`${spec.id}\`: image ${spec.image}: ${err.message}`);
+      });
+      sizeBytes ??= st.size;
+    }
+    if (sizeBytes === undefined || sizeBytes <= 0 || sizeBytes % kSectorBytes !== 0) {
+      throw new BrokerError(`disk \`${spec.id}\`: size must be a positive multiple of ${kSectorBytes} bytes (e.g. "64M"), got ${sizeBytes ?? 'none'}`);
+    }
+    const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
+    const disk = await Disk.open({
+      name,
+      image:
+        spec.image !== undefined
+          ? { kind: 'overlay', backingPath: spec.image, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes }
+          : { kind: 'raw', path: path.join(dir, `${name}.img`), sizeBytes },
+      readOnly: spec.readonly === true,
+      random: () => prng.float(),
+      onFault: (event) => this._onFault(vm, spec.id, event),
+    });
+    server.addExport(disk);
+    return { vm, id: spec.id, disk, readonly: spec.readonly === true, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
+  }
+
+  private async _plug(vd: VmDisk): Promise<void> {
+    if (this._isPlugged(vd)) return;
+    const server = await this._ensureServer();
+    await vd.vm.plugDisk({ node: vd.node, socketPath: server.socketPath, exportName: vd.disk.name, readonly: vd.readonly, serial: vd.id });
+    vd.pluggedGeneration = vd.vm.info().generation;
+    vd.device = await this._findDevice(vd);
+  }
+
+  /** The /dev/vdX whose serial is the disk's id, once the guest shows it. */
+  private async _findDevice(vd: VmDisk): Promise<string> {
+    const script = [
+      'i=0',
+      `while :; do for d in /sys/block/*; do [ -e "$d/serial" ] && [ "$(cat "$d/serial")" = "${vd.id}" ] && DEV=\${d##*/}; done`,
+      `  [ -n "$DEV" ] && break; i=$((i+1)); [ $i -gt 300 ] && { echo "no block device with serial ${vd.id} appeared" >&2; exit 1; }; sleep 0.05`,
+      'done',
+      'echo "/dev/$DEV"',
+    ].join('\n');
+    const result = await vd.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kDeviceTimeoutMs });
+    if (result.status !== 'exited' || result.code !== 0) {
+      throw new BrokerError(`the guest did not show the disk: ${Buffer.from(result.stderr).toString('utf8').trim()}`);
+    }
+    return Buffer.from(result.stdout).toString('utf8').trim();
+  }
+
+  private _ensureServer(): Promise<NbdServer> {
+    if (this._server) return Promise.resolve(this._server);
+    this._starting ??= (async () => {
+      this._dir = await mkdtemp(path.join(os.tmpdir(), 'provium-disks-'));
+      const server = new NbdServer({ socketPath: path.join(this._dir, 'nbd.sock') });
+      await server.start();
+      this._server = server;
+      return server;
+    })();
+    return this._starting;
+  }
+
+  private _isPlugged(vd: VmDisk): boolean {
+    const vm = vd.vm;
+    return !vd.detached && vd.pluggedGeneration !== null && vd.pluggedGeneration === vm.info().generation && (vm.state === 'booted' || vm.state === 'paused');
+  }
+
+  private _checkRange(vd: VmDisk, sector: number, count: number): void {
+    const sectors = vd.disk.sizeBytes / kSectorBytes;
+    if (!Number.isInteger(sector) || sector < 0 || sector >= sectors) {
+      throw new BrokerError(`disk \`${vd.id}\`: sector ${sector} is outside the disk (sectors 0 to ${sectors - 1})`);
+    }
+    if (!Number.isInteger(count) || count < 1 || sector + count > sectors) {
+      throw new BrokerError(`disk \`${vd.id}\`: count ${count} from sector ${sector} must be 1 to ${sectors - sector}`);
+    }
+  }
+
+  private _disk(vm: ManagedVm, id: string): VmDisk {
+    const vd = (this._disks.get(vm) ?? []).find((d) => d.id === id && !d.detached);
+    if (!vd) throw new BrokerError(`vm \`${vm.name}\` has no disk \`${id}\`; disks: ${this._ids(vm).join(', ') || '(none)'}`);
+    return vd;
+  }
+
+  private _ids(vm: ManagedVm): string[] {
+    return (this._disks.get(vm) ?? []).filter((d) => !d.detached).map((d) => d.id);
+  }
+
+  private _view(vd: VmDisk): DiskView {
+    return {
+      id: vd.id,
+      sizeBytes: vd.disk.sizeBytes,
+      readonly: vd.readonly,
+      device: this._isPlugged(vd) ? vd.device : null,
+      detached: vd.detached,
+      policy: { ...vd.disk.faults.describe() },
+    };
+  }
+
+  private _onFault(vm: ManagedVm, id: string, event: FaultEvent): void {
+    this._deps.bus.emit('disk_fault', { file: this._deps.displayPath, vm_name: vm.name, disk: id, kind: event.kind, values: event.values });
+  }
+}
