@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { kTunedCmdline, type Profile } from '../../src/config/profiles.js';
 import {
-  buildQemuArgs, kernelCmdline, memoryArg, rngSeedHex, rtcBase, type LaunchContext, type LaunchSpec,
+  buildQemuArgs, kDefaultHotplugSlots, kernelCmdline, memoryArg, rngSeedHex, rtcBase, type LaunchContext, type LaunchSpec,
 } from '../../src/vmm/cmdline.js';
 import { mhzToKhz } from '../../src/vmm/host.js';
 
@@ -78,7 +78,7 @@ describe('buildQemuArgs', () => {
     assert.ok(devices.includes('virtio-serial-pci,id=vser0'));
     assert.ok(devices.includes('virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent'));
     assert.ok(devices.includes('virtio-rng-pci,rng=rng0'));
-    assert.equal(devices.filter((d) => d.startsWith('pcie-root-port,')).length, 4);
+    assert.equal(devices.filter((d) => d.startsWith('pcie-root-port,')).length, kDefaultHotplugSlots);
     assert.deepEqual(values(a, '-rtc'), ['base=utc,clock=vm']);
     assert.ok(!a.includes('-incoming'));
     assert.ok(!a.includes('-fw_cfg'));
