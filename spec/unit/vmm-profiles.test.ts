@@ -62,10 +62,15 @@ describe('resolveProfiles', () => {
       'console=ttyS0 rdinit=/init');
   });
 
+  it('takes disks: sizes as strings, images relative to the config', () => {
+    const p = resolveProfiles({ a: { kernel: '/k', disks: [{ id: 'data', size: '64M' }, { id: 'base', image: 'golden.img', readonly: true }] } }, '/proj')['a']!;
+    assert.deepEqual(p.disks, [{ id: 'data', sizeBytes: 64 * 1024 * 1024 }, { id: 'base', image: '/proj/golden.img', readonly: true }]);
+  });
+
   it('names the unknown key, the profile and the accepted keys', () => {
     assert.throws(() => resolveProfiles({ web: { kernel: '/k', memroy: '1G' } }, '/'), (err: Error) => {
       assert.ok(err instanceof ProfileError);
-      assert.match(err.message, /^profile `web`: unknown key `memroy`; accepted keys: kernel, initrd, cmdline, memory, cpus, machine, accel, inject_agent, agent_boot_timeout$/);
+      assert.match(err.message, /^profile `web`: unknown key `memroy`; accepted keys: kernel, initrd, cmdline, memory, cpus, machine, accel, inject_agent, agent_boot_timeout, disks$/);
       return true;
     });
   });
@@ -86,6 +91,10 @@ describe('resolveProfiles', () => {
       [{ kernel: '/k', agent_boot_timeout: 'soon' }, /profile `x`: agent_boot_timeout: invalid duration "soon"/],
       [{ kernel: '/k', agent_boot_timeout: 0 }, /agent_boot_timeout must be more than 0/],
       [{ kernel: '/k', cmdline: ['a'] }, /`cmdline` must be a string, got an array/],
+      [{ kernel: '/k', disks: { id: 'a' } }, /profile `x`: disks must be an array of tables/],
+      [{ kernel: '/k', disks: [{ size: '1M' }] }, /profile `x`: disks\[1\]: `id` is required/],
+      [{ kernel: '/k', disks: [{ id: 'a' }] }, /disks\[1\]: give `size`/],
+      [{ kernel: '/k', disks: [{ id: 'a', size: '1M', ro: true }] }, /disks\[1\]: unknown key `ro`; accepted keys: id, size, image, readonly/],
     ];
     for (const [table, re] of bad) assert.throws(() => resolveProfiles({ x: table }, '/'), re, JSON.stringify(table));
   });

@@ -73,9 +73,11 @@ export class Session {
     return reply;
   }
 
-  /** The boot option `disks`: new ids are added; an id the VM already has keeps its contents. */
+  /** The profile's disks, then the boot option's: new ids are added; an id the VM already has keeps its contents. */
   private async _bootDisks(vm: ManagedVm, opts: BootOptions): Promise<void> {
-    for (const spec of opts.disks ?? []) {
+    const own = new Set((opts.disks ?? []).map((d) => d.id));
+    const specs = [...(vm.profile.disks ?? []).filter((d) => !own.has(d.id)), ...(opts.disks ?? [])];
+    for (const spec of specs) {
       if (!this._disks.has(vm, spec.id)) await this._disks.attach(vm, spec);
     }
   }

@@ -3,6 +3,7 @@
 // lookup in (config never imports vmm). User profiles come from `[profiles.<name>]` in provium.toml.
 
 import { isAbsolute, resolve } from 'node:path';
+import type { DiskSpec } from '../protocol/rpc.js';
 import { parseDuration, parseSize } from './units.js';
 
 /** DESIGN §3: the boot-time flags that measured fastest on TCG. */
@@ -38,6 +39,8 @@ export interface Profile {
   injectAgent: boolean;
   agentTimeoutMs: number;
   builtin: boolean;
+  /** Disks every VM of the profile gets (before a boot's own `disks`), as /dev/vda, /dev/vdb, … */
+  disks?: DiskSpec[];
 }
 
 const MiB = 1024 * 1024;
@@ -49,7 +52,8 @@ const kMinMemoryBytes = 32 * MiB;
 const kMaxCpus = 64;
 const kMachines: readonly MachineType[] = ['q35', 'microvm', 'pc'];
 const kAccels: readonly AccelChoice[] = ['auto', 'kvm', 'tcg'];
-const kProfileKeys = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'machine', 'accel', 'inject_agent', 'agent_boot_timeout'] as const;
+const kProfileKeys = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'machine', 'accel', 'inject_agent', 'agent_boot_timeout', 'disks'] as const;
+const kDiskKeys = ['id', 'size', 'image', 'readonly'];
 const kNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** A profile that cannot be used as written; the message names the profile, the key and the fix. */
@@ -165,7 +169,27 @@ function resolveOne(name: string, t: Record<string, unknown>, baseDir: string): 
 
   const profile: Profile = { name, kernel, cmdline, memoryBytes, cpus, machine, accel, injectAgent, agentTimeoutMs, builtin: false };
   if (initrd !== undefined) profile.initrd = initrd;
+  if (t['disks'] !== undefined) profile.disks = disks(where, t['disks'], baseDir);
   return profile;
+}
+
+/** `disks = [{id = "data", size = "64M"}, {id = "base", image = "golden.img", readonly = true}]` */
+function disks(where: string, raw: unknown, baseDir: string): DiskSpec[] {
+  if (!Array.isArray(raw)) throw new ProfileError(`${where}: disks must be an array of tables like {id = "data", size = "64M"}, got ${describe(raw)}`);
+  return raw.map((d, i) => {
+    const at = `${where}: disks[${i + 1}]`;
+    if (!isTable(d)) throw new ProfileError(`${at}: expected a table like {id = "data", size = "64M"}, got ${describe(d)}`);
+    for (const key of Object.keys(d)) {
+      if (!kDiskKeys.includes(key)) throw new ProfileError(`${at}: unknown key \`${key}\`; accepted keys: ${kDiskKeys.join(', ')}`);
+    }
+    if (d['id'] === undefined) throw new ProfileError(`${at}: \`id\` is required`);
+    const spec: DiskSpec = { id: str(at, 'id', d['id']) };
+    if (d['size'] !== undefined) spec.sizeBytes = parseSize(d['size'], `${at}: size`);
+    if (d['image'] !== undefined) spec.image = path(at, 'image', d['image'], baseDir);
+    if (d['readonly'] !== undefined) spec.readonly = bool(at, 'readonly', d['readonly']);
+    if (spec.sizeBytes === undefined && spec.image === undefined) throw new ProfileError(`${at}: give \`size\` (e.g. "64M") or \`image\``);
+    return spec;
+  });
 }
 
 function isTable(v: unknown): v is Record<string, unknown> {
