@@ -2,21 +2,28 @@
 //
 // Every harness figure is printed beside its floor, measured in the same run and interleaved
 // (floor, harness, floor, harness, …; the order alternates between rounds) so that machine noise
-// hits both; every figure is the median of at least 5 rounds. Floors:
+// hits both; every figure is the median of at least 5 rounds (the network section: 3 rounds, and
+// 4 boots of each kind, to stay within ~90 s). Floors:
 //   - boot: plain QEMU with the argv provium builds (buildQemuArgs, same spec), started directly
 //     (under `setpriv --pdeathsig KILL` when present, as provium does, so it cannot outlive us),
 //     timed to the agent's first hello reply on agent.sock (framing functions only);
 //   - calls, files, stats, streams, workers: the agent's own round trips from this process over a
-//     raw socket to such a plain QEMU, no harness in between.
+//     raw socket to such a plain QEMU, no harness in between;
+//   - network: two such plain QEMUs joined directly by QEMU's own `-netdev stream` pair (no
+//     switch), driven over their raw agent sockets with the same guest commands as the Lua file.
 // Harness figures come from `provium` CLI runs of bench/lua/*.test.lua and of generated files, read
 // back from the saved msgpack event stream (`--save-events`): there is no wall clock in the Lua
-// sandbox, so per-call costs are test durations minus the duration of an empty test.
+// sandbox, so per-call costs are test durations minus the duration of an empty test (the network
+// figures are the guests' own measurements, which the tests print: read back from `--json`).
+//
+// `--only net` (or any of boot, calls, dispatch, suite, shards, net, comma-separated) runs those
+// sections only and prints them without touching BENCHMARKS.md.
 //
 // The output (stdout) is also written to BENCHMARKS.md. Every QEMU and CLI started here is killed
 // on exit, on error and on Ctrl-C.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, createReadStream, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants, createReadStream, existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -49,6 +56,16 @@ const kSuiteFiles = 8;
 const kShardFiles = 40;
 const kShards = 4;
 const kAgentTimeoutMs = 60_000;
+// Network section (10): keep in step with bench/lua/network.test.lua and net-boot.test.lua.
+const kNetRounds = 3;
+const kNetBootRounds = 2; // runs of net-boot.test.lua, two pairs of boots each
+const kNetPings = 20;
+const kNetPingWarm = 'ping -c 2 -i 0.2 -W 2 b';
+const kNetPing = `ping -c ${kNetPings} -i 0.05 -W 2 b`;
+const kNetXferBytes = 32 * 1024 * 1024;
+const kNetRecv = (port: number) => `nc -l -p ${port} | { dd bs=1 count=1 of=/dev/null 2>/dev/null; cut -d' ' -f1 /proc/uptime; wc -c; cut -d' ' -f1 /proc/uptime; }`;
+const kNetSend = (port: number) => `dd if=/dev/zero bs=65536 count=${kNetXferBytes / 65536} 2>/dev/null | nc b ${port}`;
+const kNetListening = (port: number) => `netstat -ltn | grep -q ':${port} '`;
 
 const here = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 const repo = path.resolve(here, '..', '..');
@@ -231,8 +248,9 @@ const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => {
   try { accessSync(p, fsConstants.X_OK); return true; } catch { return false; }
 });
 
-async function bootPlain(name: string): Promise<PlainVm> {
+async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<PlainVm> {
   const spec = await launchSpec(name);
+  if (extraQemuArgs.length) spec.extraQemuArgs = extraQemuArgs;
   const acc = await accel();
   const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'vm-'));
   const ctx = {
@@ -686,6 +704,212 @@ async function benchShards(work: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 10. Network: two guests on a bridge (the broker's userspace switch, NICs hot-plugged after a
+// snapshot boot) vs the floor, two plain QEMUs (the argv provium builds) joined directly by QEMU's
+// own `-netdev stream` pair (A listens, B dials), NICs on the command line, addresses set through
+// the raw agent. Both sides run the same guest commands and the same parsers read their output:
+// ping's own RTTs, and a TCP transfer timed by the receiver's clock. Then vm:boot() from the boot
+// snapshot with two NICs vs with none (both harness: the floor column is the VM without NICs).
+
+const kNetMacs = ['52:54:00:be:00:01', '52:54:00:be:00:02'] as const;
+const kNetIps = ['10.250.0.2', '10.250.0.3'] as const;
+
+const stdoutOf = (r: Record<string, unknown>) => Buffer.from(r['stdout'] as Uint8Array).toString('utf8');
+
+async function mustExec(agent: RawAgent, cmd: string, timeoutMs = 60_000): Promise<string> {
+  const r = await agent.request('exec', { ...shExec(cmd), timeout_ms: timeoutMs });
+  if (r['status'] !== 'exited' || r['code'] !== 0) {
+    const err = Buffer.from(r['stderr'] as Uint8Array).toString('utf8').trim();
+    throw new Error(`raw exec \`${cmd}\`: ${String(r['status'])} ${String(r['code'])}: ${err}`);
+  }
+  return stdoutOf(r);
+}
+
+/** Median of the per-packet RTTs busybox ping prints (ms). */
+function parsePing(out: string, what: string): number {
+  const times = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  if (times.length !== kNetPings) throw new Error(`${what}: ${times.length} of ${kNetPings} ping replies\n${out}`);
+  return median(times);
+}
+
+/** The receiver's output (uptime at the first byte, bytes after it, uptime at EOF) as MiB/s. */
+function parseXfer(out: string, what: string): number {
+  const m = /^([\d.]+)\s+(\d+)\s+([\d.]+)$/.exec(out.trim());
+  if (!m) throw new Error(`${what}: unexpected receiver output ${JSON.stringify(out)}`);
+  const bytes = Number(m[2]) + 1; // + the first byte, read before the clock started
+  const s = Number(m[3]) - Number(m[1]);
+  if (bytes !== kNetXferBytes) throw new Error(`${what}: received ${bytes} bytes, expected ${kNetXferBytes}`);
+  if (!(s > 0)) throw new Error(`${what}: transfer took ${s} s by the guest's clock (10 ms resolution)`);
+  return bytes / 1048576 / s;
+}
+
+/** Two plain QEMUs joined by a direct `-netdev stream` link, addressed, with `a` and `b` in /etc/hosts. */
+async function bootLinkedPair(work: string): Promise<[PlainVm, PlainVm]> {
+  const dir = await mkdtemp(path.join(work, 'link-'));
+  const sock = path.join(dir, 'link.sock');
+  // On a pcie-root-port (bus=hp0), like the harness's hot-plugged NICs.
+  const nic = (i: 0 | 1) => [
+    '-netdev', `stream,id=n0,server=${i === 0 ? 'on' : 'off'},addr.type=unix,addr.path=${sock}`,
+    '-device', `virtio-net-pci,netdev=n0,mac=${kNetMacs[i]},bus=hp0`,
+  ];
+  const pa = bootPlain('bench-net-a', nic(0));
+  let aSettled = false;
+  pa.then(() => { aSettled = true; }, () => { aSettled = true; });
+  // B dials A's socket once, at start-up: wait for A's QEMU to listen first.
+  const deadline = Date.now() + kAgentTimeoutMs;
+  while (!existsSync(sock) && !aSettled && Date.now() < deadline) await sleep(5);
+  if (!existsSync(sock)) {
+    await stopPlain(await pa); // throws A's boot error, if that is why
+    throw new Error(`plain QEMU a never listened on ${sock}`);
+  }
+  await sleep(100); // bind() made the file; let listen() follow (a probe would take A's one connection)
+  let b: PlainVm;
+  try {
+    b = await bootPlain('bench-net-b', nic(1));
+  } catch (err) {
+    await pa.then(stopPlain, () => undefined);
+    throw err;
+  }
+  let a: PlainVm;
+  try {
+    a = await pa;
+  } catch (err) {
+    await stopPlain(b);
+    throw err;
+  }
+  try {
+    const hosts = Buffer.from(`127.0.0.1\tlocalhost\n${kNetIps[0]}\ta\n${kNetIps[1]}\tb\n`);
+    for (const [i, vm] of [a, b].entries()) {
+      // The broker's configuration script, less its bookkeeping: the interface by MAC, up, addressed.
+      await mustExec(vm.agent, [
+        'i=0',
+        `while :; do for d in /sys/class/net/*; do [ "$(cat $d/address 2>/dev/null)" = "${kNetMacs[i]}" ] && IF=\${d##*/}; done`,
+        '  [ -n "$IF" ] && break; i=$((i+1)); [ $i -gt 200 ] && { echo "no interface with MAC ' + kNetMacs[i] + '" >&2; exit 1; }; sleep 0.05',
+        'done',
+        'ip link set "$IF" up',
+        `ip addr add ${kNetIps[i]}/24 dev "$IF"`,
+      ].join('\n'));
+      await vm.agent.request('write_file', { path: '/etc/hosts', data: hosts });
+    }
+  } catch (err) {
+    await stopPlain(a);
+    await stopPlain(b);
+    throw err;
+  }
+  return [a, b];
+}
+
+/** One floor round on the linked pair: ping RTT (ms) and the transfer's rate (MiB/s). */
+async function netFloorRound(a: PlainVm, b: PlainVm, port: number): Promise<{ rtt: number; mibs: number }> {
+  await mustExec(a.agent, kNetPingWarm);
+  const rtt = parsePing(await mustExec(a.agent, kNetPing), 'floor ping');
+  // Spawned, as run_async does: its stdin stays open (nc -l ends the connection at EOF on stdin).
+  const handle = (await b.agent.request('spawn', shExec(kNetRecv(port))))['handle'];
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = await b.agent.request('exec', shExec(kNetListening(port)));
+    if (r['code'] === 0) break;
+    if (Date.now() > deadline) throw new Error(`floor: nc never listened on port ${port}`);
+    await sleep(50);
+  }
+  await mustExec(a.agent, kNetSend(port));
+  const r = await b.agent.request('wait', { handle, timeout_ms: 60_000 });
+  if (r['status'] !== 'exited' || r['code'] !== 0) throw new Error(`floor receiver: ${String(r['status'])} ${String(r['code'])}: ${Buffer.from(r['stderr'] as Uint8Array).toString('utf8').trim()}`);
+  return { rtt, mibs: parseXfer(stdoutOf(r), 'floor transfer') };
+}
+
+/** Each test's printed log from a `--json` run. */
+function testLogs(run: CliRun): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of run.stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const file = JSON.parse(line) as { tests?: { name: string; log?: string[] }[] };
+    for (const t of file.tests ?? []) out.set(t.name, (t.log ?? []).join('\n'));
+  }
+  return out;
+}
+
+async function benchNetwork(work: string, timingsFile: string): Promise<void> {
+  const netFile = path.join(luaDir, 'network.test.lua');
+  const bootFile = path.join(luaDir, 'net-boot.test.lua');
+  const started = performance.now();
+  log('net: booting two plain QEMUs joined by a direct -netdev stream link');
+  const [a, b] = await bootLinkedPair(work);
+  const fRtt: number[] = [];
+  const hRtt: number[] = [];
+  const fRate: number[] = [];
+  const hRate: number[] = [];
+  const floorMs: number[] = [];
+  const harnessMs: number[] = [];
+  log(`net: linked pair up (${secs(performance.now() - started)})`);
+  try {
+    for (let round = 0; round < kNetRounds; round++) {
+      const doFloor = async () => {
+        const t0 = performance.now();
+        const f = await netFloorRound(a, b, 9000 + round);
+        floorMs.push(performance.now() - t0);
+        fRtt.push(f.rtt);
+        fRate.push(f.mibs);
+      };
+      const doHarness = async () => {
+        const run = mustPass(await runCli([netFile, '--no-progress', '--json'], { cwd: work, timingsFile, events: false }), 'network.test.lua');
+        harnessMs.push(run.wallMs);
+        const logs = testLogs(run);
+        hRtt.push(parsePing(logs.get('ping') ?? '', 'harness ping'));
+        hRate.push(parseXfer(logs.get('xfer-32MiB') ?? '', 'harness transfer'));
+      };
+      if (round % 2 === 0) { await doFloor(); await doHarness(); } else { await doHarness(); await doFloor(); }
+      log(`net round ${round + 1}/${kNetRounds} (${secs(performance.now() - started)}): ping ${ms(fRtt.at(-1)!)} | ${ms(hRtt.at(-1)!)}, 32 MiB ${rate(fRate.at(-1)!, 'MiB/s')} | ${rate(hRate.at(-1)!, 'MiB/s')}; took ${secs(floorMs.at(-1)!)} | ${secs(harnessMs.at(-1)!)}`);
+    }
+  } finally {
+    await stopPlain(a);
+    await stopPlain(b);
+  }
+  const boot0: number[] = [];
+  const boot2: number[] = [];
+  const spawned0: number[] = [];
+  const spawned2: number[] = [];
+  // The runs of network.test.lua above made sure the boot snapshot exists.
+  for (let round = 0; round < kNetBootRounds; round++) {
+    const run = mustPass(await runCli([bootFile, '--no-progress'], { cwd: work, timingsFile }), 'net-boot.test.lua');
+    const d = testDurations(run.events);
+    const need = (name: string) => {
+      const v = d.get(name);
+      if (v === undefined) throw new Error(`net-boot.test.lua: no test_passed for "${name}"`);
+      return v;
+    };
+    const spawned = (name: string) => {
+      const e = run.events.find((x) => x.kind === 'vm_spawned' && x.payload['vm_name'] === name);
+      if (!e) throw new Error(`net-boot.test.lua: no vm_spawned for ${name}`);
+      if (!e.payload['restored']) problems.push(`net: vm \`${name}\` booted cold (restored=false)`);
+      return Number(e.payload['boot_ns']) / 1e6;
+    };
+    for (const pair of [1, 2]) {
+      boot0.push(need(`boot-0nic-${pair}`));
+      boot2.push(need(`boot-2nic-${pair}`));
+      spawned0.push(spawned(`plain${pair}`));
+      spawned2.push(spawned(`nics${pair}`));
+    }
+    log(`net boot round ${round + 1}/${kNetBootRounds} (${secs(performance.now() - started)}): 0 NICs ${ms(boot0.at(-2)!)}, ${ms(boot0.at(-1)!)} (vm_spawned ${ms(spawned0.at(-2)!)}, ${ms(spawned0.at(-1)!)}); 2 NICs ${ms(boot2.at(-2)!)}, ${ms(boot2.at(-1)!)} (vm_spawned ${ms(spawned2.at(-2)!)}, ${ms(spawned2.at(-1)!)})`);
+  }
+  log(`net: section took ${secs(performance.now() - started)}`);
+
+  const perRound = (h: number[], f: number[], op: (h: number, f: number) => number) => median(h.map((x, i) => op(x, f[i]!)));
+  const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
+  const rttOver = perRound(hRtt, fRtt, (h, f) => h - f);
+  const rateRatio = perRound(hRate, fRate, (h, f) => h / f);
+  const out = section(`10. network: two guests on a bridge (broker's switch) vs a direct QEMU -netdev stream link (${kNetRounds} rounds; boots: ${kNetBootRounds} × 2)`);
+  out.push({ figure: `ping RTT a → b  [busybox ping, median of ${kNetPings}]`, floor: ms(median(fRtt)), harness: ms(median(hRtt)), ratio: times(perRound(hRtt, fRtt, (h, f) => h / f)), note: `${rttOver < 0 ? '−' : '+'}${ms(Math.abs(rttOver))} over the direct link (target ≤ +1.5 ms: ${verdict(rttOver <= 1.5)})` });
+  out.push({ figure: 'TCP 32 MiB a → b  [dd | nc, receiver\'s clock]', floor: rate(median(fRate), 'MiB/s'), harness: rate(median(hRate), 'MiB/s'), ratio: times(perRound(hRate, fRate, (h, f) => f / h)), note: `switch/direct rate ${rateRatio.toFixed(2)} (target ≥ 0.70: ${verdict(rateRatio >= 0.7)})` });
+  // The restore's own noise is large on a busy machine; what the NICs add comes after agent-ready.
+  const after0 = boot0.map((x, i) => x - spawned0[i]!);
+  const after2 = boot2.map((x, i) => x - spawned2[i]!);
+  out.push({ figure: 'vm:boot() from the snapshot: no NIC / 2 NICs', floor: ms(median(boot0)), harness: ms(median(boot2)), ratio: times(perRound(boot2, boot0, (h, f) => h / f)), note: `${kNetBootRounds * 2} boots of each, alternating; whole vm:boot() as the test sees it` });
+  out.push({ figure: '  restore to agent-ready (vm_spawned.boot_ns)', floor: ms(median(spawned0)), harness: ms(median(spawned2)), ratio: '', note: `spread ${ms(Math.min(...spawned0, ...spawned2))}–${ms(Math.max(...spawned0, ...spawned2))}: the same work either way` });
+  out.push({ figure: '  after agent-ready: NICs plugged and configured', floor: ms(median(after0)), harness: ms(median(after2)), ratio: '', note: `2 NICs add ${ms(median(after2) - median(after0))} (hot-plug, link, address, /etc/hosts)` });
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function machineHeader(): Promise<string[]> {
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
@@ -696,12 +920,38 @@ async function machineHeader(): Promise<string[]> {
     `machine: ${os.cpus().length} cpus (nproc), ${model}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, accel ${await accel()}`,
     `date:    ${new Date().toISOString()}`,
     `qemu:    ${qemu}; node ${process.version}; load average at start ${load}`,
-    `method:  medians of ${kRounds} rounds (boot: ${kBootRounds}), floor and harness back to back in each round;`,
+    `method:  medians of ${kRounds} rounds (boot: ${kBootRounds}; network: ${kNetRounds}, its boots: ${kNetBootRounds} × 2), floor and harness back to back in each round;`,
     `         h/f time = harness time / floor time (for rates: floor rate / harness rate), median of per-round ratios`,
   ];
 }
 
+const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net'] as const;
+type SectionName = (typeof kSectionNames)[number];
+
+/** `--only NAME[,NAME...]`: run those sections only, print, and leave BENCHMARKS.md alone. */
+function parseOnly(argv: string[]): Set<SectionName> | undefined {
+  const usage = `usage: bench.js [--only ${kSectionNames.join('|')}[,...]]`;
+  let only: Set<SectionName> | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = arg === '--only' ? argv[++i] : arg.startsWith('--only=') ? arg.slice('--only='.length) : undefined;
+    if (value === undefined) {
+      process.stderr.write(`bench: unknown argument \`${arg}\`\n${usage}\n`);
+      process.exit(2);
+    }
+    for (const name of value.split(',').filter(Boolean)) {
+      if (!(kSectionNames as readonly string[]).includes(name)) {
+        process.stderr.write(`bench: unknown section \`${name}\`\n${usage}\n`);
+        process.exit(2);
+      }
+      (only ??= new Set()).add(name as SectionName);
+    }
+  }
+  return only;
+}
+
 async function main(): Promise<void> {
+  const only = parseOnly(process.argv.slice(2));
   const started = performance.now();
   const header = await machineHeader();
   const work = await mkdtemp(path.join(os.tmpdir(), 'provium-bench-work-'));
@@ -710,11 +960,15 @@ async function main(): Promise<void> {
   const timingsFile = path.join(work, 'timings.json');
   await writeFile(timingsFile, JSON.stringify({ version: 1, files: {} }));
   try {
-    await benchBoot(work, timingsFile);
-    await benchCalls(work, timingsFile);
-    await benchDispatch(work, timingsFile);
-    await benchSuite(work, timingsFile);
-    await benchShards(work);
+    const steps: Record<SectionName, () => Promise<void>> = {
+      boot: () => benchBoot(work, timingsFile),
+      calls: () => benchCalls(work, timingsFile),
+      dispatch: () => benchDispatch(work, timingsFile),
+      suite: () => benchSuite(work, timingsFile),
+      shards: () => benchShards(work),
+      net: () => benchNetwork(work, timingsFile),
+    };
+    for (const name of kSectionNames) if (!only || only.has(name)) await steps[name]();
   } finally {
     killChildren();
     await rm(work, { recursive: true, force: true });
@@ -725,6 +979,10 @@ async function main(): Promise<void> {
   lines.push(`bench took ${totalS.toFixed(0)} s; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
+  if (only) {
+    log(`--only ${[...only].join(',')}: BENCHMARKS.md left as it is`);
+    return;
+  }
   const md = [
     '# Benchmarks',
     '',
