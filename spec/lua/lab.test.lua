@@ -75,7 +75,7 @@ test("pause, resume and wrong-state errors", function(t)
   t:assert_contains(t:assert_raises(function() main:boot() end), "already booted")
   local fresh = provium:vm("fresh", "minimal")
   t:assert_contains(t:assert_raises(function() fresh:run("true") end), "vm `fresh` is not booted (state: created)")
-  t:assert_contains(t:assert_raises(function() fresh:boot({disks = {}}) end), "unknown option `disks`")
+  t:assert_contains(t:assert_raises(function() fresh:boot({disk = {}}) end), "unknown option `disk`")
   main:run("true"):assert_ok()
 end)
 
