@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeBody, encodeFrame, FrameError, FrameReader } from '../../src/agent/framing.js';
+import { decodeBody, encodeFrame, findFrame, FrameError, FrameReader } from '../../src/agent/framing.js';
 
 describe('framing', () => {
   it('prefixes the msgpack body with its big-endian length', () => {
@@ -46,5 +46,35 @@ describe('framing', () => {
     const big = 0xc0104b00_00000001n;
     const frame = encodeFrame({ v: big, small: 5 });
     assert.deepEqual(decodeBody(frame.subarray(4)), { v: big, small: 5 });
+  });
+
+  it('takes frames one at a time, and an oversized length does not lose the frames before it', () => {
+    const reader = new FrameReader(64);
+    const huge = Buffer.alloc(4);
+    huge.writeUInt32BE(65, 0);
+    reader.feed(Buffer.concat([encodeFrame('a'), encodeFrame('b'), huge, Buffer.from('rest')]));
+    assert.equal(decodeBody(reader.next()!), 'a');
+    assert.equal(decodeBody(reader.next()!), 'b');
+    assert.throws(() => reader.next(), /frame of 65 bytes exceeds the 64-byte limit/);
+    assert.throws(() => reader.next(), FrameError, 'the bad header stays until cleared');
+    reader.clear();
+    assert.equal(reader.pendingBytes, 0);
+    assert.equal(reader.next(), undefined);
+    reader.feed(encodeFrame('c'));
+    assert.equal(decodeBody(reader.next()!), 'c');
+  });
+
+  it('finds a small frame inside bytes that lost their framing', () => {
+    const wanted = encodeFrame({ id: 9, kind: 'ok', data: { token: 't' } });
+    const other = encodeFrame({ id: 8, kind: 'ok', data: {} });
+    const noise = Buffer.from([0, 0, 3, 0x9a, 0x61, 0x62, 0x63, 0x81, 0, 0, 0, 1, 0x80]);
+    const bytes = Buffer.concat([noise, other, wanted.subarray(0, 3), noise, wanted, other]);
+    const isWanted = (v: unknown): boolean => (v as { id?: unknown })?.id === 9;
+    const at = findFrame(bytes, 1024, isWanted);
+    assert.equal(at, noise.byteLength * 2 + other.byteLength + 3);
+    assert.deepEqual(decodeBody(bytes.subarray(at! + 4, at! + wanted.byteLength)), { id: 9, kind: 'ok', data: { token: 't' } });
+    // Not there yet (cut short), or longer than allowed: not found.
+    assert.equal(findFrame(bytes.subarray(0, at! + wanted.byteLength - 1), 1024, isWanted), undefined);
+    assert.equal(findFrame(bytes, 8, isWanted), undefined);
   });
 });

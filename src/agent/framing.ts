@@ -36,20 +36,37 @@ export class FrameReader {
 
   /** Feeds bytes; returns the complete frame bodies they finished, in order. Throws FrameError on an oversized frame. */
   push(chunk: Buffer): Buffer[] {
+    this.feed(chunk);
+    const bodies: Buffer[] = [];
+    for (let body = this.next(); body !== undefined; body = this.next()) bodies.push(body);
+    return bodies;
+  }
+
+  /** Adds bytes without taking frames out (see next()). */
+  feed(chunk: Buffer): void {
+    if (chunk.byteLength === 0) return;
     this._chunks.push(chunk);
     this._buffered += chunk.byteLength;
-    const bodies: Buffer[] = [];
-    while (this._buffered >= 4) {
-      const head = this._peek(4);
-      const length = head.readUInt32BE(0);
-      if (length > this._maxFrameBytes) {
-        throw new FrameError(`frame of ${length} bytes exceeds the ${this._maxFrameBytes}-byte limit`);
-      }
-      if (this._buffered < 4 + length) break;
-      const frame = this._take(4 + length);
-      bodies.push(frame.subarray(4));
+  }
+
+  /**
+   * The next complete frame body, or undefined until one is complete. Throws FrameError on an
+   * oversized length (the bytes stay: clear() them or the same error comes again).
+   */
+  next(): Buffer | undefined {
+    if (this._buffered < 4) return undefined;
+    const length = this._peek(4).readUInt32BE(0);
+    if (length > this._maxFrameBytes) {
+      throw new FrameError(`frame of ${length} bytes exceeds the ${this._maxFrameBytes}-byte limit`);
     }
-    return bodies;
+    if (this._buffered < 4 + length) return undefined;
+    return this._take(4 + length).subarray(4);
+  }
+
+  /** Forgets every byte held (a partial frame included). */
+  clear(): void {
+    this._chunks = [];
+    this._buffered = 0;
   }
 
   /** Bytes of an incomplete frame still held (an EOF here means a truncated frame). */
@@ -70,4 +87,27 @@ export class FrameReader {
     this._buffered = rest.byteLength;
     return taken;
   }
+}
+
+/**
+ * Looks through bytes that lost their framing for one complete frame of at most `maxBodyBytes`
+ * whose decoded value satisfies `match`, trying every byte offset. Returns where that frame
+ * starts, or undefined. Only candidates that could be a small msgpack map are decoded, so the
+ * cost stays linear in the bytes searched.
+ */
+export function findFrame(bytes: Buffer, maxBodyBytes: number, match: (value: unknown) => boolean): number | undefined {
+  for (let at = 0; at + 5 <= bytes.byteLength; at++) {
+    const length = bytes.readUInt32BE(at);
+    if (length === 0 || length > maxBodyBytes || at + 4 + length > bytes.byteLength) continue;
+    const first = bytes[at + 4]!;
+    if ((first & 0xf0) !== 0x80 && first !== 0xde && first !== 0xdf) continue;
+    let value: unknown;
+    try {
+      value = decoder.decode(bytes.subarray(at + 4, at + 4 + length));
+    } catch {
+      continue;
+    }
+    if (match(value)) return at;
+  }
+  return undefined;
 }
