@@ -2,20 +2,31 @@
 // addresses the guests get without work. A NIC is hot-plugged into a running guest (at attach,
 // or right after its boot or restore, so networked VMs still boot from their boot snapshot);
 // the broker then configures the interface through the agent (link up, the address) and writes
-// `/etc/hosts` with every VM's name on the guest's bridges.
+// `/etc/hosts` with every VM's name on the guest's bridges (and on the bridges they route to).
+//
+// Each subnet reserves three addresses: .1, the uplink's gateway (slirp's host address), .3 its
+// DNS forwarder, and the last host, the broker's router (routes between bridges). Uplinks and
+// routes change in the background (they start QEMU and reconfigure guests): `bridge.fault`
+// queues the change and `bridge.info` waits for it, so the RPC dispatch needs no new op.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Router } from '../net/router.js';
 import { Switch, type FaultEvent } from '../net/switch.js';
 import type { EventBus } from '../events/bus.js';
 import type { BridgeFault, BridgeView, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
 import { BrokerError } from './rpc-server.js';
+import { BridgeUplink } from './uplink.js';
 
 /** How long a plugged NIC's netdev may take to dial the switch, and the guest to show the interface. */
 const kNicConnectTimeoutMs = 10_000;
 const kConfigureTimeoutMs = 15_000;
+/** The router's port on each routed bridge: a name no VM can have. */
+const kRouterPort = '@router';
+const kGatewayHost = 1;
+const kDnsHost = 3;
 
 interface Nic {
   vm: ManagedVm;
@@ -57,6 +68,10 @@ class Bridge {
   readonly nics = new Map<number, Nic>();
   /** Run when the bridge closes (its capture streams end first). */
   readonly onClose: (() => Promise<void>)[] = [];
+  /** Set while the uplink runs. */
+  uplink: BridgeUplink | null = null;
+  /** Bridges this one routes to, by id (symmetric). */
+  readonly routes = new Set<number>();
   private _nextHost = 2;
 
   constructor(
@@ -68,16 +83,36 @@ class Bridge {
     readonly dir: string,
   ) {}
 
+  /** The router takes the last host of the subnet. */
+  get routerHost(): number {
+    return 2 ** (32 - this.subnet.prefixLength) - 2;
+  }
+
   nextHost(): number {
-    const host = this._nextHost++;
-    if (host >= 2 ** (32 - this.subnet.prefixLength) - 1) {
+    let host = this._nextHost++;
+    while (host === kGatewayHost || host === kDnsHost) host = this._nextHost++;
+    if (host >= this.routerHost) {
       throw new BrokerError(`bridge \`${this.name}\`: subnet ${formatIp(this.subnet.base)}/${this.subnet.prefixLength} has no free address left`);
     }
     return host;
   }
 
   ipOf(nic: Nic): string {
-    return formatIp((this.subnet.base + nic.host) >>> 0);
+    return this.address(nic.host);
+  }
+
+  address(host: number): string {
+    return formatIp((this.subnet.base + host) >>> 0);
+  }
+
+  get cidr(): string {
+    return `${formatIp(this.subnet.base)}/${this.subnet.prefixLength}`;
+  }
+
+  /** The subnet holds `ip` (a number). */
+  contains(ip: number): boolean {
+    const mask = (~0 << (32 - this.subnet.prefixLength)) >>> 0;
+    return ((ip & mask) >>> 0) === this.subnet.base;
   }
 }
 
@@ -95,6 +130,12 @@ let nextMac = 1;
 export class SessionNetwork {
   private readonly _bridges = new Map<number, Bridge>();
   private _nextBridgeId = 1;
+  /** One router for every routed bridge of the file; made on the first route. */
+  private _router: Router | undefined;
+  /** Uplink and route changes, one at a time; `info()` waits for them. */
+  private _work: Promise<void> = Promise.resolve();
+  /** The failure of a queued change, reported by the bridge's next `info()`. */
+  private readonly _workErrors = new Map<number, string>();
 
   constructor(private readonly _deps: NetworkDeps) {}
 
@@ -169,6 +210,18 @@ export class SessionNetwork {
           sw.impair(fault.values, scope);
           break;
         }
+        case 'uplink': {
+          const enabled = fault.enabled;
+          this._queue(bridge, () => (enabled ? this._enableUplink(bridge) : this._disableUplink(bridge)));
+          break;
+        }
+        case 'route':
+        case 'unroute': {
+          const peers = fault.peers.map((id) => this._peer(bridge, id));
+          if (fault.kind === 'route') this._queue(bridge, () => this._route(bridge, peers));
+          else this._queue(bridge, () => this._unroute(bridge, peers));
+          break;
+        }
       }
     } catch (err) {
       if (err instanceof BrokerError) throw err;
@@ -178,7 +231,12 @@ export class SessionNetwork {
     return this._view(bridge);
   }
 
-  info(bridgeId: number, from?: string, to?: string): { bridge: BridgeView; effective?: NetImpairment } {
+  /** Waits for queued uplink and route changes first, and fails with theirs. */
+  async info(bridgeId: number, from?: string, to?: string): Promise<{ bridge: BridgeView; effective?: NetImpairment }> {
+    await this._work;
+    const failed = this._workErrors.get(bridgeId);
+    this._workErrors.delete(bridgeId);
+    if (failed !== undefined) throw new BrokerError(failed);
     const bridge = this._bridge(bridgeId);
     if (from === undefined || to === undefined) return { bridge: this._view(bridge) };
     this._requireMembers(bridge, [from, to]);
@@ -242,16 +300,150 @@ export class SessionNetwork {
     const bridge = this._bridges.get(bridgeId);
     if (!bridge) return;
     this._bridges.delete(bridgeId);
+    this._workErrors.delete(bridgeId);
     await Promise.all(bridge.onClose.map((fn) => fn().catch(() => undefined)));
     for (const nic of bridge.nics.values()) {
       if (this._isPlugged(nic)) await nic.vm.unplugNic(nic.id).catch(() => undefined);
     }
+    await bridge.uplink?.stop().catch(() => undefined);
+    bridge.uplink = null;
+    this._router?.removeInterface(String(bridge.id));
+    // Its peers forget it; their guests lose the route (best effort: the bridge is gone anyway).
+    for (const peerId of bridge.routes) {
+      const peer = this._bridges.get(peerId);
+      if (!peer) continue;
+      peer.routes.delete(bridge.id);
+      await this._syncGuests(peer).catch(() => undefined);
+    }
+    bridge.routes.clear();
     await bridge.sw.close();
     await rm(bridge.dir, { recursive: true, force: true });
   }
 
   async close(): Promise<void> {
+    await this._work;
     await Promise.all([...this._bridges.keys()].map((id) => this.closeBridge(id)));
+    this._router?.close();
+  }
+
+  // ---- uplinks and routes -------------------------------------------------------------------
+
+  private _queue(bridge: Bridge, fn: () => Promise<void>): void {
+    this._work = this._work.then(fn).catch((err: unknown) => {
+      const message = err instanceof BrokerError ? err.message : `bridge \`${bridge.name}\`: ${(err as Error).message}`;
+      this._workErrors.set(bridge.id, message);
+    });
+  }
+
+  private async _enableUplink(bridge: Bridge): Promise<void> {
+    if (!this._bridges.has(bridge.id) || bridge.uplink?.running) return;
+    await bridge.uplink?.stop();
+    bridge.uplink = await BridgeUplink.start(bridge.sw, bridge.dir, {
+      subnet: bridge.cidr, gateway: bridge.address(kGatewayHost), dns: bridge.address(kDnsHost),
+    });
+    await this._syncGuests(bridge);
+  }
+
+  private async _disableUplink(bridge: Bridge): Promise<void> {
+    const uplink = bridge.uplink;
+    if (!uplink) return;
+    bridge.uplink = null;
+    await this._syncGuests(bridge);
+    await uplink.stop();
+  }
+
+  /** A peer for route/unroute: open, another bridge, a subnet apart. */
+  private _peer(bridge: Bridge, peerId: number): Bridge {
+    const peer = this._bridges.get(peerId);
+    if (!peer) throw new BrokerError(`bridge \`${bridge.name}\`: cannot route to bridge ${peerId}: it is closed`);
+    if (peer === bridge) throw new BrokerError(`bridge \`${bridge.name}\`: cannot route a bridge to itself`);
+    if (bridge.contains(peer.subnet.base) || peer.contains(bridge.subnet.base)) {
+      throw new BrokerError(`bridge \`${bridge.name}\` (${bridge.cidr}) and bridge \`${peer.name}\` (${peer.cidr}) overlap: routed bridges need distinct subnets`);
+    }
+    return peer;
+  }
+
+  private async _route(bridge: Bridge, peers: Bridge[]): Promise<void> {
+    for (const b of [bridge, ...peers]) await this._joinRouter(b);
+    for (const peer of peers) {
+      if (!this._bridges.has(peer.id)) continue;
+      this._router!.link(String(bridge.id), String(peer.id));
+      bridge.routes.add(peer.id);
+      peer.routes.add(bridge.id);
+    }
+    for (const b of [bridge, ...peers]) await this._syncGuests(b);
+    await this._writeHosts();
+  }
+
+  private async _unroute(bridge: Bridge, peers: Bridge[]): Promise<void> {
+    for (const peer of peers) {
+      this._router?.unlink(String(bridge.id), String(peer.id));
+      bridge.routes.delete(peer.id);
+      peer.routes.delete(bridge.id);
+    }
+    for (const b of [bridge, ...peers]) await this._syncGuests(b);
+    await this._writeHosts();
+  }
+
+  /** Gives the router an interface on the bridge (once): a port of its switch and the last host. */
+  private async _joinRouter(bridge: Bridge): Promise<void> {
+    if (!this._bridges.has(bridge.id)) throw new BrokerError(`bridge \`${bridge.name}\` is closed`);
+    this._router ??= new Router();
+    const name = String(bridge.id);
+    if (this._router.hasInterface(name)) return;
+    const socketPath = path.join(bridge.dir, 'router.sock');
+    await bridge.sw.addPort(kRouterPort, socketPath);
+    try {
+      await this._router.addInterface({
+        name, socketPath, mac: kRouterMacBase + bridge.id,
+        address: (bridge.subnet.base + bridge.routerHost) >>> 0, prefixLength: bridge.subnet.prefixLength,
+      });
+      await bridge.sw.whenConnected(kRouterPort, kNicConnectTimeoutMs);
+    } catch (err) {
+      this._router.removeInterface(name);
+      await bridge.sw.removePort(kRouterPort).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Every configured guest on the bridge gets the bridge's default route and routes now. */
+  private async _syncGuests(bridge: Bridge): Promise<void> {
+    if (bridge.manual) return;
+    const nics = [...bridge.nics.values()].filter((nic) => this._isPlugged(nic) && nic.ifname !== null);
+    await Promise.all(nics.map((nic) => this._exec(nic, [`IF=${nic.ifname}`, ...this._routeLines(bridge)].join('\n'))));
+  }
+
+  /**
+   * Shell lines (for a guest whose interface is `$IF`) that make its routes match the bridge:
+   * the uplink's default route and nameserver, and one route per routed bridge via the router.
+   */
+  private _routeLines(bridge: Bridge): string[] {
+    const gateway = bridge.address(kGatewayHost);
+    const dns = bridge.address(kDnsHost);
+    const router = bridge.address(bridge.routerHost);
+    const wanted = [...bridge.routes].map((id) => this._bridges.get(id)).filter((b): b is Bridge => b !== undefined).map((b) => b.cidr);
+    const lines = bridge.uplink
+      ? [
+        `ip route replace default via ${gateway} dev "$IF" || exit 1`,
+        `grep -qx 'nameserver ${dns}' /etc/resolv.conf 2>/dev/null || echo 'nameserver ${dns}' >> /etc/resolv.conf || exit 1`,
+      ]
+      : [
+        `ip route del default via ${gateway} dev "$IF" 2>/dev/null || true`,
+        `if [ -f /etc/resolv.conf ]; then grep -vx 'nameserver ${dns}' /etc/resolv.conf > /tmp/.provium-resolv; cat /tmp/.provium-resolv > /etc/resolv.conf; rm -f /tmp/.provium-resolv; fi`,
+      ];
+    // Routes via the router that are no longer wanted go first.
+    lines.push(`for n in $(ip route | grep " via ${router} " | cut -d' ' -f1); do case " ${wanted.join(' ')} " in *" $n "*) ;; *) ip route del "$n" via ${router} || true;; esac; done`);
+    for (const cidr of wanted) lines.push(`ip route replace ${cidr} via ${router} dev "$IF" || exit 1`);
+    return lines;
+  }
+
+  private async _exec(nic: Nic, script: string): Promise<string> {
+    const result = await nic.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kConfigureTimeoutMs });
+    const stderr = Buffer.from(result.stderr).toString('utf8').trim();
+    if (result.status !== 'exited' || result.code !== 0) {
+      throw new BrokerError(`vm \`${nic.vm.name}\`: configuring its interface failed (${result.status} ${result.code}): ${stderr}`);
+    }
+    return Buffer.from(result.stdout).toString('utf8').trim();
   }
 
   private async _plug(bridge: Bridge, nic: Nic): Promise<void> {
@@ -279,12 +471,10 @@ export class SessionNetwork {
       'done',
       'ip link set "$IF" up',
       address ? `ip addr add ${address} dev "$IF" 2>/dev/null || ip addr replace ${address} dev "$IF"` : ':',
+      ...(address ? this._routeLines(bridge) : []),
       'echo "$IF"',
     ].join('\n');
-    const result = await nic.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kConfigureTimeoutMs });
-    const stderr = Buffer.from(result.stderr).toString('utf8').trim();
-    if (result.status !== 'exited' || result.code !== 0) throw new BrokerError(`configuring the guest interface failed (${result.status} ${result.code}): ${stderr}`);
-    nic.ifname = Buffer.from(result.stdout).toString('utf8').trim() || null;
+    nic.ifname = (await this._exec(nic, script)) || null;
   }
 
   /** Every running guest's /etc/hosts: itself, and every VM on a bridge it shares, by name. */
@@ -296,7 +486,10 @@ export class SessionNetwork {
         if (!this._isPlugged(nic)) continue;
         const names = guests.get(nic.vm) ?? new Map<string, string>();
         guests.set(nic.vm, names);
-        for (const other of bridge.nics.values()) if (!names.has(other.vm.name)) names.set(other.vm.name, bridge.ipOf(other));
+        for (const b of [bridge, ...[...bridge.routes].map((id) => this._bridges.get(id))]) {
+          if (!b || b.manual) continue;
+          for (const other of b.nics.values()) if (!names.has(other.vm.name)) names.set(other.vm.name, b.ipOf(other));
+        }
       }
     }
     await Promise.all(
@@ -360,6 +553,9 @@ export class SessionNetwork {
       impairment: { ...sw.impairment() },
       partitions,
       isolated: members.filter((m) => sw.isIsolated(m)),
+      uplink: bridge.uplink ? { gateway: bridge.address(kGatewayHost), dns: bridge.address(kDnsHost) } : null,
+      routes: [...bridge.routes].map((id) => this._bridges.get(id)?.name).filter((n): n is string => n !== undefined),
+      router: bridge.address(bridge.routerHost),
     };
   }
 
@@ -376,6 +572,9 @@ export class SessionNetwork {
     };
   }
 }
+
+/** Router MACs: 52:54:01 plus the bridge id, apart from the NICs' 52:54:00. */
+const kRouterMacBase = 0x525401000000;
 
 /** A locally administered unicast MAC (52:54:00 is QEMU's prefix) from a run-wide counter. */
 function formatMacAddress(n: number): string {

@@ -107,6 +107,12 @@ export interface BridgeView {
   /** Cut directions (a symmetric partition is two). */
   partitions: { from: string; to: string }[];
   isolated: string[];
+  /** Outbound access through QEMU's user-mode networking, when enabled. */
+  uplink: { gateway: string; dns: string } | null;
+  /** The bridges this one routes to (names), both ways. */
+  routes: string[];
+  /** The broker's router address on this subnet (the next hop guests use for routed bridges). */
+  router: string;
 }
 
 /** One VM's NIC on one bridge. */
@@ -138,7 +144,11 @@ export type BridgeFault =
   | { kind: 'partition' | 'unpartition'; from: string; to: string; symmetric: boolean }
   | { kind: 'partition_all' | 'restore_all' | 'reset' }
   | { kind: 'isolate' | 'unisolate'; vm: string }
-  | { kind: 'impair'; values: Partial<NetImpairment>; from?: string; to?: string };
+  | { kind: 'impair'; values: Partial<NetImpairment>; from?: string; to?: string }
+  /** Applied in the background; `bridge.info` waits for it and reports its failure. */
+  | { kind: 'uplink'; enabled: boolean }
+  /** Routes to (or stops routing to) other bridges, by bridge id; also applied in the background. */
+  | { kind: 'route' | 'unroute'; peers: number[] };
 
 /** The args of one agent op relayed through the broker. */
 export interface AgentCallArgs<K extends AgentOp = AgentOp> {
