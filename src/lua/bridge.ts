@@ -2,7 +2,9 @@
 // attach (a booted VM gets its NIC at once, others at boot) and get an address on the bridge's
 // subnet and each other's names in /etc/hosts. Partitions, isolation and impairments are switch
 // code: no root. Unlike the reference, latency, loss and bandwidth combine, directional rules may
-// name one destination, and jitter, duplication and reordering are there too.
+// name one destination, and jitter, duplication and reordering are there too. The uplink
+// (slirp in a guest-less QEMU) and routes between bridges (a router in the broker) are real,
+// where the reference needs nft or only records the graph.
 
 import path from 'node:path';
 import { lua, type lua_State } from 'fengari';
@@ -12,7 +14,7 @@ import { LuaError } from './errors.js';
 import { translateRpcError, type VmHandle } from './guest.js';
 import { Nic, NicClass, type NicBridge } from './nic.js';
 import { openCaptureStream, pushStream } from './stream.js';
-import { pushIntegral, pushText } from './values.js';
+import { pushIntegral, pushText, setField, typeName } from './values.js';
 
 /** Reads a VM argument (a VM userdata, or a VM's name in the bridge's lab). */
 export type VmReader = (a: Args, idx: number, what: string) => VmHandle;
@@ -59,6 +61,10 @@ export class Bridge implements NicBridge {
     this.ensureOpen(a.label);
     try {
       this.view = this.rt.rpc.call('bridge.fault', { bridgeId: this.bridgeId, fault }).bridge;
+      // Uplinks and routes are applied in the background; bridge.info waits for them.
+      if (fault.kind === 'uplink' || fault.kind === 'route' || fault.kind === 'unroute') {
+        this.view = this.rt.rpc.call('bridge.info', { bridgeId: this.bridgeId }).bridge;
+      }
     } catch (err) {
       throw a.error((err as Error).message);
     }
@@ -151,9 +157,46 @@ function pair(bridge: Bridge, a: Args): { from: string; to: string; symmetric: b
   return { from, to, symmetric: true };
 }
 
-function notYet(what: string): Method<Bridge> {
-  return (_bridge, a) => {
-    throw a.error(`${what} is not supported yet in this build`);
+/** `route(b)` / `route({b, c})`: other open bridges, each once. */
+function peers(bridge: Bridge, a: Args): Bridge[] {
+  const L = a.L;
+  const one = (idx: number, what: string): Bridge => {
+    const peer = a.rt.toObject(L, idx, BridgeClass);
+    if (!peer) throw a.error(`${what}: expected a bridge (from provium:bridge) or a list of bridges, got ${typeName(L, idx)}`);
+    if (peer.closed) throw a.error(`${what}: bridge \`${peer.name}\` is closed`);
+    if (peer === bridge) throw a.error(`${what}: cannot route ${bridge.label} to itself`);
+    return peer;
+  };
+  const list: Bridge[] = [];
+  const idx = a.idx(1);
+  if (lua.lua_type(L, idx) === lua.LUA_TTABLE && !a.rt.toObject(L, idx, BridgeClass)) {
+    for (let i = 1; i <= lua.lua_rawlen(L, idx); i++) {
+      lua.lua_rawgeti(L, idx, i);
+      list.push(one(lua.lua_gettop(L), `list[${i}]`));
+      lua.lua_pop(L, 1);
+    }
+    if (list.length === 0) throw a.error('the list of bridges is empty');
+  } else {
+    list.push(one(idx, 'argument #1'));
+  }
+  if (new Set(list).size !== list.length) throw a.error('the list names a bridge twice');
+  return list;
+}
+
+function routing(kind: 'route' | 'unroute'): Method<Bridge> {
+  return (bridge, a) => {
+    bridge.ensureOpen(a.label);
+    const list = peers(bridge, a);
+    bridge.fault(a, { kind, peers: list.map((p) => p.bridgeId) });
+    // The peers' views changed too (routes are both ways).
+    for (const peer of list) {
+      try {
+        peer.view = a.rt.rpc.call('bridge.info', { bridgeId: peer.bridgeId }).bridge;
+      } catch {
+        // Closed since: its next call says so.
+      }
+    }
+    return 0;
   };
 }
 
@@ -296,9 +339,53 @@ export const BridgeClass: LuaClass<Bridge> = {
       pushStream(a, openCaptureStream(a, bridge, null, o.file !== undefined ? path.resolve(o.file) : undefined));
       return 1;
     },
-    enable_uplink: notYet('the uplink (outbound access)'),
-    disable_uplink: notYet('the uplink (outbound access)'),
-    route: notYet('routing between bridges'),
-    routes: notYet('routing between bridges'),
+    /** Outbound access through QEMU's user-mode networking; guests get a default route and a nameserver. */
+    enable_uplink(bridge, a) {
+      bridge.fault(a, { kind: 'uplink', enabled: true });
+      return 0;
+    },
+    disable_uplink(bridge, a) {
+      bridge.fault(a, { kind: 'uplink', enabled: false });
+      return 0;
+    },
+    /** {gateway = ip, dns = ip} while the uplink is on, else nil. */
+    uplink(bridge, a) {
+      const L = a.L;
+      const uplink = bridge.view.uplink;
+      if (!uplink) {
+        lua.lua_pushnil(L);
+        return 1;
+      }
+      lua.lua_createtable(L, 0, 2);
+      setField(L, 'gateway', () => pushText(L, uplink.gateway));
+      setField(L, 'dns', () => pushText(L, uplink.dns));
+      return 1;
+    },
+    /** route(b) or route({b, c}): IPv4 forwarding both ways through the broker's router. */
+    route: routing('route'),
+    unroute: routing('unroute'),
+    /** Names of the bridges this one routes to. */
+    routes(bridge, a) {
+      const L = a.L;
+      if (!bridge.closed) {
+        try {
+          bridge.view = a.rt.rpc.call('bridge.info', { bridgeId: bridge.bridgeId }).bridge;
+        } catch (err) {
+          throw a.error((err as Error).message);
+        }
+      }
+      const names = bridge.closed ? [] : bridge.view.routes;
+      lua.lua_createtable(L, names.length, 0);
+      names.forEach((n, i) => {
+        pushText(L, n);
+        lua.lua_rawseti(L, -2, i + 1);
+      });
+      return 1;
+    },
+    /** The router's address on this bridge's subnet (the next hop for routed bridges). */
+    router_ip(bridge, a) {
+      pushText(a.L, bridge.view.router);
+      return 1;
+    },
   },
 };

@@ -1,0 +1,60 @@
+-- Routing between bridges through the broker's router: n1 on bridge a reaches n2 on bridge b
+-- once a:route(b), by address and by name; the far bridge's faults apply to routed traffic;
+-- unroute takes it away; bad arguments are named.
+
+local n1 = provium:vm("n1", "minimal", {memory = "128M"})
+local n2 = provium:vm("n2", "minimal", {memory = "128M"})
+local a = provium:bridge("a")
+local b = provium:bridge("b")
+a:attach(n1)
+b:attach(n2)
+provium:boot()
+
+local function err_of(f)
+  local ok, e = pcall(f)
+  assert(not ok, "expected an error")
+  return tostring(e)
+end
+
+local function ping_ok(from, to)
+  return from:run("ping -c1 -W2 " .. to).exit_code == 0
+end
+
+test("a:route(b) forwards both ways; b's faults still apply; unroute stops it", function(t)
+  local ip2 = n2:nic("b"):ip()
+  t:assert(not ping_ok(n1, ip2), "no route before a:route(b)")
+  t:assert_eq(#a:routes(), 0)
+  a:route(b)
+  t:assert_eq(a:routes()[1], "b")
+  t:assert_eq(b:routes()[1], "a")
+  t:assert_eq(#a:routes(), 1)
+  t:assert_contains(n1:run("ip route").stdout, b:subnet() .. " via " .. a:router_ip())
+  local r = n1:run("ping -c1 -W3 " .. ip2)
+  r:assert_ok()
+  t:assert_contains(r.stdout, "ttl=63", "one hop: the router decremented the TTL")
+  t:assert(ping_ok(n2, n1:nic("a"):ip()), "n2 -> n1")
+  t:assert(ping_ok(n1, "n2"), "by name: /etc/hosts holds the routed bridge's members")
+  t:assert(ping_ok(n1, b:router_ip()), "the router answers on its far address")
+  b:isolate(n2)
+  t:assert(not ping_ok(n1, ip2), "n2 isolated on b: cut from the router too")
+  b:unisolate(n2)
+  t:assert(ping_ok(n1, ip2))
+  a:unroute(b)
+  t:assert_eq(#a:routes(), 0)
+  t:assert_eq(#b:routes(), 0)
+  t:assert(not n1:run("ip route").stdout:find(b:subnet(), 1, true), "the guest's route is gone")
+  t:assert(not ping_ok(n1, ip2), "no route after unroute")
+end)
+
+test("bad arguments: itself, a closed bridge, not a bridge, overlapping subnets", function(t)
+  t:assert_contains(err_of(function() a:route(a) end), "cannot route bridge `a` to itself")
+  t:assert_contains(err_of(function() a:route({b, b}) end), "names a bridge twice")
+  t:assert_contains(err_of(function() a:route("b") end), "expected a bridge")
+  local gone = provium:bridge("gone", {subnet = "192.168.50.0/24"})
+  gone:close()
+  t:assert_contains(err_of(function() a:route(gone) end), "bridge `gone` is closed")
+  t:assert_contains(err_of(function() gone:route(a) end), "is closed")
+  local twin = provium:bridge("twin", {subnet = a:subnet()})
+  t:assert_contains(err_of(function() a:route(twin) end), "routed bridges need distinct subnets")
+  t:assert_eq(#a:routes(), 0)
+end)
