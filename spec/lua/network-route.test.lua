@@ -46,7 +46,7 @@ test("a:route(b) forwards both ways; b's faults still apply; unroute stops it", 
   t:assert(not ping_ok(n1, ip2), "no route after unroute")
 end)
 
-test("bad arguments: itself, a closed bridge, not a bridge, overlapping subnets", function(t)
+test("bad arguments: itself, a closed bridge, not a bridge, overlapping subnets; routing again", function(t)
   t:assert_contains(err_of(function() a:route(a) end), "cannot route bridge `a` to itself")
   t:assert_contains(err_of(function() a:route({b, b}) end), "names a bridge twice")
   t:assert_contains(err_of(function() a:route("b") end), "expected a bridge")
@@ -57,4 +57,12 @@ test("bad arguments: itself, a closed bridge, not a bridge, overlapping subnets"
   local twin = provium:bridge("twin", {subnet = a:subnet()})
   t:assert_contains(err_of(function() a:route(twin) end), "routed bridges need distinct subnets")
   t:assert_eq(#a:routes(), 0)
+  -- Routed again after an unroute; meanwhile a's subnet is taken for any other pair.
+  a:route(b)
+  local third = provium:bridge("third", {subnet = "192.168.51.0/24"})
+  t:assert_contains(err_of(function() twin:route(third) end), "overlaps bridge `a`")
+  t:assert(ping_ok(n1, n2:nic("b"):ip()), "routed again")
+  a:unroute(b)
+  twin:route(third)
+  t:assert_eq(third:routes()[1], "twin")
 end)

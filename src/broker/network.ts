@@ -314,6 +314,7 @@ export class SessionNetwork {
       if (!peer) continue;
       peer.routes.delete(bridge.id);
       await this._syncGuests(peer).catch(() => undefined);
+      if (peer.routes.size === 0) await this._leaveRouter(peer).catch(() => undefined);
     }
     bridge.routes.clear();
     await bridge.sw.close();
@@ -357,8 +358,14 @@ export class SessionNetwork {
     const peer = this._bridges.get(peerId);
     if (!peer) throw new BrokerError(`bridge \`${bridge.name}\`: cannot route to bridge ${peerId}: it is closed`);
     if (peer === bridge) throw new BrokerError(`bridge \`${bridge.name}\`: cannot route a bridge to itself`);
-    if (bridge.contains(peer.subnet.base) || peer.contains(bridge.subnet.base)) {
+    const overlaps = (x: Bridge, y: Bridge): boolean => x.contains(y.subnet.base) || y.contains(x.subnet.base);
+    if (overlaps(bridge, peer)) {
       throw new BrokerError(`bridge \`${bridge.name}\` (${bridge.cidr}) and bridge \`${peer.name}\` (${peer.cidr}) overlap: routed bridges need distinct subnets`);
+    }
+    // One router serves the file, so every routed subnet must be distinct.
+    for (const x of [bridge, peer]) {
+      const other = [...this._bridges.values()].find((y) => y !== bridge && y !== peer && y.routes.size > 0 && overlaps(x, y));
+      if (other) throw new BrokerError(`bridge \`${x.name}\` (${x.cidr}) overlaps bridge \`${other.name}\` (${other.cidr}), which is routed: routed bridges need distinct subnets`);
     }
     return peer;
   }
@@ -381,8 +388,18 @@ export class SessionNetwork {
       bridge.routes.delete(peer.id);
       peer.routes.delete(bridge.id);
     }
-    for (const b of [bridge, ...peers]) await this._syncGuests(b);
+    for (const b of [bridge, ...peers]) {
+      await this._syncGuests(b);
+      if (b.routes.size === 0) await this._leaveRouter(b);
+    }
     await this._writeHosts();
+  }
+
+  /** A bridge routed to nothing leaves the router, freeing its subnet for another. */
+  private async _leaveRouter(bridge: Bridge): Promise<void> {
+    if (!this._router?.hasInterface(String(bridge.id))) return;
+    this._router.removeInterface(String(bridge.id));
+    if (bridge.sw.hasPort(kRouterPort)) await bridge.sw.removePort(kRouterPort);
   }
 
   /** Gives the router an interface on the bridge (once): a port of its switch and the last host. */
