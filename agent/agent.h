@@ -32,6 +32,8 @@
 #define GRACE_MS 100       /* wait for pipes after a child exits (grandchildren) */
 #define PORT_RECHECK_MS 50 /* virtio port: look for the host again (SIGIO is faster) */
 #define FRAME_STALL_MS 5000 /* a frame left half-received this long (waiting) is a bad frame */
+#define PORT_REOPEN_MS 1000 /* the port was closed under us and cannot be opened: try again */
+#define EXIT_CONN_LOST 75   /* a worker whose channel to the main agent was closed under it */
 
 #define NO_DEADLINE INT64_MAX
 
@@ -110,6 +112,11 @@ struct conn {
 	int64_t recheck_ms;
 	struct reader rd;
 	struct outq q;
+	/* What fd is, so that a layer-0 close(2) or dup2(2) on it is noticed (conn_check). */
+	dev_t fd_dev;
+	ino_t fd_ino;
+	bool lost;          /* CONN_PORT: fd was closed under us; report lost_msg once it is back */
+	char lost_msg[512];
 };
 void signals_init(void);
 void serve(void) __attribute__((noreturn));
@@ -118,6 +125,10 @@ void host_send(uint64_t gen, uint8_t *p, size_t len); /* a whole frame; dropped 
 void host_send_raw(uint8_t *p, size_t len);
 void new_session(void);
 void conn_bad_frame(const char *msg); /* agent_error, then drop input until disconnect */
+void conn_remember_fd(void);          /* after conn.fd was set: note what it is */
+void conn_check(void);                /* after a layer-0 call: is conn.fd still ours? */
+int port_reopen(void);                /* main.c: one attempt to open the port again; fd or -1 */
+void port_setup(int fd);              /* main.c: SIGIO and non-blocking on a freshly opened port */
 
 /* ---- req.c: requests, replies, arguments, batches ---- */
 struct scratch;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +134,93 @@ static void conn_down(void)
 	new_session();
 }
 
+void conn_remember_fd(void)
+{
+	struct conn *c = &A.conn;
+	struct stat st;
+	if (c->fd >= 0 && fstat(c->fd, &st) == 0) {
+		c->fd_dev = st.st_dev;
+		c->fd_ino = st.st_ino;
+	}
+}
+
+static void send_agent_error(const char *msg)
+{
+	struct mpw w = { 0 };
+	frame_begin(&w, 0, "agent_error");
+	mpw_map(&w, 1);
+	mpw_str(&w, "message");
+	mpw_str(&w, msg);
+	if (frame_end(&w))
+		host_send(A.gen, w.p, w.len);
+	else
+		mpw_free(&w);
+}
+
+/* The port came back after conn_lost(): host-to-guest bytes that were buffered in the guest
+ * went with the close, so input may resume mid-frame. Say so and drop input until a hello. */
+static void port_back(void)
+{
+	struct conn *c = &A.conn;
+	c->lost = false;
+	c->discard = true;
+	reader_reset(&c->rd);
+	send_agent_error(c->lost_msg);
+}
+
+/* Our descriptor to the host was closed or replaced by something the agent ran for the host (a
+ * layer-0 close(2) or dup2(2) on it). The number may already name another file: forget it,
+ * never close it. A port is opened again at once (the host never saw a disconnect: QEMU keeps
+ * its chardev), what is queued for the host is kept, and the host is told with agent_error. */
+static void conn_lost(const char *how)
+{
+	struct conn *c = &A.conn;
+	int fd = c->fd;
+	c->fd = -1;
+	if (c->kind == CONN_WORKER) {
+		logmsg("worker %d: its channel to the main agent (fd %d) %s; exiting", (int)A.pid, fd, how);
+		_exit(EXIT_CONN_LOST);
+	}
+	reader_reset(&c->rd);
+	if (c->kind == CONN_LISTEN) {
+		logmsg("the host connection (fd %d) %s; waiting for the next host", fd, how);
+		c->up = false;
+		c->discard = false;
+		outq_clear(&c->q);
+		new_session();
+		return;
+	}
+	snprintf(c->lost_msg, sizeof c->lost_msg,
+		 "the agent's port %s (fd %d) %s inside the guest; the agent reopened it, and input in flight "
+		 "was lost", A.port_desc, fd, how);
+	logmsg("%s", c->lost_msg);
+	c->lost = true;
+	c->fd = port_reopen();
+	if (c->fd < 0) {
+		logmsg("reopening the port: %s; trying again every %d ms", strerror(errno), PORT_REOPEN_MS);
+		c->up = false;
+		c->recheck_ms = now_ms() + PORT_REOPEN_MS;
+		return;
+	}
+	conn_remember_fd();
+	if (c->up)
+		port_back();
+	else
+		c->recheck_ms = 0; /* conn_tick looks for the host, then reports */
+}
+
+void conn_check(void)
+{
+	struct conn *c = &A.conn;
+	struct stat st;
+	if (c->fd < 0)
+		return;
+	if (fstat(c->fd, &st) < 0)
+		conn_lost("was closed");
+	else if (st.st_dev != c->fd_dev || st.st_ino != c->fd_ino)
+		conn_lost("was replaced by another file");
+}
+
 static void bad_frame(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Runs every complete frame staged; while discarding, skips to the next hello first. */
@@ -167,15 +255,7 @@ static void bad_frame(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	struct mpw w = { 0 };
-	frame_begin(&w, 0, "agent_error");
-	mpw_map(&w, 1);
-	mpw_str(&w, "message");
-	mpw_str(&w, msg);
-	if (frame_end(&w))
-		host_send(A.gen, w.p, w.len);
-	else
-		mpw_free(&w);
+	send_agent_error(msg);
 	A.conn.discard = true;
 	reader_drop_frame(&A.conn.rd); /* the rest of what was read is searched for a hello */
 }
@@ -191,8 +271,15 @@ static void on_conn(void *obj, int tag, short rev)
 	struct conn *c = &A.conn;
 	if (!c->up)
 		return;
+	if (rev & POLLNVAL) {
+		conn_lost("was closed");
+		return;
+	}
 	if ((rev & POLLOUT) && outq_flush(&c->q, c->fd) < 0) {
-		conn_down();
+		if (errno == EBADF)
+			conn_lost("was closed");
+		else
+			conn_down();
 		return;
 	}
 	if (rev & POLLIN) {
@@ -209,14 +296,17 @@ static void on_conn(void *obj, int tag, short rev)
 					continue;
 				if (errno == EAGAIN)
 					break;
-				conn_down();
+				if (errno == EBADF)
+					conn_lost("was closed");
+				else
+					conn_down();
 				return;
 			}
 			total += (size_t)n;
 			c->got_input = true;
 			pump_input();
 		}
-	} else if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
+	} else if (rev & (POLLHUP | POLLERR)) {
 		conn_down();
 	}
 }
@@ -231,6 +321,7 @@ static void on_accept(void *obj, int tag, short rev)
 	A.conn.up = true;
 	A.conn.discard = false;
 	reader_reset(&A.conn.rd);
+	conn_remember_fd();
 }
 
 static void conn_tick(int64_t now, int64_t *dl)
@@ -251,11 +342,20 @@ static void conn_tick(int64_t now, int64_t *dl)
 	 * or when SIGIO says the host side changed. */
 	if (c->check_port || now >= c->recheck_ms) {
 		c->check_port = false;
+		if (c->fd < 0 && (c->fd = port_reopen()) < 0) {
+			c->recheck_ms = now + PORT_REOPEN_MS;
+			dl_min(dl, c->recheck_ms);
+			return;
+		}
+		if (c->lost)
+			conn_remember_fd();
 		struct pollfd pf = { .fd = c->fd, .events = POLLIN };
 		if (poll(&pf, 1, 0) >= 0 && !(pf.revents & (POLLHUP | POLLNVAL))) {
 			c->up = true;
 			c->discard = false;
 			reader_reset(&c->rd);
+			if (c->lost)
+				port_back();
 			return;
 		}
 		c->recheck_ms = now + PORT_RECHECK_MS;

@@ -235,26 +235,52 @@ static bool find_port(char *dev, size_t devcap, char *seen, size_t seencap)
 	return found;
 }
 
-static void port_open(const char *explicit_dev)
+/* The device named by --port, if any; otherwise the port is found by name. */
+static const char *port_explicit;
+
+/* One attempt: find the port and open it. The fd, or -1 with what was seen in `seen`. */
+static int port_try_open(char *dev, size_t devcap, char *seen, size_t seencap)
+{
+	bool found;
+	if (port_explicit) {
+		snprintf(dev, devcap, "%s", port_explicit);
+		found = true;
+	} else {
+		found = find_port(dev, devcap, seen, seencap);
+	}
+	if (!found)
+		return -1;
+	int fd = open(dev, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		snprintf(seen, seencap, "open %s: %s", dev, strerror(errno));
+	return fd;
+}
+
+void port_setup(int fd)
+{
+	/* SIGIO tells us when the host side opens or closes. */
+	fcntl(fd, F_SETOWN, getpid());
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC | O_NONBLOCK);
+}
+
+int port_reopen(void)
+{
+	char dev[300], seen[512];
+	int fd = port_try_open(dev, sizeof dev, seen, sizeof seen);
+	if (fd >= 0) {
+		port_setup(fd);
+		snprintf(A.port_desc, sizeof A.port_desc, "%s", dev);
+	}
+	return fd;
+}
+
+static void port_open(void)
 {
 	int64_t start = now_ms();
 	bool logged = false;
 	char dev[300], seen[512];
 	int fd;
-	for (;;) {
-		bool found;
-		if (explicit_dev) {
-			snprintf(dev, sizeof dev, "%s", explicit_dev);
-			found = true;
-		} else {
-			found = find_port(dev, sizeof dev, seen, sizeof seen);
-		}
-		if (found) {
-			fd = open(dev, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-			if (fd >= 0)
-				break;
-			snprintf(seen, sizeof seen, "open %s: %s", dev, strerror(errno));
-		}
+	while ((fd = port_try_open(dev, sizeof dev, seen, sizeof seen)) < 0) {
 		int64_t waited = now_ms() - start;
 		if (waited >= PORT_FAST_RETRY_MS && !logged) {
 			logmsg("no virtio port %s after %lld ms (%s); still looking every second", PORT_NAME,
@@ -263,14 +289,13 @@ static void port_open(const char *explicit_dev)
 		}
 		usleep(waited < PORT_FAST_RETRY_MS ? 10000 : 1000000);
 	}
-	/* SIGIO tells us when the host side opens or closes. */
-	fcntl(fd, F_SETOWN, getpid());
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC | O_NONBLOCK);
+	port_setup(fd);
 	A.conn.kind = CONN_PORT;
 	A.conn.fd = fd;
 	A.conn.lfd = -1;
 	A.conn.up = false;
 	A.conn.recheck_ms = 0;
+	conn_remember_fd();
 	snprintf(A.port_desc, sizeof A.port_desc, "%s", dev);
 }
 
@@ -339,8 +364,10 @@ int main(int argc, char **argv)
 	if (!getenv("PATH"))
 		setenv("PATH", DEFAULT_PATH, 1);
 	signals_init();
-	if (!listen_path)
-		port_open(port);
+	if (!listen_path) {
+		port_explicit = port;
+		port_open();
+	}
 	logmsg("ready (mode=%s, port=%s)", mode_name(), A.port_desc);
 	serve();
 }

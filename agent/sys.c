@@ -348,6 +348,9 @@ void op_syscall(struct req *r, mpv d)
 	errno = 0;
 	long ret = syscall((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 	int e = ret == -1 ? errno : 0;
+	/* A close(2) or dup2(2) may have hit our own channel to the host: find out now, before its
+	 * number is reused (the host hears of it before this reply). */
+	conn_check();
 	struct mpw *w = ok_begin(r, 3);
 	mpw_str(w, "ret");
 	mpw_int(w, ret);

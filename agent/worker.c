@@ -98,6 +98,15 @@ static void on_worker(void *obj, int tag, short rev)
 	struct worker *w = obj;
 	if (w->sock < 0)
 		return;
+	if (rev & POLLNVAL) {
+		/* A layer-0 close(2) on its socket: nobody can reach it any more. Its number may name
+		 * another file by now, so it is forgotten, not closed. */
+		logmsg("worker %u: its socket (fd %d) was closed under the agent; killing it", w->id, w->sock);
+		w->sock = -1;
+		kill(w->pid, SIGKILL);
+		worker_eof(w);
+		return;
+	}
 	if ((rev & POLLOUT) && outq_flush(&w->q, w->sock) < 0)
 		outq_clear(&w->q);
 	if (!(rev & (POLLIN | POLLHUP | POLLERR)))
@@ -249,6 +258,7 @@ static void __attribute__((noreturn)) worker_main(int sock)
 	A.conn.lfd = -1;
 	A.conn.up = true;
 	set_nonblock(sock, true);
+	conn_remember_fd();
 
 	/* 2. A self-pipe of its own, then signals again. */
 	A.sigpipe[0] = A.sigpipe[1] = -1;

@@ -996,6 +996,63 @@ describe('provium-agent --listen', () => {
       assert.equal(c.events.length, 0, 'agent_error for a frame that was not stalled');
     });
 
+    // Layer-0 calls can hit the agent's own channel to the host; it must notice before the
+    // descriptor's number names anything else.
+    const socketFds = (pid) => fs.readdirSync(`/proc/${pid}/fd`).map(Number).filter((fd) => {
+      try {
+        return fd > 2 && fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).sort((a, b) => a - b);
+
+    test('a dup2 over the host connection: no reply goes into the file, the next host is served', async () => {
+      const [, conn, ...more] = socketFds(agent.pid); // the listening socket comes first
+      assert.ok(conn !== undefined && more.length === 0, `agent sockets: ${socketFds(agent.pid)}`);
+      const f = path.join(tmp, 'dup2-target');
+      const fd = (await c.call('open_file', { path: f, flags: 2 | 4 | 8 })).handle;
+      c.request('syscall', { nr: 33, args: [fd, conn] }).catch(() => {}); // dup2(fd, conn)
+      await new Promise((r) => (c.closed ? r() : c.sock.once('close', r)));
+      c = await Client.connect(sock);
+      assert.deepEqual(await c.call('ping', { token: 'after dup2' }), { token: 'after dup2' });
+      assert.equal(fs.readFileSync(f, 'utf8'), '', 'the agent wrote frames into the file');
+      assert.match(agentStderr, /the host connection \(fd \d+\) was replaced by another file; waiting for the next host/);
+      await c.call('close', { handle: fd });
+    });
+
+    test('a close(2) of the host connection: the next host is served', async () => {
+      const [, conn] = socketFds(agent.pid);
+      c.request('syscall', { nr: 3, args: [conn] }).catch(() => {});
+      await new Promise((r) => (c.closed ? r() : c.sock.once('close', r)));
+      c = await Client.connect(sock);
+      assert.deepEqual(await c.call('ping', { token: 'after close' }), { token: 'after close' });
+    });
+
+    test('a worker whose channel is closed under it exits with code 75, and says why', async () => {
+      const w = await c.call('spawn_worker', {});
+      await c.call('ping', { token: 'settled' }, { worker: w.worker }); // it has closed what it inherited
+      const [wsock, ...more] = socketFds(w.pid);
+      assert.ok(wsock !== undefined && more.length === 0, `worker sockets: ${socketFds(w.pid)}`);
+      c.request('syscall', { nr: 3, args: [wsock] }, { worker: w.worker }).catch(() => {});
+      const ev = await c.event((m) => m.kind === 'worker_exit' && m.data.worker === w.worker);
+      assert.deepEqual(ev.data, { worker: w.worker, status: 'exited', code: 75, signal: 0 });
+      assert.match(agentStderr, new RegExp(`worker ${w.pid}: its channel to the main agent \\(fd ${wsock}\\) was closed; exiting`));
+      await c.call('worker_join', { worker: w.worker });
+      c.pending.clear();
+    });
+
+    test('a close(2) of a worker\'s socket in the main agent: the worker is ended and reported', async () => {
+      const before = socketFds(agent.pid);
+      const w = await c.call('spawn_worker', {});
+      const [wsock, ...more] = socketFds(agent.pid).filter((fd) => !before.includes(fd));
+      assert.ok(wsock !== undefined && more.length === 0, `new agent sockets: ${wsock}, ${more}`);
+      assert.equal((await c.call('syscall', { nr: 3, args: [wsock] })).ret, 0);
+      const ev = await c.event((m) => m.kind === 'worker_exit' && m.data.worker === w.worker, 3000);
+      assert.ok(['exited', 'signalled'].includes(ev.data.status));
+      await c.call('worker_join', { worker: w.worker });
+      assert.deepEqual(await c.call('ping', { token: 'main' }), { token: 'main' });
+    });
+
     test('frames without id or kind, and id 0, are bad frames', async () => {
       for (const bad of [{ kind: 'ping', data: {} }, { id: 5, data: {} }, { id: 0, kind: 'ping', data: {} }]) {
         c.send(bad);
