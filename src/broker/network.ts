@@ -134,8 +134,6 @@ export class SessionNetwork {
   private _router: Router | undefined;
   /** Uplink and route changes, one at a time; `info()` waits for them. */
   private _work: Promise<void> = Promise.resolve();
-  /** The failure of a queued change, reported by the bridge's next `info()`. */
-  private readonly _workErrors = new Map<number, string>();
 
   constructor(private readonly _deps: NetworkDeps) {}
 
@@ -176,7 +174,7 @@ export class SessionNetwork {
     return this._view(bridge);
   }
 
-  fault(bridgeId: number, fault: BridgeFault): BridgeView {
+  async fault(bridgeId: number, fault: BridgeFault): Promise<BridgeView> {
     const bridge = this._bridge(bridgeId);
     const sw = bridge.sw;
     try {
@@ -212,14 +210,13 @@ export class SessionNetwork {
         }
         case 'uplink': {
           const enabled = fault.enabled;
-          this._queue(bridge, () => (enabled ? this._enableUplink(bridge) : this._disableUplink(bridge)));
+          await this._serialized(() => (enabled ? this._enableUplink(bridge) : this._disableUplink(bridge)));
           break;
         }
         case 'route':
         case 'unroute': {
           const peers = fault.peers.map((id) => this._peer(bridge, id));
-          if (fault.kind === 'route') this._queue(bridge, () => this._route(bridge, peers));
-          else this._queue(bridge, () => this._unroute(bridge, peers));
+          await this._serialized(() => (fault.kind === 'route' ? this._route(bridge, peers) : this._unroute(bridge, peers)));
           break;
         }
       }
@@ -231,12 +228,8 @@ export class SessionNetwork {
     return this._view(bridge);
   }
 
-  /** Waits for queued uplink and route changes first, and fails with theirs. */
   async info(bridgeId: number, from?: string, to?: string): Promise<{ bridge: BridgeView; effective?: NetImpairment }> {
     await this._work;
-    const failed = this._workErrors.get(bridgeId);
-    this._workErrors.delete(bridgeId);
-    if (failed !== undefined) throw new BrokerError(failed);
     const bridge = this._bridge(bridgeId);
     if (from === undefined || to === undefined) return { bridge: this._view(bridge) };
     this._requireMembers(bridge, [from, to]);
@@ -300,7 +293,6 @@ export class SessionNetwork {
     const bridge = this._bridges.get(bridgeId);
     if (!bridge) return;
     this._bridges.delete(bridgeId);
-    this._workErrors.delete(bridgeId);
     await Promise.all(bridge.onClose.map((fn) => fn().catch(() => undefined)));
     for (const nic of bridge.nics.values()) {
       if (this._isPlugged(nic)) await nic.vm.unplugNic(nic.id).catch(() => undefined);
@@ -329,11 +321,11 @@ export class SessionNetwork {
 
   // ---- uplinks and routes -------------------------------------------------------------------
 
-  private _queue(bridge: Bridge, fn: () => Promise<void>): void {
-    this._work = this._work.then(fn).catch((err: unknown) => {
-      const message = err instanceof BrokerError ? err.message : `bridge \`${bridge.name}\`: ${(err as Error).message}`;
-      this._workErrors.set(bridge.id, message);
-    });
+  /** Uplink and route changes touch several bridges and guests: one at a time, in call order. */
+  private _serialized(fn: () => Promise<void>): Promise<void> {
+    const run = this._work.then(fn);
+    this._work = run.catch(() => undefined);
+    return run;
   }
 
   private async _enableUplink(bridge: Bridge): Promise<void> {

@@ -249,7 +249,7 @@ export class Session {
       'bridge.create': ({ name, subnet, addressing }) => this._network.create(name, subnet, addressing),
       'bridge.attach': ({ bridgeId, vmId }) => this._onAgent(vmId, (vm) => this._network.attach(bridgeId, vm)),
       'bridge.detach': async ({ bridgeId, vmId }) => ({ bridge: await this._network.detach(bridgeId, this._vm(vmId)) }),
-      'bridge.fault': async ({ bridgeId, fault }) => ({ bridge: this._network.fault(bridgeId, fault) }),
+      'bridge.fault': async ({ bridgeId, fault }) => ({ bridge: await this._network.fault(bridgeId, fault) }),
       'bridge.info': async ({ bridgeId, from, to }) => this._network.info(bridgeId, from, to),
       'nic.info': async ({ bridgeId, vmId }) => this._network.nicInfo(bridgeId, this._vm(vmId)),
       'nic.link': async ({ bridgeId, vmId, up }) => ({ nic: await this._network.setLink(bridgeId, this._vm(vmId), up) }),

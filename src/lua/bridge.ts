@@ -61,10 +61,6 @@ export class Bridge implements NicBridge {
     this.ensureOpen(a.label);
     try {
       this.view = this.rt.rpc.call('bridge.fault', { bridgeId: this.bridgeId, fault }).bridge;
-      // Uplinks and routes are applied in the background; bridge.info waits for them.
-      if (fault.kind === 'uplink' || fault.kind === 'route' || fault.kind === 'unroute') {
-        this.view = this.rt.rpc.call('bridge.info', { bridgeId: this.bridgeId }).bridge;
-      }
     } catch (err) {
       throw a.error((err as Error).message);
     }
