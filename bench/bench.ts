@@ -3,20 +3,23 @@
 // Every harness figure is printed beside its floor, measured in the same run and interleaved
 // (floor, harness, floor, harness, …; the order alternates between rounds) so that machine noise
 // hits both; every figure is the median of at least 5 rounds (the network section: 3 rounds, and
-// 4 boots of each kind, to stay within ~90 s). Floors:
+// 4 boots of each kind; the disk section: 3 rounds; each to stay within ~90 s). Floors:
 //   - boot: plain QEMU with the argv provium builds (buildQemuArgs, same spec), started directly
 //     (under `setpriv --pdeathsig KILL` when present, as provium does, so it cannot outlive us),
 //     timed to the agent's first hello reply on agent.sock (framing functions only);
 //   - calls, files, stats, streams, workers: the agent's own round trips from this process over a
 //     raw socket to such a plain QEMU, no harness in between;
 //   - network: two such plain QEMUs joined directly by QEMU's own `-netdev stream` pair (no
-//     switch), driven over their raw agent sockets with the same guest commands as the Lua file.
+//     switch), driven over their raw agent sockets with the same guest commands as the Lua file;
+//   - disks: such a plain QEMU with a raw image file on its command line (`-drive …,if=virtio`)
+//     in place of the broker's NBD server, the same guest commands over its raw agent socket (and,
+//     for reference, one whose disk is QEMU's own qemu-nbd, through the same nbd client).
 // Harness figures come from `provium` CLI runs of bench/lua/*.test.lua and of generated files, read
 // back from the saved msgpack event stream (`--save-events`): there is no wall clock in the Lua
 // sandbox, so per-call costs are test durations minus the duration of an empty test (the network
-// figures are the guests' own measurements, which the tests print: read back from `--json`).
+// and disk figures are the guests' own measurements, which the tests print: read back from `--json`).
 //
-// `--only net` (or any of boot, calls, dispatch, suite, shards, net, comma-separated) runs those
+// `--only net` (or any of boot, calls, dispatch, suite, shards, net, disk, comma-separated) runs those
 // sections only and prints them without touching BENCHMARKS.md.
 //
 // The output (stdout) is also written to BENCHMARKS.md. Every QEMU and CLI started here is killed
@@ -24,7 +27,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, createReadStream, existsSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -910,6 +913,252 @@ async function benchNetwork(work: string, timingsFile: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 11. Disks: /dev/vda served by the broker's NBD server (QEMU's `nbd` block driver as the client,
+// virtio-blk hot-plugged after a snapshot boot) vs the floor, a plain QEMU (the argv provium
+// builds) with a raw image file on its command line (`-drive file=…,format=raw,if=virtio`, QEMU's
+// defaults: cache=writeback, aio=threads). Both sides run the same guest commands, written once
+// here (the harness side as a Lua file generated into the work directory), and the same parser
+// reads what they print: the elapsed time by the guest's monotonic clock (`now at … nsecs` of
+// /proc/timer_list, read with shell builtins, so no process starts around the clock reads) and
+// the deltas of /sys/block/vda/stat, which show that every request reached the device (direct
+// I/O: the guest's page cache is out of the way). Random reads: busybox has no fio and its dd
+// reads one offset per process, so each random read is a dd of its own, on both sides; the
+// 4 KiB reads of one dd process (sequential offsets, one request at a time) give the per-request
+// cost without the process start. A reference beside the floor: a second plain QEMU whose disk is
+// served by qemu-nbd through the same nbd client, to tell the NBD path's own cost from the broker's.
+
+const kDiskRounds = 3;
+const kDiskMiB = 64;
+const kDiskSeqReads = 2048;
+const kDiskRandReads = 200;
+const kDiskRandSeed = 7;
+
+interface DiskWorkload {
+  /** The test's name in the generated Lua file. */
+  name: string;
+  /** Untimed set-up, in the same shell. */
+  prep?: string;
+  /** The timed commands; they exit non-zero on failure. */
+  work: string;
+  /** What the figure counts (MiB, or reads) and how many; the stat deltas that prove it. */
+  amount: number;
+  minReads?: number;
+  minReadSectors?: number;
+  minWriteSectors?: number;
+}
+
+const kDiskWorkloads: DiskWorkload[] = [
+  {
+    name: 'write-64MiB',
+    work: `dd if=/dev/zero of=/dev/vda bs=1M count=${kDiskMiB} oflag=direct || exit 1`,
+    amount: kDiskMiB,
+    minWriteSectors: kDiskMiB * 2048,
+  },
+  {
+    name: 'read-64MiB',
+    work: `dd if=/dev/vda of=/dev/null bs=1M count=${kDiskMiB} iflag=direct || exit 1`,
+    amount: kDiskMiB,
+    minReadSectors: kDiskMiB * 2048,
+  },
+  {
+    name: 'read-4k-one-dd',
+    work: `dd if=/dev/vda of=/dev/null bs=4k count=${kDiskSeqReads} iflag=direct || exit 1`,
+    amount: kDiskSeqReads,
+    minReads: kDiskSeqReads,
+    minReadSectors: kDiskSeqReads * 8,
+  },
+  {
+    name: 'read-4k-random',
+    // The same offsets on both sides: busybox awk's generator with a fixed seed.
+    prep: `B=$(awk 'BEGIN { srand(${kDiskRandSeed}); for (i = 0; i < ${kDiskRandReads}; i++) print int(rand() * ${kDiskMiB * 256}) }')`,
+    work: `for b in $B; do dd if=/dev/vda of=/dev/null bs=4k count=1 skip=$b iflag=direct 2>/dev/null || { echo "dd failed at block $b" >&2; exit 1; }; done`,
+    amount: kDiskRandReads,
+    minReads: kDiskRandReads,
+    minReadSectors: kDiskRandReads * 8,
+  },
+];
+
+/** Untimed, before the figures on both sides: the TCG translation cache of the paths the figures take. */
+const kDiskWarmUp = [
+  'dd if=/dev/zero of=/dev/vda bs=1M count=2 oflag=direct 2>/dev/null',
+  'dd if=/dev/vda of=/dev/null bs=1M count=2 iflag=direct 2>/dev/null',
+  'dd if=/dev/vda of=/dev/null bs=4k count=64 iflag=direct 2>/dev/null',
+  'for b in 1 9 17 25; do dd if=/dev/vda of=/dev/null bs=4k count=1 skip=$b iflag=direct 2>/dev/null; done',
+].join(' && ');
+
+/** A workload wrapped in the guest's measurement: prints `ns reads read-sectors writes write-sectors`. */
+function diskCommand(w: DiskWorkload): string {
+  return [
+    'now() { { read l; read l; read _ _ n _; } < /proc/timer_list; }',
+    'io() { read ri _ rs _ wi _ ws _ < /sys/block/vda/stat; }',
+    ...(w.prep ? [w.prep] : []),
+    'io; r0=$ri; s0=$rs; w0=$wi; x0=$ws; now; t0=$n',
+    w.work,
+    'now; t1=$n; io',
+    'echo $((t1 - t0)) $((ri - r0)) $((rs - s0)) $((wi - w0)) $((ws - x0))',
+  ].join('\n');
+}
+
+/** The harness side: the same commands, in one VM with a 64 MiB disk, one test per figure. */
+function diskLua(): string {
+  const long = (cmd: string) => {
+    if (cmd.includes(']==]')) throw new Error(`disk command contains ]==]: ${cmd}`);
+    return `[==[${cmd}]==]`;
+  };
+  return [
+    '-- Generated by bench/bench.ts (section 11): the harness side of the disk figures. Each test runs',
+    '-- one guest command and prints its measurement, read back from --json; the floor runs the same',
+    '-- commands over the raw agent of a plain QEMU with the disk as a raw image on -drive.',
+    `local vm = provium:vm("disk", "minimal", {disks = {{id = "data", size = "${kDiskMiB}M"}}}):boot()`,
+    'local function probe(cmd)',
+    '  local r = vm:run(cmd)',
+    '  r:assert_ok()',
+    '  print(r.stdout)',
+    'end',
+    'test("warm-up", function(t)',
+    '  t:assert_eq(vm:disk("data"):device(), "/dev/vda")',
+    `  t:assert_eq(vm:run("cat /sys/block/vda/size").stdout, "${kDiskMiB * 2048}\\n")`,
+    `  vm:run(${long(kDiskWarmUp)}):assert_ok()`,
+    'end)',
+    ...kDiskWorkloads.map((w) => `test("${w.name}", function(t)\n  probe(${long(diskCommand(w))})\nend)`),
+    '',
+  ].join('\n');
+}
+
+/** One workload's printed measurement as its rate (MiB/s or reads/s), after checking the stat deltas. */
+function parseDisk(out: string, w: DiskWorkload, what: string): number {
+  const m = /^(\d+) (\d+) (\d+) (\d+) (\d+)$/.exec(out.trim());
+  if (!m) throw new Error(`${what} ${w.name}: unexpected output ${JSON.stringify(out)}`);
+  const [ns, reads, readSectors, , writeSectors] = m.slice(1).map(Number) as [number, number, number, number, number];
+  const short = (got: number, want: number | undefined, of: string) => {
+    if (want !== undefined && got < want) throw new Error(`${what} ${w.name}: /sys/block/vda/stat counted ${got} ${of}, expected at least ${want} (did the I/O reach the device?)`);
+  };
+  short(reads, w.minReads, 'reads');
+  short(readSectors, w.minReadSectors, 'read sectors');
+  short(writeSectors, w.minWriteSectors, 'written sectors');
+  if (!(ns > 0)) throw new Error(`${what} ${w.name}: took ${ns} ns by the guest's clock`);
+  return w.amount / (ns / 1e9);
+}
+
+/** qemu-nbd serving `image` on a Unix socket, as a reference NBD server (QEMU's own). */
+async function startQemuNbd(image: string, sock: string): Promise<ChildProcess> {
+  const bin = path.join(path.dirname(qemuBinary()), 'qemu-nbd');
+  const nbd = existsSync(bin) ? bin : 'qemu-nbd';
+  const args = ['--persistent', '--shared=4', '--format=raw', `--socket=${sock}`, image];
+  const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', nbd, ...args] : [nbd, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.on('error', (e) => { stderr += e.message; });
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(sock)) {
+    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      children.delete(child);
+      throw new Error(`qemu-nbd did not listen on ${sock}: ${stderr.trim()}`);
+    }
+    await sleep(10);
+  }
+  await sleep(50); // bind() made the file; let listen() follow
+  return child;
+}
+
+async function benchDisk(work: string, timingsFile: string): Promise<void> {
+  const started = performance.now();
+  const luaFile = path.join(work, 'disk.test.lua');
+  await writeFile(luaFile, diskLua());
+  const images: string[] = [];
+  const newImage = async (name: string) => {
+    const p = path.join(work, name);
+    await writeFile(p, '');
+    await truncate(p, kDiskMiB * 1048576);
+    images.push(p);
+    return p;
+  };
+  const driveImage = await newImage('disk-floor.img');
+  const refImage = await newImage('disk-ref.img');
+  const refSock = path.join(work, 'disk-ref.sock');
+  log('disk: booting the plain QEMUs: a raw image on -drive (floor), and QEMU\'s nbd client to qemu-nbd (reference)');
+  const qemuNbd = await startQemuNbd(refImage, refSock);
+  const plain: { label: string; vm?: PlainVm; values: Map<string, number[]>; ms: number[] }[] = [
+    { label: 'floor', values: new Map(), ms: [] },
+    { label: 'qemu-nbd', values: new Map(), ms: [] },
+  ];
+  const harness = new Map<string, number[]>(kDiskWorkloads.map((w) => [w.name, []]));
+  const harnessMs: number[] = [];
+  try {
+    plain[0]!.vm = await bootPlain('bench-disk', ['-drive', `file=${driveImage},format=raw,if=virtio`]);
+    plain[1]!.vm = await bootPlain('bench-disk-nbd', [
+      '-blockdev', `driver=nbd,node-name=nbd0,server.type=unix,server.path=${refSock}`,
+      '-device', 'virtio-blk-pci,drive=nbd0',
+    ]);
+    log(`disk: plain QEMUs up (${secs(performance.now() - started)})`);
+    for (const p of plain) {
+      for (const w of kDiskWorkloads) p.values.set(w.name, []);
+      const size = (await mustExec(p.vm!.agent, 'cat /sys/block/vda/size')).trim();
+      if (size !== String(kDiskMiB * 2048)) throw new Error(`${p.label}: /dev/vda has ${size} sectors, expected ${kDiskMiB * 2048}`);
+    }
+    for (let round = 0; round < kDiskRounds; round++) {
+      const doPlain = async (p: (typeof plain)[number]) => {
+        const t0 = performance.now();
+        await mustExec(p.vm!.agent, kDiskWarmUp);
+        for (const w of kDiskWorkloads) p.values.get(w.name)!.push(parseDisk(await mustExec(p.vm!.agent, diskCommand(w)), w, p.label));
+        p.ms.push(performance.now() - t0);
+      };
+      const doHarness = async () => {
+        const run = mustPass(await runCli([luaFile, '--no-progress', '--json'], { cwd: work, timingsFile, events: false }), 'disk.test.lua');
+        harnessMs.push(run.wallMs);
+        const logs = testLogs(run);
+        for (const w of kDiskWorkloads) harness.get(w.name)!.push(parseDisk(logs.get(w.name) ?? '', w, 'harness'));
+      };
+      // floor, harness, reference; then reference, harness, floor.
+      if (round % 2 === 0) { await doPlain(plain[0]!); await doHarness(); await doPlain(plain[1]!); } else { await doPlain(plain[1]!); await doHarness(); await doPlain(plain[0]!); }
+      const v = (m: Map<string, number[]>, n: string, unit: string) => rate(m.get(n)!.at(-1)!, unit);
+      const all = (n: string, unit: string) => `${v(plain[0]!.values, n, unit)} | ${v(harness, n, unit)} | ${v(plain[1]!.values, n, unit)}`;
+      log(`disk round ${round + 1}/${kDiskRounds} (${secs(performance.now() - started)}), drive | harness | qemu-nbd: write ${all('write-64MiB', 'MiB/s')}; read ${all('read-64MiB', 'MiB/s')}; 4k one dd ${all('read-4k-one-dd', '/s')}; 4k random ${all('read-4k-random', '/s')}; took ${secs(plain[0]!.ms.at(-1)!)} | ${secs(harnessMs.at(-1)!)} | ${secs(plain[1]!.ms.at(-1)!)}`);
+    }
+  } finally {
+    for (const p of plain) if (p.vm) await stopPlain(p.vm);
+    qemuNbd.kill('SIGKILL');
+    children.delete(qemuNbd);
+    for (const p of images) await rm(p, { force: true });
+    await rm(refSock, { force: true });
+  }
+  log(`disk: section took ${secs(performance.now() - started)}`);
+
+  const out = section(`11. disks: /dev/vda served by the broker's NBD server vs a raw image on a plain QEMU's -drive (${kDiskRounds} rounds)`);
+  const floor = plain[0]!.values;
+  const ref = plain[1]!.values;
+  const perRound = (h: number[], f: number[], op: (h: number, f: number) => number) => median(h.map((x, i) => op(x, f[i]!)));
+  const row = (figure: string, name: string, unit: string, note: string) => {
+    const f = floor.get(name)!;
+    const r = ref.get(name)!;
+    const h = harness.get(name)!;
+    const share = perRound(h, f, (x, y) => x / y); // harness rate / floor rate, per round
+    out.push({
+      figure,
+      floor: rate(median(f), unit),
+      harness: rate(median(h), unit),
+      ratio: times(perRound(h, f, (x, y) => y / x)),
+      note: `broker/drive ${share.toFixed(2)} (target ≥ 0.50: ${share >= 0.5 ? 'met' : 'MISSED'})${note ? `; ${note}` : ''}`,
+    });
+    out.push({
+      figure: '  floor column: qemu-nbd as the server (reference)',
+      floor: rate(median(r), unit),
+      harness: rate(median(h), unit),
+      ratio: times(perRound(h, r, (x, y) => y / x)),
+      note: `broker/qemu-nbd ${perRound(h, r, (x, y) => x / y).toFixed(2)}; qemu-nbd/drive ${perRound(r, f, (x, y) => x / y).toFixed(2)}`,
+    });
+  };
+  row(`sequential write ${kDiskMiB} MiB  [dd bs=1M oflag=direct]`, 'write-64MiB', 'MiB/s', 'from /dev/zero');
+  row(`sequential read ${kDiskMiB} MiB  [dd bs=1M iflag=direct]`, 'read-64MiB', 'MiB/s', '');
+  row(`4 KiB reads, one dd process  [${kDiskSeqReads} × bs=4k]`, 'read-4k-one-dd', '/s', 'iflag=direct, one request at a time');
+  row(`4 KiB random reads, one dd each  [${kDiskRandReads} offsets]`, 'read-4k-random', '/s', 'a dd per read (busybox has no fio; its start dominates), same offsets both sides');
+  out.push({ figure: '  method', floor: '', harness: '', ratio: '', note: "guest's clock (/proc/timer_list); /sys/block/vda/stat shows every request reached the device" });
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function machineHeader(): Promise<string[]> {
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
@@ -920,12 +1169,12 @@ async function machineHeader(): Promise<string[]> {
     `machine: ${os.cpus().length} cpus (nproc), ${model}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, accel ${await accel()}`,
     `date:    ${new Date().toISOString()}`,
     `qemu:    ${qemu}; node ${process.version}; load average at start ${load}`,
-    `method:  medians of ${kRounds} rounds (boot: ${kBootRounds}; network: ${kNetRounds}, its boots: ${kNetBootRounds} × 2), floor and harness back to back in each round;`,
+    `method:  medians of ${kRounds} rounds (boot: ${kBootRounds}; network: ${kNetRounds}, its boots: ${kNetBootRounds} × 2; disk: ${kDiskRounds}), floor and harness back to back in each round;`,
     `         h/f time = harness time / floor time (for rates: floor rate / harness rate), median of per-round ratios`,
   ];
 }
 
-const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net'] as const;
+const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net', 'disk'] as const;
 type SectionName = (typeof kSectionNames)[number];
 
 /** `--only NAME[,NAME...]`: run those sections only, print, and leave BENCHMARKS.md alone. */
@@ -967,6 +1216,7 @@ async function main(): Promise<void> {
       suite: () => benchSuite(work, timingsFile),
       shards: () => benchShards(work),
       net: () => benchNetwork(work, timingsFile),
+      disk: () => benchDisk(work, timingsFile),
     };
     for (const name of kSectionNames) if (!only || only.has(name)) await steps[name]();
   } finally {
