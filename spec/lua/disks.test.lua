@@ -116,6 +116,23 @@ test("torn_write lands only part of the next write", function(t)
   data:clear_policy()
 end)
 
+test("a backing image (raw or qcow2) is read, and written through an overlay that leaves it unchanged", function(t)
+  for _, image in ipairs({"data/disk.raw", "data/disk.qcow2"}) do
+    local id = image:match("%.(%w+)$")
+    local d = vm:attach_disk({id = id, image = image})
+    t:assert_eq(d:size(), 65536)
+    t:assert_eq(d:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
+    d:write_sectors(0, string.rep("w", 512))
+    t:assert_eq(d:read_sectors(0, 1):sub(1, 1), "w")
+    d:detach()
+    -- A second disk over the same image starts from the untouched file.
+    local again = vm:attach_disk({id = id .. "2", image = image, readonly = true})
+    t:assert_eq(again:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
+    t:assert_contains(err_of(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
+    again:detach()
+  end
+end)
+
 test("bad arguments name the value and the valid range", function(t)
   t:assert_contains(err_of(function() data:read_sectors(40000, 1) end), "sector 40000 is outside the disk (sectors 0 to 32767)")
   t:assert_contains(err_of(function() data:read_sectors(0, -1) end), "count -1 from sector 0 must be 1 to 32768")

@@ -215,11 +215,14 @@ test("a bridge made in a test dies with it; a VM booted later on a bridge gets i
   t:assert_eq(provium:bridge("side"), side)
   local late = provium:vm("late", "minimal", {memory = "128M"})
   side:attach(late)
-  side:attach(n1)
+  side:attach({n1, n2})
   t:assert_eq(late:nic("side"):ifname(), nil)
   late:boot()
   t:assert_eq(late:nic("side"):ip(), "192.168.77.2")
+  -- Three VMs on one bridge reach each other by name.
   t:assert(ping_ok(late, "n1"), "late pings n1 on the side bridge")
+  t:assert(ping_ok(late, "n2"), "late pings n2 on the side bridge")
+  t:assert(ping_ok(n2, "late"), "n2 pings late")
 end)
 
 test("bad arguments name the value and the accepted range", function(t)

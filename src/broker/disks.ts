@@ -4,9 +4,10 @@
 // still boots from its boot snapshot), keeps its contents across shutdown and boot, and goes
 // when the VM's scope ends. Every fault is applied by the server, so the guest sees it.
 
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import { Disk } from '../disk/disk.js';
 import type { FaultEvent } from '../disk/faults.js';
 import { NbdServer } from '../disk/nbd-server.js';
@@ -177,10 +178,20 @@ export class SessionDisks {
     const dir = this._dir!;
     const name = `vm${vm.id}-${spec.id}`;
     let sizeBytes = spec.sizeBytes;
-    if (spec.image !== undefined) {
-      const st = await stat(spec.image).catch((err: Error) => {
+    let backing = spec.image;
+    if (backing !== undefined) {
+      const st = await stat(backing).catch((err: Error) => {
         throw new BrokerError(`disk \`${spec.id}\`: image ${spec.image}: ${err.message}`);
       });
+      // A qcow2 image is read through a raw copy (qemu-img), so the server serves plain bytes.
+      if (await isQcow2(backing)) {
+        const raw = path.join(dir, `${name}.backing.raw`);
+        await execa('qemu-img', ['convert', '-O', 'raw', backing, raw]).catch((err: { stderr?: string; message: string }) => {
+          throw new BrokerError(`disk \`${spec.id}\`: converting the qcow2 image ${spec.image} failed: ${(err.stderr ?? err.message).trim()}`);
+        });
+        backing = raw;
+        sizeBytes ??= (await stat(raw)).size;
+      }
       sizeBytes ??= st.size;
     }
     if (sizeBytes === undefined || sizeBytes <= 0 || sizeBytes % kSectorBytes !== 0) {
@@ -190,8 +201,8 @@ export class SessionDisks {
     const disk = await Disk.open({
       name,
       image:
-        spec.image !== undefined
-          ? { kind: 'overlay', backingPath: spec.image, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes }
+        backing !== undefined
+          ? { kind: 'overlay', backingPath: backing, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes }
           : { kind: 'raw', path: path.join(dir, `${name}.img`), sizeBytes },
       readOnly: spec.readonly === true,
       random: () => prng.float(),
@@ -275,5 +286,17 @@ export class SessionDisks {
 
   private _onFault(vm: ManagedVm, id: string, event: FaultEvent): void {
     this._deps.bus.emit('disk_fault', { file: this._deps.displayPath, vm_name: vm.name, disk: id, kind: event.kind, values: event.values });
+  }
+}
+
+/** qcow2's magic, "QFI\xfb", at the start of the file. */
+async function isQcow2(file: string): Promise<boolean> {
+  const handle = await open(file, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    await handle.read(head, 0, 4, 0);
+    return head.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]));
+  } finally {
+    await handle.close();
   }
 }

@@ -26,7 +26,8 @@ export const readDiskSpec: Reader<DiskSpec> = (a, idx, what) => {
   if (d.size === undefined && d.image === undefined) throw a.error(`${what}: give \`size\` (e.g. "64M") or \`image\` (a host file to start from)`);
   const spec: DiskSpec = { id: d.id };
   if (d.size !== undefined) spec.sizeBytes = d.size;
-  if (d.image !== undefined) spec.image = path.resolve(d.image);
+  // A host input, like push_file's: relative to the test file's directory.
+  if (d.image !== undefined) spec.image = path.resolve(path.dirname(a.rt.file), d.image);
   if (d.readonly !== undefined) spec.readonly = d.readonly;
   return spec;
 };
