@@ -72,6 +72,8 @@ const kHelloRepeatMs = 500;
 export const kWriteChunkBytes = 8 * 1024 * 1024;
 /** Hello and ping replies are about 100 bytes; when searching unframed bytes for one, longer candidates are skipped. */
 const kSmallReplyMaxBytes = 1024;
+/** Stall probes remembered at once: one per stall period, so a lost or mangled one is not the last. */
+const kMaxStallProbes = 4;
 
 interface Pending {
   op: string;
@@ -105,10 +107,12 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-/** A frame half-received: when it began, and the probe sent when it stalled. */
+/** A frame half-received: the timer of its next probe, and the probes sent while it stalled. */
 interface Stall {
   timer?: NodeJS.Timeout;
-  probe?: { id: number; token: string; window: Buffer };
+  probes: { id: number; token: string }[];
+  /** What arrived since the first probe went, as far back as a probe's reply could start. */
+  window: Buffer;
 }
 
 /** Bytes from one agent stream, buffered up to the credit window. */
@@ -169,6 +173,8 @@ export class AgentClient extends EventEmitter {
   private _closeReason = 'agent link closed';
   /** A handshake (connect, rehandshake or resync) is sending hellos. */
   private _greeting = false;
+  /** Makes the handshake under way start over: only a hello answered from now on counts. */
+  private _restartGreeting: (() => void) | undefined;
   /** A resync in progress: requests are held back until the agent answered a hello. */
   private _resyncing = false;
   private _held: { id: number; bytes: Buffer; reply: boolean }[] = [];
@@ -223,11 +229,14 @@ export class AgentClient extends EventEmitter {
     return new Promise<void>((resolve, reject) => {
       let done = false;
       let answered = false;
-      const hellos: Promise<unknown>[] = [];
+      // A restart (the link lost step again meanwhile) makes earlier answers count for nothing.
+      let epoch = 0;
+      let hellos: Promise<unknown>[] = [];
       const finish = (err?: Error): void => {
         if (done) return;
         done = true;
         this._greeting = false;
+        this._restartGreeting = undefined;
         clearInterval(repeat);
         clearTimeout(overall);
         for (const [id, pending] of this._pending) if (pending.greeting) this._pending.delete(id);
@@ -237,23 +246,33 @@ export class AgentClient extends EventEmitter {
       const sayHello = (): void => {
         if (done) return;
         if (isAlive && !isAlive()) return finish(new AgentLinkError(this._closeReason, 'closed'));
+        const mine = epoch;
         const index = hellos.length;
         const hello = this._send('hello', { protocol_version: PROTOCOL_VERSION }, { internal: true, greeting: true });
         hellos.push(hello.catch(() => undefined));
         hello.then(
           () => {
-            if (done || answered) return;
+            if (done || answered || mine !== epoch) return;
             answered = true;
             clearInterval(repeat);
             if (!settle) return finish();
-            void Promise.all(hellos.slice(index + 1)).then(() => finish());
+            void Promise.all(hellos.slice(index + 1)).then(() => mine === epoch && finish());
           },
           (err: Error) => {
             if (err instanceof AgentError || this.state === 'closed') finish(err);
           },
         );
       };
-      const repeat = setInterval(sayHello, kHelloRepeatMs);
+      let repeat = setInterval(sayHello, kHelloRepeatMs);
+      this._restartGreeting = () => {
+        if (done) return;
+        epoch++;
+        answered = false;
+        hellos = [];
+        clearInterval(repeat);
+        repeat = setInterval(sayHello, kHelloRepeatMs);
+        sayHello();
+      };
       // A handshake that got its first answer but not yet the later ones by now still counts.
       const overall = setTimeout(
         () => finish(answered ? undefined : new AgentLinkError('agent did not answer hello in time', 'timeout')),
@@ -478,23 +497,27 @@ export class AgentClient extends EventEmitter {
    * length prefix into the agent's port, and the agent's replies are now filling a frame that
    * is not one. Or the guest is merely paused or slow. A ping tells them apart without harm:
    * its reply can only turn up *inside* the partial frame if that frame was not the agent's.
-   * Then the partial bytes are dropped and the link resynchronised. A guest that sends nothing
-   * at all loses nothing by waiting; requests keep their own timeouts.
+   * Then the partial bytes are dropped and the link resynchronised. A ping goes out every stall
+   * period while the frame stays partial (one may be lost); a guest that sends nothing at all
+   * loses nothing by waiting, and requests keep their own timeouts.
    */
   private _watchStall(completed: number, chunk: Buffer): void {
     if (this._reader.pendingBytes === 0) return this._clearStall();
     if (completed > 0 || !this._stall) {
       // A new partial frame: its clock starts now.
       this._clearStall();
-      const stall: Stall = {};
-      stall.timer = setTimeout(() => this._guard(() => this._onStall(stall)), this._frameStallMs);
-      this._stall = stall;
+      this._stall = { probes: [], window: Buffer.alloc(0) };
+      this._armStall(this._stall);
       return;
     }
-    const probe = this._stall.probe;
-    if (!probe) return;
-    const window = Buffer.concat([probe.window, chunk]);
-    const found = findFrame(window, kSmallReplyMaxBytes, (v) => isMap(v) && v.id === probe.id && v.kind === 'ok' && isMap(v.data) && v.data.token === probe.token);
+    const stall = this._stall;
+    if (stall.probes.length === 0) return;
+    const window = Buffer.concat([stall.window, chunk]);
+    const found = findFrame(
+      window,
+      kSmallReplyMaxBytes,
+      (v) => isMap(v) && v.kind === 'ok' && isMap(v.data) && stall.probes.some((p) => p.id === v.id && p.token === (v.data as { token?: unknown }).token),
+    );
     if (found !== undefined) {
       const dropped = this._reader.pendingBytes;
       return this._resync(
@@ -503,17 +526,24 @@ export class AgentClient extends EventEmitter {
         true,
       );
     }
-    // Keep only what could be the start of the probe's reply.
-    probe.window = Buffer.from(window.subarray(Math.max(0, window.byteLength - (4 + kSmallReplyMaxBytes))));
+    // Keep only what could be the start of a probe's reply.
+    stall.window = Buffer.from(window.subarray(Math.max(0, window.byteLength - (4 + kSmallReplyMaxBytes))));
+  }
+
+  private _armStall(stall: Stall): void {
+    stall.timer = setTimeout(() => this._guard(() => this._onStall(stall)), this._frameStallMs);
   }
 
   private _onStall(stall: Stall): void {
-    if (this._stall !== stall || this.state === 'closed') return;
-    stall.timer = undefined;
+    if (this._stall !== stall || this._closed) return;
     const token = `stall-probe-${Date.now()}-${Math.random().toString(36).slice(2)}`;
     const id = this._nextId++;
-    stall.probe = { id, token, window: Buffer.alloc(0) };
-    this._send('ping', { token }, { internal: true }, id).catch(() => undefined);
+    stall.probes.push({ id, token });
+    if (stall.probes.length > kMaxStallProbes) stall.probes.shift();
+    // Its reply is looked for in the input (above), not waited for: the pending entry only
+    // needs to last as long as the probe is remembered.
+    this._send('ping', { token }, { internal: true, timeoutMs: this._frameStallMs * (kMaxStallProbes + 1) }, id).catch(() => undefined);
+    this._armStall(stall);
   }
 
   private _clearStall(): void {
@@ -634,8 +664,9 @@ export class AgentClient extends EventEmitter {
     }
     this._failInFlight((op) => new AgentProtocolError(op, `${cause}; \`${op}\` was in flight and its reply is lost (the link was resynchronised)`), cause, true);
     this._emitSafe('resync', cause);
-    // A handshake under way (connect, reset, an earlier resync) goes on: its hellos do the job.
-    if (this._greeting) return;
+    // A handshake under way (connect, reset, an earlier resync) starts over: an answer to a
+    // hello sent before this may predate the agent's discarding, or be lost with our input.
+    if (this._greeting) return this._restartGreeting?.();
     this._resyncing = true;
     const wasReady = this.state === 'ready';
     this.state = 'connecting';
