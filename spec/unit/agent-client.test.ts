@@ -447,6 +447,27 @@ describe('AgentClient against a fake agent', { timeout: 30_000 }, () => {
     assert.ok(!peer().received.some((f) => f.kind === 'ping' && f.data.token === 'held'), 'a held request went out before the resync');
   });
 
+  it('requests made during a resync wait for it, and survive a second protocol error meanwhile', async () => {
+    let hellos = 0;
+    fake.handle = (f, p) => {
+      if (f.kind === 'exec') p.send({ id: 0, kind: 'agent_error', data: { message: 'first' } });
+      if (f.kind === 'hello' && ++hellos === 1) {
+        // Slow to answer, and another error before the answer: the handshake starts over.
+        setTimeout(() => p.send({ id: 0, kind: 'agent_error', data: { message: 'second' } }), 100);
+        setTimeout(() => p.answer(f), 200);
+        return true;
+      }
+      return f.kind === 'exec';
+    };
+    await assert.rejects(client.request('exec', { argv: ['x'], ...noStdin }), /protocol error: first/);
+    const held = client.request('ping', { token: 'held' }, { timeoutMs: 3000 });
+    assert.deepEqual(await held, { token: 'held' });
+    assert.ok(hellos >= 2, `hellos: ${hellos}`);
+    const sent = peer().received.map((f) => f.kind);
+    assert.ok(sent.lastIndexOf('hello') < sent.indexOf('ping'), `the held ping went out before the last hello: ${sent.join(' ')}`);
+    assert.deepEqual(events.filter((e) => e.kind === 'resync').map((e) => e.arg), ['the agent reported a protocol error: first', 'the agent reported a protocol error: second']);
+  });
+
   it('a partial frame, then the agent\'s replies: dropped after the stall, the link resynchronised', async () => {
     onNext('sleep', (_f, p) => p.sendRaw('\0\0\x03\x9aabc'));
     await assert.rejects(client.request('sleep', { ns: 1 }), /stayed incomplete for over 200 ms while later replies arrived inside it/);

@@ -694,15 +694,20 @@ export class AgentClient extends EventEmitter {
     this._emitSafe('closed', reason);
   }
 
+  /** With `keepGreeting` (a resync), a handshake's hellos and the requests held back stay. */
   private _failInFlight(error: (op: string) => Error, why?: string, keepGreeting = false): void {
+    const held = new Set(keepGreeting ? this._held.map((h) => h.id) : []);
     for (const [id, pending] of this._pending) {
-      if (keepGreeting && pending.greeting) continue;
+      if (keepGreeting && (pending.greeting || held.has(id))) continue;
       this._pending.delete(id);
       clearTimeout(pending.timer);
       pending.reject(error(pending.op));
     }
-    for (const stream of this._streams.values()) stream._end(why);
-    this._streams.clear();
+    for (const [id, stream] of this._streams) {
+      if (held.has(id)) continue;
+      this._streams.delete(id);
+      stream._end(why);
+    }
   }
 }
 
