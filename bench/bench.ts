@@ -33,7 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { decodeBody, encodeFrame, FrameReader } from '../src/agent/framing.js';
+import { decodeBody, encodeFrame, FrameReader } from '../src/protocol/framing.js';
 import { MAX_FRAME_BYTES, STREAM_WINDOW_BYTES } from '../src/protocol/agent.js';
 import { builtinProfiles, type Profile } from '../src/config/profiles.js';
 import { readEvents, type DecodedEvent } from '../src/events/codec.js';

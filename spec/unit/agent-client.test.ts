@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AgentClient, AgentError, AgentLinkError, AgentProtocolError, kWriteChunkBytes } from '../../src/agent/client.js';
-import { decodeBody, encodeFrame, FrameReader } from '../../src/agent/framing.js';
+import { decodeBody, encodeFrame, FrameReader } from '../../src/protocol/framing.js';
 import { MAX_FRAME_BYTES, type HostFrame } from '../../src/protocol/agent.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../src/agent/client.js';
-import { decodeBody, encodeFrame, FrameReader } from '../../src/agent/framing.js';
+import { decodeBody, encodeFrame, FrameReader } from '../../src/protocol/framing.js';
 import { checkFrame, isMap } from '../../src/agent/validate.js';
 import { MAX_FRAME_BYTES, type HostFrame } from '../../src/protocol/agent.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeBody, encodeFrame, findFrame, FrameError, FrameReader } from '../../src/agent/framing.js';
+import { decodeBody, encodeFrame, findFrame, FrameError, FrameReader } from '../../src/protocol/framing.js';
 
 describe('framing', () => {
   it('prefixes the msgpack body with its big-endian length', () => {

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { ChunkQueue } from './chunk-queue.js';
-import { decodeBody, encodeFrame, findFrame, FrameError, FrameReader } from './framing.js';
+import { decodeBody, encodeFrame, findFrame, FrameError, FrameReader } from '../protocol/framing.js';
 import { checkFrame, checkReply, describe, isMap } from './validate.js';
 import {
   MAX_FRAME_BYTES,

@@ -3,7 +3,7 @@
 // nanoseconds since the epoch as a 64-bit integer (msgpack int64/uint64), so it survives readers
 // in languages whose integers are exact; every other number is msgpack's natural encoding.
 
-import { decodeBody, encodeFrame, FrameReader } from '../agent/framing.js';
+import { decodeBody, encodeFrame, FrameReader } from '../protocol/framing.js';
 import type { AnyEvent, EventKind } from '../protocol/events.js';
 
 /** Same cap as the agent wire (reference §4.1). */

@@ -1,5 +1,5 @@
 // Length-prefixed msgpack frames: a 4-byte big-endian length, then one msgpack value.
-// Shared by the agent link and the event stream.
+// The wire format shared by the agent link and the event stream, so it lives with the protocol.
 
 import { Decoder, Encoder } from '@msgpack/msgpack';
 
