@@ -911,7 +911,9 @@ describe('provium-agent --listen', () => {
       fs.appendFileSync(f, 'more');
       await sleep(700); // the old exec, sleep and tail would have answered by now
       assert.deepEqual(c.stray, []);
-      assert.equal(c.events.length, 0);
+      // Notices may still come for workers of earlier tests dying late; none for this one, and no protocol error.
+      const mine = c.events.filter((e) => e.kind === 'agent_error' || e.data?.worker === w.worker);
+      assert.deepEqual(mine, []);
       await c.call('kill', { handle: p.handle, signal: 9 });
       assert.equal((await c.call('wait', { handle: p.handle })).signal, 9);
       await c.call('kill_all', { signal: 9 }, { worker: w.worker });
