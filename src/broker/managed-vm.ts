@@ -422,15 +422,23 @@ export class ManagedVm {
    * A VM that is not running has nothing to unplug.
    */
   async unplugNic(id: string): Promise<void> {
+    await this._unplug(id, (qmp) => qmp.execute('set_link', { name: `${id}-dev`, up: false }), (qmp) => qmp.execute('netdev_del', { id }));
+  }
+
+  /**
+   * Unplugs device `<id>-dev` (after `before`): the guest releases it in the background (native
+   * PCIe hot-unplug waits ~5 s), then `after` drops its backend and the slot is free again.
+   */
+  private async _unplug(id: string, before: ((qmp: QemuVm['qmp']) => Promise<unknown>) | undefined, after: (qmp: QemuVm['qmp']) => Promise<unknown>): Promise<void> {
     const qemu = this._qemu;
-    const slot = [...this._slots].find(([, nicId]) => nicId === id)?.[0];
+    const slot = [...this._slots].find(([, deviceId]) => deviceId === id)?.[0];
     if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
     const qmp = qemu.qmp;
-    await qmp.execute('set_link', { name: `${id}-dev`, up: false });
+    await before?.(qmp);
     const deleted = qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${id}-dev`, kUnplugTimeoutMs);
     await qmp.execute('device_del', { id: `${id}-dev` });
     void deleted
-      .then(() => qmp.execute('netdev_del', { id }))
+      .then(() => after(qmp))
       .then(() => {
         if (this._qemu === qemu && this._slots.get(slot) === id) this._slots.delete(slot);
       })
@@ -465,20 +473,9 @@ export class ManagedVm {
     }
   }
 
-  /** Unplugs a disk; the guest releases it in the background (~5 s for PCIe), then its slot is free. */
+  /** Unplugs a disk; the guest releases it in the background, then its slot is free. */
   async unplugDisk(node: string): Promise<void> {
-    const qemu = this._qemu;
-    const slot = [...this._slots].find(([, id]) => id === node)?.[0];
-    if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
-    const qmp = qemu.qmp;
-    const deleted = qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${node}-dev`, kUnplugTimeoutMs);
-    await qmp.execute('device_del', { id: `${node}-dev` });
-    void deleted
-      .then(() => qmp.execute('blockdev-del', { 'node-name': node }))
-      .then(() => {
-        if (this._qemu === qemu && this._slots.get(slot) === node) this._slots.delete(slot);
-      })
-      .catch(() => undefined);
+    await this._unplug(node, undefined, (qmp) => qmp.execute('blockdev-del', { 'node-name': node }));
   }
 
   /** The power goes: QEMU is killed at once (nothing more reaches the disks), then the VM is shut down. */

@@ -3,20 +3,10 @@
 // ({from}), and one direction ({from, to}). A direction gets, field by field, the worst value of
 // the rules that cover it (the reference collapses rules of one source to the worst value too).
 
-export interface Impairment {
-  /** Added one-way delay. */
-  latencyMs: number;
-  /** Each frame's delay is latencyMs ± up to jitterMs (uniform), never below 0. */
-  jitterMs: number;
-  /** Probability in [0, 1] that a frame is dropped. */
-  dropRate: number;
-  /** Token-bucket rate in bits per second; 0 means unlimited. */
-  bandwidthBps: number;
-  /** Probability in [0, 1] that a frame is delivered twice. */
-  duplicateRate: number;
-  /** Probability in [0, 1] that a frame is held back behind the next frame of its direction. */
-  reorderRate: number;
-}
+import type { NetImpairment } from '../protocol/rpc.js';
+
+/** The values of one rule (the protocol's shape: the broker reports them as they are). */
+export type Impairment = NetImpairment;
 
 /** Where a rule applies: `to` absent means every destination of `from`. */
 export interface ImpairmentScope {

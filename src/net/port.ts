@@ -4,6 +4,7 @@
 // can connect again. A bad length closes only this connection, with a reason; nothing a guest
 // sends can throw out of a socket handler.
 
+import type { NicCounters } from '../protocol/rpc.js';
 import { lstatSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { encodeWireFrame, kMaxFrameBytes, WireError, WireReader } from './wire.js';
@@ -14,14 +15,8 @@ export const kMaxSocketPathBytes = 107;
 export const kMaxPortBacklogBytes = 4 * 1024 * 1024;
 
 /** Counted from the guest's point of view: its tx is what the switch received from it. */
-export interface PortCounters {
-  rx_bytes: number;
-  tx_bytes: number;
-  rx_packets: number;
-  tx_packets: number;
-  errors: number;
-  dropped: number;
-}
+/** A port's counters, from its guest's point of view: the protocol's NicCounters. */
+export type PortCounters = NicCounters;
 
 export type SendResult = 'sent' | 'unconnected' | 'backlog';
 

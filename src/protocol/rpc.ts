@@ -86,13 +86,17 @@ export interface VmView {
 
 /** Network impairments of a bridge or a direction; they combine (all apply at once). */
 export interface NetImpairment {
+  /** Added one-way delay. */
   latencyMs: number;
+  /** Each frame's delay is latencyMs ± up to jitterMs (uniform), never below 0. */
   jitterMs: number;
-  /** Probability from 0 to 1. */
+  /** Probability in [0, 1] that a frame is dropped. */
   dropRate: number;
-  /** Bits per second; 0 means unlimited. */
+  /** Token-bucket rate in bits per second; 0 means unlimited. */
   bandwidthBps: number;
+  /** Probability in [0, 1] that a frame is delivered twice. */
   duplicateRate: number;
+  /** Probability in [0, 1] that a frame is held back behind the next frame of its direction. */
   reorderRate: number;
 }
 

@@ -336,7 +336,8 @@ async function tailFile(path: string, maxBytes: number): Promise<string> {
   }
 }
 
-function findSetpriv(): Promise<string | undefined> {
+/** setpriv(1) on PATH, for --pdeathsig (QEMU processes die with the run). */
+export function findSetpriv(): Promise<string | undefined> {
   setprivPath ??= (async () => {
     for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
       const p = join(dir, 'setpriv');

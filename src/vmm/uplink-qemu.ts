@@ -4,10 +4,9 @@
 // `setpriv --pdeathsig KILL` (spawned from the main thread), and an `exit` hook SIGKILLs the
 // ones still alive.
 
-import { access, constants as fsConstants } from 'node:fs/promises';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { qemuBinary } from './paths.js';
+import { findSetpriv } from './qemu.js';
 
 export interface UplinkQemuSpec {
   /** For messages: the bridge it serves. */
@@ -33,7 +32,6 @@ const kStopGraceMs = 2_000;
 
 const live = new Set<UplinkQemu>();
 let exitHookInstalled = false;
-let setprivPath: Promise<string | undefined> | undefined;
 
 /** Synchronously SIGKILLs every uplink QEMU still running (also run at process exit). */
 export function killAllUplinkQemu(): void {
@@ -110,13 +108,3 @@ export class UplinkQemu {
   }
 }
 
-function findSetpriv(): Promise<string | undefined> {
-  setprivPath ??= (async () => {
-    for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
-      const p = join(dir, 'setpriv');
-      try { await access(p, fsConstants.X_OK); return p; } catch { /* next */ }
-    }
-    return undefined;
-  })();
-  return setprivPath;
-}
