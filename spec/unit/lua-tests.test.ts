@@ -257,7 +257,12 @@ end)
 test('list mode registers tests without booting anything', async () => {
   const { broker, reports } = await runLua(
     String.raw`
-local vm = provium:vm("a", "minimal"):boot()
+local vm = provium:vm("a", "minimal", {disks = {{id = "d", size = "1M"}}}):boot()
+local net = provium:bridge("net")
+net:attach(vm)
+net:partition_all()
+vm:disk("d"):fail_reads()
+vm:attach_disk({id = "e", size = "1M"})
 test("one", function() error("must not run") end)
 test("two", {slow = true}, function() end)
 `,

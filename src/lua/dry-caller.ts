@@ -2,7 +2,9 @@
 // boots. Declarations and lifecycle calls succeed with placeholders; anything that would need a
 // guest fails with a message saying why.
 
-import type { RpcArgs, RpcOp, RpcReply, VmState, VmView } from '../protocol/rpc.js';
+import type { BridgeView, DiskView, NicView, RpcArgs, RpcOp, RpcReply, VmState, VmView } from '../protocol/rpc.js';
+
+const kZeroCounters = { rx_bytes: 0, tx_bytes: 0, rx_packets: 0, tx_packets: 0, errors: 0, dropped: 0 };
 import { RpcError } from '../protocol/rpc.js';
 import type { Settled } from './sync-call.js';
 import type { Caller } from './rpc.js';
@@ -28,6 +30,21 @@ export class DryCaller implements Caller {
     });
   }
 
+  // Placeholders for declarations at the top level: a listing never reads them back.
+  private _bridge(name: string): BridgeView {
+    const none = { latencyMs: 0, jitterMs: 0, dropRate: 0, bandwidthBps: 0, duplicateRate: 0, reorderRate: 0 };
+    return { name, subnet: '10.0.0.0/24', members: [], impairment: none, partitions: [], isolated: [], uplink: null, routes: [], router: '10.0.0.254' };
+  }
+
+  private _nic(): NicView {
+    return { bridge: 'dry', vm: 'dry', mac: '52:54:00:00:00:00', ip: null, prefixLength: 24, ifname: null, plugged: false, linkUp: true };
+  }
+
+  private _disk(id: string): DiskView {
+    const policy = { fail_reads: false, fail_writes: false, fail_after: null, fail_after_target: null, fail_range_sector: null, fail_range_count: null, delay_ms: 0, torn_write: false, random_eio_rate: 0 };
+    return { id, sizeBytes: 0, readonly: false, device: null, detached: false, policy };
+  }
+
   private _reply(op: RpcOp, args: unknown): unknown {
     const vmId = (args as { vmId?: number }).vmId ?? 0;
     // A placeholder view: listing never changes a VM's generation, so nothing is forgotten.
@@ -51,6 +68,21 @@ export class DryCaller implements Caller {
         return { vm: view('shutdown'), graceful: true };
       case 'scope.close':
         return { vms: [] };
+      case 'bridge.create':
+        return { bridgeId: this._nextVmId++, bridge: this._bridge((args as { name: string }).name) };
+      case 'bridge.attach':
+      case 'nic.info':
+      case 'nic.link':
+        return { nic: this._nic(), bridge: this._bridge('dry'), counters: kZeroCounters };
+      case 'bridge.detach':
+      case 'bridge.fault':
+      case 'bridge.info':
+        return { bridge: this._bridge('dry') };
+      case 'disk.attach':
+      case 'disk.info':
+      case 'disk.detach':
+      case 'disk.fault':
+        return { disk: this._disk((args as { id?: string; disk?: { id: string } }).id ?? (args as { disk: { id: string } }).disk.id) };
       case 'lab.claim':
       case 'stream.close':
         return {};
