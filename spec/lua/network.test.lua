@@ -45,6 +45,16 @@ test("two VMs on one bridge get addresses and reach each other by name", functio
   t:assert(ping_ok(n2, "n1"), "n2 pings n1")
 end)
 
+test("a snapshot of a VM with a NIC restores onto its bridge", function(t)
+  local snap = n2:snapshot()
+  n2:shutdown()
+  t:assert(not ping_ok(n1, "n2"), "n2 is down")
+  n2:restore(snap)
+  t:assert(ping_ok(n1, "n2"), "n1 pings the restored n2")
+  t:assert(ping_ok(n2, "n1"), "the restored n2 pings n1")
+  snap:delete()
+end)
+
 test("TCP across the bridge (busybox nc)", function(t)
   local server = n2:run_async("nc -l -p 9000 > /tmp/got")
   wait_until(function() return n2:run("netstat -ltn | grep -q ':9000 '").exit_code == 0 end, {timeout = 10, desc = "nc listening"})

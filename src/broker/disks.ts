@@ -20,6 +20,8 @@ import { BrokerError } from './rpc-server.js';
 const kSectorBytes = 512;
 /** virtio-blk serials are at most 20 bytes; the id is the serial. */
 const kIdPattern = /^[A-Za-z0-9_.-]{1,20}$/;
+/** Sectors per read or write when a snapshot saves or restores a disk (4 MiB). */
+const kCopySectors = 8192;
 /** How long the guest may take to show a hot-plugged disk in /sys/block. */
 const kDeviceTimeoutMs = 15_000;
 
@@ -154,6 +156,47 @@ export class SessionDisks {
       vd.device = null;
     }
     return lost;
+  }
+
+  /** A snapshot of `vm` at `file`: each plugged disk's contents go to `<file>.disk-<id>`. */
+  async saveContents(vm: ManagedVm, file: string): Promise<void> {
+    for (const vd of this._disks.get(vm) ?? []) {
+      if (!this._isPlugged(vd)) continue;
+      const out = await open(diskFileOf(file, vd.id), 'w');
+      try {
+        const sectors = vd.disk.sizeBytes / kSectorBytes;
+        for (let s = 0; s < sectors; s += kCopySectors) {
+          await out.write(await vd.disk.readSectors(s, Math.min(kCopySectors, sectors - s)));
+        }
+      } finally {
+        await out.close();
+      }
+    }
+  }
+
+  /** A restore of `vm` from `file`: each disk the snapshot saved gets those contents back, and is plugged again. */
+  async loadContents(vm: ManagedVm, file: string, serials: string[]): Promise<void> {
+    for (const id of serials) {
+      const vd = this._disk(vm, id);
+      const input = await open(diskFileOf(file, id), 'r').catch((err: Error) => {
+        throw new BrokerError(`disk \`${id}\`: the snapshot's contents are missing: ${err.message}`);
+      });
+      try {
+        const sectors = vd.disk.sizeBytes / kSectorBytes;
+        for (let s = 0; s < sectors; s += kCopySectors) {
+          const chunk = Buffer.alloc(Math.min(kCopySectors, sectors - s) * kSectorBytes);
+          await input.read(chunk, 0, chunk.byteLength, s * kSectorBytes);
+          await vd.disk.writeSectors(s, chunk);
+        }
+      } finally {
+        await input.close();
+      }
+    }
+  }
+
+  /** After a restore that plugged `vm`'s disks itself (from the snapshot's argv). */
+  markRestored(vm: ManagedVm, serials: string[]): void {
+    for (const vd of this._disks.get(vm) ?? []) if (serials.includes(vd.id)) vd.pluggedGeneration = vm.info().generation;
   }
 
   /** VMs gone with their scope: their disks close, and their images are removed. */
@@ -299,4 +342,9 @@ async function isQcow2(file: string): Promise<boolean> {
   } finally {
     await handle.close();
   }
+}
+
+/** Where a snapshot keeps a disk's contents. */
+export function diskFileOf(snapshot: string, id: string): string {
+  return `${snapshot}.disk-${id}`;
 }

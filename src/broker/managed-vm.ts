@@ -12,7 +12,7 @@ import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
 import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
-import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
+import { kDefaultHotplugSlots, type SlotDevice } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
@@ -59,6 +59,8 @@ export class ManagedVm {
   private _stopping = false;
   /** Hot-plug slots (pcie-root-port ids) in use by the running QEMU: slot → NIC or disk node id. */
   private readonly _slots = new Map<string, string>();
+  /** What is plugged into them, by device id: a snapshot records it, a restore gives it again. */
+  private readonly _devices = new Map<string, SlotDevice>();
 
   constructor(
     readonly id: number,
@@ -189,10 +191,13 @@ export class ManagedVm {
   }
 
   /** Saves the running guest to `file` and lets it run on. */
-  private async _saveTo(file: string): Promise<number> {
+  private async _saveTo(file: string, whileStopped?: () => Promise<void>): Promise<number> {
     const qemu = this._qemu!;
     try {
-      return (await saveSnapshot(qemu, file)).bytes;
+      const bytes = (await saveSnapshot(qemu, file)).bytes;
+      // The guest is still stopped: what else belongs to this instant (its disks) is saved now.
+      await whileStopped?.();
+      return bytes;
     } finally {
       await qemu.qmp.execute('cont').catch(() => undefined);
     }
@@ -209,21 +214,31 @@ export class ManagedVm {
   }
 
   /** vm:snapshot: the guest keeps running; a sidecar records how to launch it again. */
-  async snapshot(file: string, openStreams: number): Promise<{ path: string; bytes: number }> {
+  async snapshot(file: string, openStreams: number, whileStopped?: () => Promise<void>): Promise<{ path: string; bytes: number }> {
     this.requireAgent('snapshot');
     if (openStreams > 0) {
       throw new BrokerError(`vm \`${this.name}\`: cannot snapshot with ${openStreams} stream(s) open; close them first`);
     }
-    if (this._slots.size > 0) {
-      // A restore starts a QEMU without the hot-plugged devices, so the saved state would not load.
-      throw new BrokerError(`vm \`${this.name}\`: snapshots of a VM with NICs or disks are not supported yet; detach them first`);
-    }
-    const bytes = await this._saveTo(file);
-    const meta: SnapshotMeta = { profile: this.profile.name, memoryBytes: this._launched!.memoryBytes, cpus: this._launched!.cpus };
+    const bytes = await this._saveTo(file, whileStopped);
+    const meta: SnapshotMeta = {
+      profile: this.profile.name,
+      memoryBytes: this._launched!.memoryBytes,
+      cpus: this._launched!.cpus,
+      devices: [...this._devices.values()],
+    };
     if (this._launched!.cmdlineReplace !== undefined) meta.cmdlineReplace = this._launched!.cmdlineReplace;
     if (this._launched!.cmdlineAppend !== undefined) meta.cmdlineAppend = this._launched!.cmdlineAppend;
     await writeFile(`${file}.json`, JSON.stringify(meta));
     return { path: file, bytes };
+  }
+
+  /** The devices a snapshot file says its guest had plugged (a restore needs their backends). */
+  static async snapshotDevices(file: string): Promise<SlotDevice[]> {
+    try {
+      return (JSON.parse(await readFile(`${file}.json`, 'utf8')) as SnapshotMeta).devices ?? [];
+    } catch {
+      return [];
+    }
   }
 
   /** vm:restore: from created or shutdown, into a new QEMU that streams the snapshot in. */
@@ -246,8 +261,12 @@ export class ManagedVm {
     const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: meta.memoryBytes, cpus: meta.cpus };
     if (meta.cmdlineReplace !== undefined) spec.cmdlineReplace = meta.cmdlineReplace;
     if (meta.cmdlineAppend !== undefined) spec.cmdlineAppend = meta.cmdlineAppend;
+    const devices = meta.devices ?? [];
+    if (devices.length > 0) spec.slotDevices = devices;
     try {
       await this._restoreFrom(spec, file, this.profile.agentTimeoutMs);
+      // The saved machine's devices are plugged again, on their slots.
+      for (const d of devices) this._record(d);
       await this._afterRestore({});
     } catch (err) {
       const tail = await this._consoleTailSafe();
@@ -409,6 +428,7 @@ export class ManagedVm {
     await qmp.execute('netdev_add', { type: 'stream', id: nic.id, server: false, addr: { type: 'unix', path: nic.socketPath } });
     try {
       await qmp.execute('device_add', { driver: 'virtio-net-pci', id: `${nic.id}-dev`, netdev: nic.id, mac: nic.mac, bus: slot });
+      this._devices.set(nic.id, { kind: 'nic', slot, ...nic });
     } catch (err) {
       this._slots.delete(slot);
       await qmp.execute('netdev_del', { id: nic.id }).catch(() => undefined);
@@ -435,6 +455,7 @@ export class ManagedVm {
     if (!qemu || slot === undefined || (this.state !== 'booted' && this.state !== 'paused')) return;
     const qmp = qemu.qmp;
     await before?.(qmp);
+    this._devices.delete(id);
     const deleted = qmp.waitEvent('DEVICE_DELETED', (ev) => (ev.data as { device?: string })?.device === `${id}-dev`, kUnplugTimeoutMs);
     await qmp.execute('device_del', { id: `${id}-dev` });
     void deleted
@@ -466,6 +487,7 @@ export class ManagedVm {
     }
     try {
       await qmp.execute('device_add', { driver: 'virtio-blk-pci', id: `${disk.node}-dev`, drive: disk.node, bus: slot, serial: disk.serial });
+      this._devices.set(disk.node, { kind: 'disk', slot, ...disk });
     } catch (err) {
       this._slots.delete(slot);
       await qmp.execute('blockdev-del', { 'node-name': disk.node }).catch(() => undefined);
@@ -494,6 +516,12 @@ export class ManagedVm {
   private _requireQmp(what: string): QemuVm['qmp'] {
     if (!this._qemu || (this.state !== 'booted' && this.state !== 'paused')) throw this._stateError(what, ['booted', 'paused']);
     return this._qemu.qmp;
+  }
+
+  private _record(device: SlotDevice): void {
+    const id = device.kind === 'nic' ? device.id : device.node;
+    this._slots.set(device.slot, id);
+    this._devices.set(id, device);
   }
 
   private _freeSlot(deviceId: string): string {
@@ -546,6 +574,7 @@ export class ManagedVm {
     if (next !== 'dead') this.state = next;
     if (this._qemu) this._generation++;
     this._slots.clear();
+    this._devices.clear();
     this._stopping = true;
     const agent = this._agent;
     this._agent = undefined;
@@ -592,6 +621,8 @@ interface SnapshotMeta {
   cpus: number;
   cmdlineReplace?: string;
   cmdlineAppend?: string;
+  /** Hot-plugged NICs and disks, on their slots. */
+  devices?: SlotDevice[];
 }
 
 

@@ -279,6 +279,14 @@ export class SessionNetwork {
     if (any) await this._writeHosts();
   }
 
+  /** After a restore that plugged `vm`'s NICs itself (from the snapshot's argv): they are plugged. */
+  markRestored(vm: ManagedVm, nicIds: string[]): void {
+    for (const bridge of this._bridges.values()) {
+      const nic = bridge.nics.get(vm.id);
+      if (nic && nicIds.includes(nic.id)) nic.pluggedGeneration = vm.info().generation;
+    }
+  }
+
   /** VMs gone with their scope leave every bridge (their names may be declared again). */
   async forget(vms: ManagedVm[]): Promise<void> {
     for (const bridge of this._bridges.values()) {

@@ -16,7 +16,7 @@ import type { AgentCallArgs, BootOptions, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
-import { SessionDisks } from './disks.js';
+import { diskFileOf, SessionDisks } from './disks.js';
 import { SessionNetwork } from './network.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
@@ -32,12 +32,13 @@ export interface SessionDeps {
   bootCache: BootCache;
 }
 
-/** Deletes a snapshot and its sidecar; refuses a file vm:snapshot did not write. */
+/** Deletes a snapshot, its sidecar and its disks' contents; refuses a file vm:snapshot did not write. */
 async function deleteSnapshot(file: string): Promise<void> {
   const sidecar = `${file}.json`;
   const [data, meta] = await Promise.all([stat(file).catch(() => undefined), stat(sidecar).catch(() => undefined)]);
   if (data && !meta) throw new BrokerError(`${file} is not a snapshot written by vm:snapshot (no ${sidecar} beside it); not deleting it`);
-  await Promise.all([rm(file, { force: true }), rm(sidecar, { force: true })]);
+  const disks = (await ManagedVm.snapshotDevices(file)).flatMap((d) => (d.kind === 'disk' ? [diskFileOf(file, d.serial)] : []));
+  await Promise.all([file, sidecar, ...disks].map((f) => rm(f, { force: true })));
 }
 
 function defaultSnapshotPath(): string {
@@ -48,6 +49,8 @@ export class Session {
   readonly channel: RpcChannel;
   private readonly _network: SessionNetwork;
   private readonly _disks: SessionDisks;
+  /** Snapshots written to the temp dir (vm:snapshot() with no path): transient, gone with the file. */
+  private readonly _tempSnapshots = new Set<string>();
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
   private _nextVmId = 1;
@@ -187,16 +190,33 @@ export class Session {
       'vm.snapshot': ({ vmId, path: file }) =>
         this._onVm(vmId, async (vm) => {
           const open = [...this._streams.values()].filter((s) => s.vmId === vmId).length;
-          return vm.snapshot(file ?? defaultSnapshotPath(), open);
+          const target = file ?? defaultSnapshotPath();
+          if (file === undefined) this._tempSnapshots.add(target);
+          return vm.snapshot(target, open, () => this._disks.saveContents(vm, target));
         }),
       'vm.restore': ({ vmId, path: file }) =>
         this._onVm(vmId, async (vm) => {
+          // NICs and disks the snapshot had are given to the new QEMU on their slots: their
+          // backends (the bridges' switches, the disks) must still be in this file.
+          const devices = await ManagedVm.snapshotDevices(file);
+          for (const d of devices) {
+            const gone = await stat(d.socketPath).then(() => false, () => true);
+            if (gone) {
+              const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
+              throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);
+            }
+          }
+          const serials = devices.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
+          await this._disks.loadContents(vm, file, serials);
           await vm.restore(file);
+          this._network.markRestored(vm, devices.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
+          this._disks.markRestored(vm, serials);
           return this._started(vm, {});
         }),
       'snapshot.size': async ({ path: file }) => ({ bytes: await stat(file).then((st) => st.size, () => 0) }),
       'snapshot.delete': async ({ path: file }) => {
         await deleteSnapshot(file);
+        this._tempSnapshots.delete(file);
         return empty;
       },
       'vm.console_tail': ({ vmId, maxBytes }) => this._onAgent(vmId, async (vm) => ({ text: await vm.consoleTail(maxBytes) })),
@@ -307,6 +327,7 @@ export class Session {
       // After the VMs: nothing is left to unplug, the switches just close.
       await this._network.close().catch(() => undefined);
       await this._disks.close().catch(() => undefined);
+      await Promise.all([...this._tempSnapshots].map((f) => deleteSnapshot(f).catch(() => undefined)));
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);
     })();

@@ -11,6 +11,11 @@ export const kAgentPortName = 'org.provium.agent';
 export const kDefaultHotplugSlots = 8;
 
 export interface NetdevSpec { id: string; socketPath: string; mac: string }
+
+/** A device hot-plugged into a pcie-root-port (`slot`), given again on the argv of a restore. */
+export type SlotDevice =
+  | { kind: 'nic'; slot: string; id: string; socketPath: string; mac: string }
+  | { kind: 'disk'; slot: string; node: string; socketPath: string; exportName: string; readonly: boolean; serial: string };
 export interface BlockdevSpec { id: string; nbdSocketPath: string; readonly: boolean; exportName?: string }
 
 export interface LaunchSpec {
@@ -39,6 +44,8 @@ export interface LaunchSpec {
   accel?: 'kvm' | 'tcg';
   /** Spare pcie-root-ports on q35 (default kDefaultHotplugSlots). */
   hotplugSlots?: number;
+  /** Devices that were hot-plugged into those slots (a restore must see the saved machine's devices). */
+  slotDevices?: SlotDevice[];
   /** Raw QEMU arguments appended last (for `provium console -- ARGS`). */
   extraQemuArgs?: string[];
 }
@@ -163,6 +170,15 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
   if (profile.machine === 'q35') {
     const n = spec.hotplugSlots ?? kDefaultHotplugSlots;
     for (let i = 0; i < n; i++) a.push('-device', `pcie-root-port,id=hp${i},chassis=${i + 1}`);
+  }
+  for (const d of spec.slotDevices ?? []) {
+    if (d.kind === 'nic') {
+      a.push('-netdev', `stream,id=${q(d.id)},server=off,addr.type=unix,addr.path=${q(d.socketPath)}`);
+      a.push('-device', `virtio-net-pci,netdev=${q(d.id)},mac=${q(d.mac)},id=${q(d.id)}-dev,bus=${q(d.slot)}`);
+    } else {
+      a.push('-blockdev', `driver=nbd,node-name=${q(d.node)},server.type=unix,server.path=${q(d.socketPath)},export=${q(d.exportName)},read-only=${d.readonly ? 'on' : 'off'}`);
+      a.push('-device', `virtio-blk-pci,drive=${q(d.node)},id=${q(d.node)}-dev,bus=${q(d.slot)},serial=${q(d.serial)}`);
+    }
   }
 
   if (spec.incomingSnapshot) a.push('-incoming', 'defer');
