@@ -483,5 +483,6 @@ export async function runLua(
   channel.close();
   assert.ok(job.done, 'the worker sent no file_done');
   const result = job.finish({ kind: 'acknowledged' }, performance.now() - started);
+  rmSync(root, { recursive: true, force: true });
   return { result, broker, reports };
 }
