@@ -149,6 +149,8 @@ function checkBatch(data: Record<string, unknown>): string | undefined {
 }
 
 function checkShape(map: Record<string, unknown>, shape: Shape, prefix: string): string | undefined {
+  // Every reply passes through here: the common case (it fits) builds no strings at all.
+  if (fits(map, shape)) return undefined;
   for (const [field, check] of Object.entries(shape)) {
     const problem = checkValue(map[field], check, `${prefix}${field}`);
     if (problem) return problem;
@@ -193,6 +195,38 @@ function checkValue(value: unknown, check: Check, path: string): string | undefi
   }
   if (!isMap(value)) return wrong('a map');
   return checkShape(value, check.shape, `${path}.`);
+}
+
+/** checkShape's answer without its message: true when every field fits its check. */
+function fits(map: Record<string, unknown>, shape: Shape): boolean {
+  for (const field in shape) if (!fitsValue(map[field], shape[field]!)) return false;
+  return true;
+}
+
+function fitsValue(value: unknown, check: Check): boolean {
+  if (typeof check === 'object' && 'optional' in check) return value === undefined || value === null || fitsValue(value, check.optional);
+  if (value === undefined || value === null) return check === 'any' && value === null;
+  switch (check) {
+    case 'any':
+      return true;
+    case 'str':
+      return typeof value === 'string';
+    case 'bool':
+      return typeof value === 'boolean';
+    case 'bin':
+      return value instanceof Uint8Array;
+    case 'map':
+      return isMap(value);
+    case 'int':
+      return Number.isSafeInteger(value);
+    case 'uint':
+      return Number.isSafeInteger(value) && (value as number) >= 0;
+    case 'int64':
+      return Number.isSafeInteger(value) || typeof value === 'bigint';
+  }
+  if ('oneOf' in check) return typeof value === 'string' && check.oneOf.includes(value);
+  if ('arrayOf' in check) return Array.isArray(value) && value.every((item) => fitsValue(item, check.arrayOf));
+  return isMap(value) && fits(value, check.shape);
 }
 
 /** A msgpack map as the decoder gives it: a plain object. */
