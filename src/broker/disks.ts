@@ -9,15 +9,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { Disk } from '../disk/disk.js';
-import type { FaultEvent } from '../disk/faults.js';
+import { kSectorBytes, type FaultEvent } from '../disk/faults.js';
 import { NbdServer } from '../disk/nbd-server.js';
 import type { EventBus } from '../events/bus.js';
 import { Prng } from '../net/prng.js';
 import type { DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
+import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
 
-const kSectorBytes = 512;
 /** virtio-blk serials are at most 20 bytes; the id is the serial. */
 const kIdPattern = /^[A-Za-z0-9_.-]{1,20}$/;
 /** Sectors per read or write when a snapshot saves or restores a disk (4 MiB). */
@@ -265,18 +265,8 @@ export class SessionDisks {
 
   /** The /dev/vdX whose serial is the disk's id, once the guest shows it. */
   private async _findDevice(vd: VmDisk): Promise<string> {
-    const script = [
-      'i=0',
-      `while :; do for d in /sys/block/*; do [ -e "$d/serial" ] && [ "$(cat "$d/serial")" = "${vd.id}" ] && DEV=\${d##*/}; done`,
-      `  [ -n "$DEV" ] && break; i=$((i+1)); [ $i -gt 300 ] && { echo "no block device with serial ${vd.id} appeared" >&2; exit 1; }; sleep 0.05`,
-      'done',
-      'echo "/dev/$DEV"',
-    ].join('\n');
-    const result = await vd.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kDeviceTimeoutMs });
-    if (result.status !== 'exited' || result.code !== 0) {
-      throw new BrokerError(`the guest did not show the disk: ${Buffer.from(result.stderr).toString('utf8').trim()}`);
-    }
-    return Buffer.from(result.stdout).toString('utf8').trim();
+    const script = [...waitForSysfsEntry('/sys/block', 'serial', vd.id, 'DEV', 300, `no block device with serial ${vd.id} appeared`), 'echo "/dev/$DEV"'];
+    return runGuestScript(vd.vm, script.join('\n'), kDeviceTimeoutMs, 'the guest did not show the disk');
   }
 
   private _ensureServer(): Promise<NbdServer> {

@@ -17,6 +17,7 @@ import { Switch, type FaultEvent } from '../net/switch.js';
 import type { EventBus } from '../events/bus.js';
 import type { BridgeFault, BridgeView, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
+import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
 import { BridgeUplink } from './uplink.js';
 
@@ -454,13 +455,8 @@ export class SessionNetwork {
     return lines;
   }
 
-  private async _exec(nic: Nic, script: string): Promise<string> {
-    const result = await nic.vm.callAgent('exec', { argv: ['/bin/sh', '-c', script], env: {}, env_clear: false, stdin: new Uint8Array(0), timeout_ms: kConfigureTimeoutMs });
-    const stderr = Buffer.from(result.stderr).toString('utf8').trim();
-    if (result.status !== 'exited' || result.code !== 0) {
-      throw new BrokerError(`vm \`${nic.vm.name}\`: configuring its interface failed (${result.status} ${result.code}): ${stderr}`);
-    }
-    return Buffer.from(result.stdout).toString('utf8').trim();
+  private _exec(nic: Nic, script: string): Promise<string> {
+    return runGuestScript(nic.vm, script, kConfigureTimeoutMs, `vm \`${nic.vm.name}\`: configuring its interface failed`);
   }
 
   private async _plug(bridge: Bridge, nic: Nic): Promise<void> {
@@ -482,10 +478,7 @@ export class SessionNetwork {
   private async _configure(bridge: Bridge, nic: Nic): Promise<void> {
     const address = bridge.manual ? '' : `${bridge.ipOf(nic)}/${bridge.subnet.prefixLength}`;
     const script = [
-      'i=0',
-      `while :; do for d in /sys/class/net/*; do [ -e "$d/address" ] && [ "$(cat "$d/address")" = "${nic.mac}" ] && IF=\${d##*/}; done`,
-      '  [ -n "$IF" ] && break; i=$((i+1)); [ $i -gt 200 ] && { echo "no interface with MAC ' + nic.mac + ' appeared" >&2; exit 1; }; sleep 0.05',
-      'done',
+      ...waitForSysfsEntry('/sys/class/net', 'address', nic.mac, 'IF', 200, `no interface with MAC ${nic.mac} appeared`),
       'ip link set "$IF" up',
       address ? `ip addr add ${address} dev "$IF" 2>/dev/null || ip addr replace ${address} dev "$IF"` : ':',
       ...(address ? this._routeLines(bridge) : []),
