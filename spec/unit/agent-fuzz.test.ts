@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Prng } from '../../src/net/prng.js';
 import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../src/agent/client.js';
 import { decodeBody, encodeFrame, FrameReader } from '../../src/protocol/framing.js';
@@ -32,16 +33,10 @@ const kResyncTimeoutMs = 800;
 const kMaxRssGrowthBytes = 256 * MiB;
 const kMaxAgentRssGrowthKiB = 64 * 1024;
 
-/** mulberry32: small, seedable, good enough to pick mutations. */
+/** The project's seeded PRNG picks the mutations, so PROVIUM_FUZZ_SEED replays a run. */
 function prng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const p = new Prng(s);
+  return () => p.float();
 }
 
 class Gen {

@@ -8,20 +8,15 @@ import { join } from 'node:path';
 import { Disk, type DiskOptions } from '../../src/disk/disk.js';
 import type { FaultEvent } from '../../src/disk/faults.js';
 import { NbdServer } from '../../src/disk/nbd-server.js';
+import { Prng } from '../../src/net/prng.js';
 import { SocketReader } from '../../src/disk/socket-reader.js';
 
 export const kMiB = 1024 * 1024;
 
-/** mulberry32: a tiny seeded PRNG, as the run's seeded random would be. */
+/** The run's seeded PRNG (src/net/prng.ts), as the broker gives a disk its `random`. */
 export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const prng = new Prng(seed);
+  return () => prng.float();
 }
 
 export interface Rig {

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { buildFrame } from '../../src/net/ethernet.js';
 import { Switch, type SwitchOptions } from '../../src/net/switch.js';
 import { encodeWireFrame, WireReader } from '../../src/net/wire.js';
@@ -103,6 +104,19 @@ export interface Bench {
  * A switch with one connected fake NIC per name, each NIC i sending from macOf(i + 1).
  * close() closes the NICs, the switch and the temp directory.
  */
+/** A `bench` maker for one test file: every bench it made is closed after the file. */
+export function benches(): (names: string[], options?: Partial<SwitchOptions>) => Promise<Bench> {
+  const open: Bench[] = [];
+  after(async () => {
+    for (const b of open) await b.close();
+  });
+  return async (names, options = {}) => {
+    const b = await bench(names, options);
+    open.push(b);
+    return b;
+  };
+}
+
 export async function bench(names: string[], options: Partial<SwitchOptions> = {}): Promise<Bench> {
   const dir = mkdtempSync(join(tmpdir(), 'pv-net-'));
   const sw = new Switch({ name: 'lan', seed: 1, ...options });

@@ -1,19 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { ImpairmentRules, kNoImpairment, validateImpairment } from '../../src/net/impairment.js';
 import { kBurstMs, kMinBurstBytes } from '../../src/net/pipeline.js';
 import type { FaultEvent } from '../../src/net/switch.js';
-import { bench, kBroadcast, macOf, seqFrame, until, type Bench } from './net-helpers.js';
+import { benches, kBroadcast, macOf, seqFrame, until, type Bench } from './net-helpers.js';
 
-const open: Bench[] = [];
-async function make(names: string[], options: Parameters<typeof bench>[1] = {}): Promise<Bench> {
-  const b = await bench(names, options);
-  open.push(b);
-  return b;
-}
-after(async () => {
-  for (const b of open) await b.close();
-});
+const make = benches();
 
 /** Every frame from a to b was either dropped or written and read by b: the direction is settled. */
 function settled(b: Bench, sent: number): Promise<void> {

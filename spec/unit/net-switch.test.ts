@@ -1,22 +1,14 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { formatMac, isGroupMac, parseMac } from '../../src/net/ethernet.js';
 import { MacTable } from '../../src/net/mac-table.js';
 import type { FaultEvent } from '../../src/net/switch.js';
 import { kMaxFrameBytes } from '../../src/net/wire.js';
-import { barrier, bench, FakeNic, kBroadcast, macOf, seqFrame, sleep, until, type Bench } from './net-helpers.js';
+import { barrier, benches, FakeNic, kBroadcast, macOf, seqFrame, sleep, until, type Bench } from './net-helpers.js';
 
-const open: Bench[] = [];
-async function make(names: string[], options: Parameters<typeof bench>[1] = {}): Promise<Bench> {
-  const b = await bench(names, options);
-  open.push(b);
-  return b;
-}
-after(async () => {
-  for (const b of open) await b.close();
-});
+const make = benches();
 
 /** Waits until the switch has taken `count` frames from `name` (forwarding is then decided). */
 function processed(b: Bench, name: string, count: number): Promise<void> {
