@@ -3,6 +3,7 @@
 // port to the worker, and closes the session when the file ends; it reaches the pool and the
 // barriers only through the methods here.
 
+import { randomBytes } from 'node:crypto';
 import type { MessagePort } from 'node:worker_threads';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
@@ -50,7 +51,7 @@ export class Broker {
   constructor(private readonly _opts: BrokerOptions) {
     this._bootCache = new BootCache(_opts.cacheDir);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
-    this.seed = _opts.seed ?? BigInt.asUintN(63, BigInt(Math.floor(Math.random() * 2 ** 53)) * 1024n + BigInt(Math.floor(Math.random() * 1024)));
+    this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();
   }
 
   /**

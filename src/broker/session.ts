@@ -93,14 +93,8 @@ export class Session {
   }
 
   /** Runs an op on one VM; its reply carries the VM's view, and so does its error. */
-  private async _onVm<T extends object>(vmId: number, op: (vm: ManagedVm) => Promise<T>): Promise<T & { vm: VmView }> {
-    const vm = this._vm(vmId);
-    try {
-      const reply = await op(vm);
-      return { ...reply, vm: this._view(vm) };
-    } catch (err) {
-      throw this._aboutVm(vm, err);
-    }
+  private _onVm<T extends object>(vmId: number, op: (vm: ManagedVm) => Promise<T>): Promise<T & { vm: VmView }> {
+    return this._onAgent(vmId, async (vm) => ({ ...(await op(vm)), vm: this._view(vm) }));
   }
 
   /** An error about a VM, with the VM's view attached. */

@@ -4,8 +4,8 @@
 // Nothing boots, so no broker is built: each file's port is a bare channel its listing reads.
 
 import type { Writable } from 'node:stream';
-import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
 import { sizePool } from '../broker/broker.js';
+import { RpcChannel, type RpcHandlers } from '../broker/rpc-server.js';
 import type { DeclaredTest, FatalError, FileReport, FileTask } from '../protocol/task.js';
 import { paintFor, streamScreen, type OutputStream } from '../report/screen.js';
 import type { RunDeps, RunIO, RunOptions } from '../run/controller.js';
@@ -125,12 +125,11 @@ export async function listSuite(options: ListOptions, io: RunIO, deps: RunDeps):
 async function listFile(file: PlannedFile, options: ListOptions, workers: ReturnType<RunDeps['createWorkerPool']>, roots: string[]): Promise<FileListing> {
   const listing: FileListing = { file, tests: [], errors: [] };
   let fatalErrors: FatalError[] | undefined;
-  const { port1, port2 } = new MessageChannel();
-  const take = (report: FileReport): void => {
+  // The file's reports come over the same channel a run uses; it serves no calls (nothing boots).
+  const channel = new RpcChannel({} as RpcHandlers, (report: FileReport) => {
     if (report.type === 'tests_declared') listing.tests = report.tests;
     else if (report.type === 'file_done') fatalErrors = report.fatalErrors;
-  };
-  port1.on('message', (m: { type: string; report?: FileReport }) => m.type === 'report' && m.report && take(m.report));
+  });
   const task: FileTask = {
     file: file.file,
     displayPath: file.displayPath,
@@ -138,21 +137,17 @@ async function listFile(file: PlannedFile, options: ListOptions, workers: Return
     selection: options.selection,
     retries: 0,
     listOnly: true,
-    port: port2,
-    signalBuffer: new SharedArrayBuffer(4),
+    port: channel.workerPort,
+    signalBuffer: channel.signalBuffer,
   };
   const signal = options.timeoutMs > 0 ? AbortSignal.timeout(options.timeoutMs) : new AbortController().signal;
   try {
-    await workers.run(task, { transferList: [port2], signal });
+    await workers.run(task, { transferList: [channel.workerPort], signal });
   } catch (err) {
     listing.errors.push(signal.aborted ? `listing timed out after ${options.timeoutMs} ms` : `the worker crashed: ${(err as Error).message}`);
   }
-  // The worker posted its reports before its task settled: they are in the queue now.
-  for (let m = receiveMessageOnPort(port1); m; m = receiveMessageOnPort(port1)) {
-    const message = m.message as { type: string; report?: FileReport };
-    if (message.type === 'report' && message.report) take(message.report);
-  }
-  port1.close();
+  // The worker posted its reports before its task settled: closing delivers what is queued.
+  channel.close();
   listing.errors.push(...(fatalErrors ?? []).map((e) => e.message));
   return listing;
 }
