@@ -103,22 +103,25 @@ describe('buildQemuArgs', () => {
     assert.deepEqual(values(a, '-incoming'), ['defer']);
   });
 
-  it('wires NICs to stream sockets and disks to NBD, in order', () => {
+  it('gives a restore its hot-plugged NICs and disks on their slots, with every block node', () => {
+    const rules = { 'inject-error': [{ event: 'read_aio', iotype: 'read', errno: 5 }], 'set-state': [] };
     const a = buildQemuArgs(spec({
-      netdevs: [{ id: 'n0', socketPath: '/sw/a.sock', mac: '52:54:00:00:00:01' }],
-      blockdevs: [
-        { id: 'd0', nbdSocketPath: '/nbd/0.sock', readonly: false },
-        { id: 'd1', nbdSocketPath: '/nbd/1.sock', readonly: true, exportName: 'ro' },
+      slotDevices: [
+        { kind: 'nic', slot: 'hp0', id: 'n0', socketPath: '/sw/a.sock', mac: '52:54:00:00:00:01' },
+        { kind: 'disk', slot: 'hp1', node: 'disk-a', readonly: false, serial: 'a', backend: { kind: 'nbd', socketPath: '/nbd.sock', exportName: 'vm1-a' } },
+        { kind: 'disk', slot: 'hp2', node: 'disk-b', readonly: true, serial: 'b', backend: { kind: 'file', path: '/d/b.img', filterNode: 'disk-b-f3', rules } },
       ],
     }), ctx);
     assert.deepEqual(values(a, '-netdev'), ['stream,id=n0,server=off,addr.type=unix,addr.path=/sw/a.sock']);
-    assert.deepEqual(values(a, '-blockdev'), [
-      'driver=nbd,node-name=d0,server.type=unix,server.path=/nbd/0.sock,read-only=off',
-      'driver=nbd,node-name=d1,server.type=unix,server.path=/nbd/1.sock,export=ro,read-only=on',
+    assert.deepEqual(values(a, '-blockdev').map((j) => JSON.parse(j)), [
+      { driver: 'nbd', 'node-name': 'disk-a', server: { type: 'unix', path: '/nbd.sock' }, export: 'vm1-a', 'read-only': false },
+      { driver: 'file', 'node-name': 'disk-b-file', filename: '/d/b.img', 'read-only': true },
+      { driver: 'blkdebug', 'node-name': 'disk-b-f3', image: 'disk-b-file', 'read-only': true, 'inject-error': rules['inject-error'] },
+      { driver: 'raw', 'node-name': 'disk-b', file: 'disk-b-f3', 'read-only': true },
     ]);
     const devices = values(a, '-device');
-    assert.ok(devices.includes('virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,id=n0-dev'));
-    assert.ok(devices.indexOf('virtio-blk-pci,drive=d0,id=d0-dev') < devices.indexOf('virtio-blk-pci,drive=d1,id=d1-dev'));
+    assert.ok(devices.includes('virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,id=n0-dev,bus=hp0'));
+    assert.ok(devices.indexOf('virtio-blk-pci,drive=disk-a,id=disk-a-dev,bus=hp1,serial=a') < devices.indexOf('virtio-blk-pci,drive=disk-b,id=disk-b-dev,bus=hp2,serial=b'));
   });
 
   it('escapes commas in paths for QEMU option syntax', () => {

@@ -63,8 +63,8 @@ describe('resolveProfiles', () => {
   });
 
   it('takes disks: sizes as strings, images relative to the config', () => {
-    const p = resolveProfiles({ a: { kernel: '/k', disks: [{ id: 'data', size: '64M' }, { id: 'base', image: 'golden.img', readonly: true }] } }, '/proj')['a']!;
-    assert.deepEqual(p.disks, [{ id: 'data', sizeBytes: 64 * 1024 * 1024 }, { id: 'base', image: '/proj/golden.img', readonly: true }]);
+    const p = resolveProfiles({ a: { kernel: '/k', disks: [{ id: 'data', size: '64M' }, { id: 'base', image: 'golden.img', readonly: true, backend: 'qemu' }] } }, '/proj')['a']!;
+    assert.deepEqual(p.disks, [{ id: 'data', sizeBytes: 64 * 1024 * 1024 }, { id: 'base', image: '/proj/golden.img', readonly: true, backend: 'qemu' }]);
   });
 
   it('names the unknown key, the profile and the accepted keys', () => {
@@ -94,7 +94,8 @@ describe('resolveProfiles', () => {
       [{ kernel: '/k', disks: { id: 'a' } }, /profile `x`: disks must be an array of tables/],
       [{ kernel: '/k', disks: [{ size: '1M' }] }, /profile `x`: disks\[1\]: `id` is required/],
       [{ kernel: '/k', disks: [{ id: 'a' }] }, /disks\[1\]: give `size`/],
-      [{ kernel: '/k', disks: [{ id: 'a', size: '1M', ro: true }] }, /disks\[1\]: unknown key `ro`; accepted keys: id, size, image, readonly/],
+      [{ kernel: '/k', disks: [{ id: 'a', size: '1M', ro: true }] }, /disks\[1\]: unknown key `ro`; accepted keys: id, size, image, readonly, backend/],
+      [{ kernel: '/k', disks: [{ id: 'a', size: '1M', backend: 'file' }] }, /disks\[1\]: `backend` must be "nbd" \(every fault, the default\) or "qemu" .* got "file"/],
     ];
     for (const [table, re] of bad) assert.throws(() => resolveProfiles({ x: table }, '/'), re, JSON.stringify(table));
   });

@@ -1,19 +1,25 @@
-// A file's disks: one NBD server per session (src/disk) with an export per VM disk, each over a
-// sparse raw image or a copy-on-write overlay of a backing image, in the session's scratch
-// directory. A disk belongs to its VM: it is hot-plugged after every boot (so a VM with disks
-// still boots from its boot snapshot), keeps its contents across shutdown and boot, and goes
-// when the VM's scope ends. Every fault is applied by the server, so the guest sees it.
+// A file's disks, in the session's scratch directory. A disk belongs to its VM: it is hot-plugged
+// after every boot (so a VM with disks still boots from its boot snapshot), keeps its contents
+// across shutdown and boot, and goes when the VM's scope ends. Two backends:
+// - "nbd" (the default): one NBD server per session (src/disk) with an export per disk, over a
+//   sparse raw image or a copy-on-write overlay of a backing image. The server applies every
+//   fault and keeps the disk's volatile write cache, so the guest sees all of them.
+// - "qemu": QEMU opens a raw file itself behind a blkdebug filter, at plain -drive speed; faults
+//   are blkdebug rules (fail_reads, fail_writes, fail_range, fail_after), swapped in at runtime.
 
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import { qemuBackendRefusal } from '../disk/blkdebug.js';
 import { Disk } from '../disk/disk.js';
 import { kSectorBytes, type FaultEvent } from '../disk/faults.js';
+import { FileDisk } from '../disk/file-disk.js';
 import { NbdServer } from '../disk/nbd-server.js';
 import type { EventBus } from '../events/bus.js';
 import { Prng } from '../net/prng.js';
-import type { DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
+import type { DiskBackend, DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
+import type { DiskBackendSpec, SlotDevice } from '../vmm/cmdline.js';
 import type { ManagedVm } from './managed-vm.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
@@ -28,7 +34,9 @@ const kDeviceTimeoutMs = 15_000;
 interface VmDisk {
   vm: ManagedVm;
   id: string;
-  disk: Disk;
+  backend: DiskBackend;
+  /** The bytes: an NBD export of the session's server, or a raw file QEMU opens. */
+  disk: Disk | FileDisk;
   readonly: boolean;
   /** QEMU's block node, unique per VM. */
   node: string;
@@ -46,9 +54,10 @@ export interface DiskDeps {
 
 export class SessionDisks {
   private readonly _disks = new Map<ManagedVm, VmDisk[]>();
-  private _dir: string | undefined;
-  private _server: NbdServer | undefined;
-  private _starting: Promise<NbdServer> | undefined;
+  private _dir: Promise<string> | undefined;
+  private _server: Promise<NbdServer> | undefined;
+  /** Names each blkdebug node a "qemu" disk gets; QEMU wants them unique. */
+  private _filters = 0;
 
   constructor(private readonly _deps: DiskDeps) {}
 
@@ -112,8 +121,12 @@ export class SessionDisks {
     await vd.disk.writeSectors(sector, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 
-  fault(vm: ManagedVm, id: string, fault: DiskFault): DiskView {
+  async fault(vm: ManagedVm, id: string, fault: DiskFault): Promise<DiskView> {
     const vd = this._disk(vm, id);
+    const refusal = vd.disk instanceof FileDisk ? qemuBackendRefusal(fault) : null;
+    if (refusal !== null) {
+      throw new BrokerError(`disk \`${id}\` of vm \`${vm.name}\` has backend = "qemu", which ${refusal}; give the disk backend = "nbd" (the default) for every fault`);
+    }
     const f = vd.disk.faults;
     switch (fault.kind) {
       case 'fail_reads':
@@ -142,6 +155,7 @@ export class SessionDisks {
         f.clear();
         break;
     }
+    if (vd.disk instanceof FileDisk && this._isPlugged(vd)) await this._installRules(vd, vd.disk);
     return this._view(vd);
   }
 
@@ -194,17 +208,29 @@ export class SessionDisks {
     }
   }
 
-  /** After a restore that plugged `vm`'s disks itself (from the snapshot's argv). */
-  markRestored(vm: ManagedVm, serials: string[]): void {
-    for (const vd of this._disks.get(vm) ?? []) if (serials.includes(vd.id)) vd.pluggedGeneration = vm.info().generation;
+  /**
+   * After a restore that plugged `vm`'s disks itself (from the snapshot's argv). A "qemu" disk came
+   * back with the rules it had when the snapshot was taken; it gets the policy it has now, as an
+   * NBD disk (whose policy lives in the server) does.
+   */
+  async markRestored(vm: ManagedVm, serials: string[]): Promise<void> {
+    for (const vd of this._disks.get(vm) ?? []) {
+      if (!serials.includes(vd.id)) continue;
+      vd.pluggedGeneration = vm.info().generation;
+      if (vd.disk instanceof FileDisk) await this._installRules(vd, vd.disk);
+    }
   }
 
   /** VMs gone with their scope: their disks close, and their images are removed. */
   async forget(vms: ManagedVm[]): Promise<void> {
     for (const vm of vms) {
       for (const vd of this._disks.get(vm) ?? []) {
-        this._server?.removeExport(vd.disk.name);
-        await vd.disk.close({ flush: false }).catch(() => undefined);
+        if (vd.disk instanceof Disk) {
+          (await this._server?.catch(() => undefined))?.removeExport(vd.disk.name);
+          await vd.disk.close({ flush: false }).catch(() => undefined);
+        } else {
+          await vd.disk.close().catch(() => undefined);
+        }
       }
       this._disks.delete(vm);
     }
@@ -212,27 +238,30 @@ export class SessionDisks {
 
   async close(): Promise<void> {
     await this.forget([...this._disks.keys()]);
-    await this._server?.stop().catch(() => undefined);
-    if (this._dir) await rm(this._dir, { recursive: true, force: true });
+    await (await this._server?.catch(() => undefined))?.stop().catch(() => undefined);
+    const dir = await this._dir?.catch(() => undefined);
+    if (dir) await rm(dir, { recursive: true, force: true });
   }
 
   private async _create(vm: ManagedVm, spec: DiskSpec): Promise<VmDisk> {
-    const server = await this._ensureServer();
-    const dir = this._dir!;
+    const dir = await this._ensureDir();
+    const backend = spec.backend ?? 'nbd';
     const name = `vm${vm.id}-${spec.id}`;
     let sizeBytes = spec.sizeBytes;
-    let backing = spec.image;
-    if (backing !== undefined) {
-      const st = await stat(backing).catch((err: Error) => {
+    let image = spec.image;
+    let converted = false;
+    if (image !== undefined) {
+      const st = await stat(image).catch((err: Error) => {
         throw new BrokerError(`disk \`${spec.id}\`: image ${spec.image}: ${err.message}`);
       });
-      // A qcow2 image is read through a raw copy (qemu-img), so the server serves plain bytes.
-      if (await isQcow2(backing)) {
-        const raw = path.join(dir, `${name}.backing.raw`);
-        await execa('qemu-img', ['convert', '-O', 'raw', backing, raw]).catch((err: { stderr?: string; message: string }) => {
+      // A qcow2 image is read through a raw copy (qemu-img), so both backends serve plain bytes.
+      if (await isQcow2(image)) {
+        const raw = path.join(dir, backend === 'nbd' ? `${name}.backing.raw` : `${name}.img`);
+        await execa('qemu-img', ['convert', '-O', 'raw', image, raw]).catch((err: { stderr?: string; message: string }) => {
           throw new BrokerError(`disk \`${spec.id}\`: converting the qcow2 image ${spec.image} failed: ${(err.stderr ?? err.message).trim()}`);
         });
-        backing = raw;
+        image = raw;
+        converted = true;
         sizeBytes ??= (await stat(raw)).size;
       }
       sizeBytes ??= st.size;
@@ -240,27 +269,45 @@ export class SessionDisks {
     if (sizeBytes === undefined || sizeBytes <= 0 || sizeBytes % kSectorBytes !== 0) {
       throw new BrokerError(`disk \`${spec.id}\`: size must be a positive multiple of ${kSectorBytes} bytes (e.g. "64M"), got ${sizeBytes ?? 'none'}`);
     }
-    const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
-    const disk = await Disk.open({
-      name,
-      image:
-        backing !== undefined
-          ? { kind: 'overlay', backingPath: backing, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes }
-          : { kind: 'raw', path: path.join(dir, `${name}.img`), sizeBytes },
-      readOnly: spec.readonly === true,
-      random: () => prng.float(),
-      onFault: (event) => this._onFault(vm, spec.id, event),
-    });
-    server.addExport(disk);
-    return { vm, id: spec.id, disk, readonly: spec.readonly === true, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
+    const readonly = spec.readonly === true;
+    const onFault = (event: FaultEvent) => this._onFault(vm, spec.id, event);
+    let disk: Disk | FileDisk;
+    if (backend === 'qemu') {
+      // QEMU writes the file itself, so a writable disk gets its own copy of the image; a
+      // read-only one reads the image (or its raw conversion) in place.
+      const own = image === undefined || converted || !readonly ? path.join(dir, `${name}.img`) : image;
+      disk = await FileDisk.open({ name, path: own, sizeBytes, readOnly: readonly, onFault, ...(image !== undefined && !converted && own !== image ? { copyFrom: image } : {}) });
+    } else {
+      const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
+      disk = await Disk.open({
+        name,
+        image: image !== undefined ? { kind: 'overlay', backingPath: image, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes } : { kind: 'raw', path: path.join(dir, `${name}.img`), sizeBytes },
+        readOnly: readonly,
+        random: () => prng.float(),
+        onFault,
+      });
+      (await this._ensureServer()).addExport(disk);
+    }
+    return { vm, id: spec.id, backend, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
   }
 
   private async _plug(vd: VmDisk): Promise<void> {
     if (this._isPlugged(vd)) return;
-    const server = await this._ensureServer();
-    await vd.vm.plugDisk({ node: vd.node, socketPath: server.socketPath, exportName: vd.disk.name, readonly: vd.readonly, serial: vd.id });
+    let backend: DiskBackendSpec;
+    if (vd.disk instanceof FileDisk) backend = { kind: 'file', path: vd.disk.path, filterNode: this._filterName(vd), rules: vd.disk.rules() };
+    else backend = { kind: 'nbd', socketPath: (await this._ensureServer()).socketPath, exportName: vd.disk.name };
+    await vd.vm.plugDisk({ node: vd.node, backend, readonly: vd.readonly, serial: vd.id });
     vd.pluggedGeneration = vd.vm.info().generation;
     vd.device = await this._findDevice(vd);
+  }
+
+  /** The current policy's rules, in the running QEMU. */
+  private async _installRules(vd: VmDisk, disk: FileDisk): Promise<void> {
+    await vd.vm.swapDiskFilter(vd.node, this._filterName(vd), disk.rules());
+  }
+
+  private _filterName(vd: VmDisk): string {
+    return `${vd.node}-f${++this._filters}`;
   }
 
   /** The /dev/vdX whose serial is the disk's id, once the guest shows it. */
@@ -269,16 +316,18 @@ export class SessionDisks {
     return runGuestScript(vd.vm, script.join('\n'), kDeviceTimeoutMs, 'the guest did not show the disk');
   }
 
+  private _ensureDir(): Promise<string> {
+    this._dir ??= mkdtemp(path.join(os.tmpdir(), 'provium-disks-'));
+    return this._dir;
+  }
+
   private _ensureServer(): Promise<NbdServer> {
-    if (this._server) return Promise.resolve(this._server);
-    this._starting ??= (async () => {
-      this._dir = await mkdtemp(path.join(os.tmpdir(), 'provium-disks-'));
-      const server = new NbdServer({ socketPath: path.join(this._dir, 'nbd.sock') });
+    this._server ??= (async () => {
+      const server = new NbdServer({ socketPath: path.join(await this._ensureDir(), 'nbd.sock') });
       await server.start();
-      this._server = server;
       return server;
     })();
-    return this._starting;
+    return this._server;
   }
 
   private _isPlugged(vd: VmDisk): boolean {
@@ -309,6 +358,7 @@ export class SessionDisks {
   private _view(vd: VmDisk): DiskView {
     return {
       id: vd.id,
+      backend: vd.backend,
       sizeBytes: vd.disk.sizeBytes,
       readonly: vd.readonly,
       device: this._isPlugged(vd) ? vd.device : null,
@@ -332,6 +382,12 @@ async function isQcow2(file: string): Promise<boolean> {
   } finally {
     await handle.close();
   }
+}
+
+/** Whether a snapshot's device can no longer be given to a new QEMU: its bridge or disk went. */
+export async function slotBackendGone(d: SlotDevice): Promise<boolean> {
+  const file = d.kind === 'nic' ? d.socketPath : d.backend.kind === 'nbd' ? d.backend.socketPath : d.backend.path;
+  return stat(file).then(() => false, () => true);
 }
 
 /** Where a snapshot keeps a disk's contents. */

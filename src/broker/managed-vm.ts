@@ -12,7 +12,7 @@ import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
 import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
-import { kDefaultHotplugSlots, type SlotDevice } from '../vmm/cmdline.js';
+import { blkdebugBlockdev, diskBlockdevs, fileNodeOf, kDefaultHotplugSlots, type BlkdebugRuleLists, type DiskBackendSpec, type SlotDevice } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
 import { buildFilesCpio, type BootFile } from './boot-files.js';
@@ -467,37 +467,55 @@ export class ManagedVm {
   }
 
   /**
-   * Hot-plugs a virtio-blk disk served by the broker's NBD server; `serial` lets the guest side
-   * find which /dev/vdX it became.
+   * Hot-plugs a virtio-blk disk whose block nodes `diskBlockdevs` describes; `serial` lets the
+   * guest side find which /dev/vdX it became.
    */
-  async plugDisk(disk: { node: string; socketPath: string; exportName: string; readonly: boolean; serial: string }): Promise<void> {
+  async plugDisk(disk: { node: string; backend: DiskBackendSpec; readonly: boolean; serial: string }): Promise<void> {
     const qmp = this._requireQmp('plug a disk');
     const slot = this._freeSlot(disk.node);
+    const added: string[] = [];
     try {
-      await qmp.execute('blockdev-add', {
-        driver: 'nbd',
-        'node-name': disk.node,
-        server: { type: 'unix', path: disk.socketPath },
-        export: disk.exportName,
-        'read-only': disk.readonly,
-      });
-    } catch (err) {
-      this._slots.delete(slot);
-      throw err;
-    }
-    try {
+      for (const node of diskBlockdevs(disk.node, disk.backend, disk.readonly)) {
+        await qmp.execute('blockdev-add', node);
+        added.unshift(node['node-name'] as string);
+      }
       await qmp.execute('device_add', { driver: 'virtio-blk-pci', id: `${disk.node}-dev`, drive: disk.node, bus: slot, serial: disk.serial });
       this._devices.set(disk.node, { kind: 'disk', slot, ...disk });
     } catch (err) {
       this._slots.delete(slot);
-      await qmp.execute('blockdev-del', { 'node-name': disk.node }).catch(() => undefined);
+      for (const node of added) await qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Unplugs a disk; the guest releases it in the background, then its slot is free. */
+  /** Unplugs a disk; the guest releases it in the background, then its nodes go and its slot is free. */
   async unplugDisk(node: string): Promise<void> {
-    await this._unplug(node, undefined, (qmp) => qmp.execute('blockdev-del', { 'node-name': node }));
+    const device = this._devices.get(node);
+    if (device?.kind !== 'disk') return;
+    const nodes = diskBlockdevs(node, device.backend, device.readonly).map((n) => n['node-name'] as string).reverse();
+    await this._unplug(node, undefined, async (qmp) => {
+      for (const n of nodes) await qmp.execute('blockdev-del', { 'node-name': n });
+    });
+  }
+
+  /**
+   * New fault rules for a plugged file disk: a new blkdebug node goes in under the disk's raw
+   * node (blockdev-reopen), and the old one is removed. Guest requests in flight finish first.
+   */
+  async swapDiskFilter(node: string, filterNode: string, rules: BlkdebugRuleLists): Promise<void> {
+    const qmp = this._requireQmp('change a disk\'s faults');
+    const device = this._devices.get(node);
+    if (device?.kind !== 'disk' || device.backend.kind !== 'file') throw new BrokerError(`vm \`${this.name}\`: ${node} is not a plugged file disk`);
+    const old = device.backend.filterNode;
+    await qmp.execute('blockdev-add', blkdebugBlockdev(filterNode, fileNodeOf(node), rules, device.readonly));
+    try {
+      await qmp.execute('blockdev-reopen', { options: [{ driver: 'raw', 'node-name': node, file: filterNode, 'read-only': device.readonly }] });
+    } catch (err) {
+      await qmp.execute('blockdev-del', { 'node-name': filterNode }).catch(() => undefined);
+      throw new BrokerError(`vm \`${this.name}\`: QEMU kept the old fault rules of disk \`${device.serial}\`: ${(err as Error).message}`);
+    }
+    device.backend = { ...device.backend, filterNode, rules };
+    await qmp.execute('blockdev-del', { 'node-name': old });
   }
 
   /** The power goes: QEMU is killed at once (nothing more reaches the disks), then the VM is shut down. */

@@ -16,7 +16,7 @@ import type { AgentCallArgs, BootOptions, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
-import { diskFileOf, SessionDisks } from './disks.js';
+import { diskFileOf, SessionDisks, slotBackendGone } from './disks.js';
 import { SessionNetwork } from './network.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
@@ -194,8 +194,7 @@ export class Session {
           // backends (the bridges' switches, the disks) must still be in this file.
           const devices = await ManagedVm.snapshotDevices(file);
           for (const d of devices) {
-            const gone = await stat(d.socketPath).then(() => false, () => true);
-            if (gone) {
+            if (await slotBackendGone(d)) {
               const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
               throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);
             }
@@ -204,7 +203,7 @@ export class Session {
           await this._disks.loadContents(vm, file, serials);
           await vm.restore(file);
           this._network.markRestored(vm, devices.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
-          this._disks.markRestored(vm, serials);
+          await this._disks.markRestored(vm, serials);
           return this._started(vm, {});
         }),
       'snapshot.size': async ({ path: file }) => ({ bytes: await stat(file).then((st) => st.size, () => 0) }),
@@ -275,7 +274,7 @@ export class Session {
         await this._disks.write(this._vm(vmId), id, sector, data);
         return empty;
       },
-      'disk.fault': async ({ vmId, id, fault }) => ({ disk: this._disks.fault(this._vm(vmId), id, fault) }),
+      'disk.fault': async ({ vmId, id, fault }) => ({ disk: await this._disks.fault(this._vm(vmId), id, fault) }),
       'disk.power_cut': ({ vmId, id }) =>
         this._onVm(vmId, async (vm) => {
           await this._closeStreamsOf(vmId);

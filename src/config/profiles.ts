@@ -3,7 +3,7 @@
 // lookup in (config never imports vmm). User profiles come from `[profiles.<name>]` in provium.toml.
 
 import { isAbsolute, resolve } from 'node:path';
-import type { DiskSpec } from '../protocol/rpc.js';
+import { isDiskBackend, type DiskSpec } from '../protocol/rpc.js';
 import { parseDuration, parseSize } from './units.js';
 
 /** DESIGN §3: the boot-time flags that measured fastest on TCG. */
@@ -53,7 +53,7 @@ const kMaxCpus = 64;
 const kMachines: readonly MachineType[] = ['q35', 'microvm', 'pc'];
 const kAccels: readonly AccelChoice[] = ['auto', 'kvm', 'tcg'];
 const kProfileKeys = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'machine', 'accel', 'inject_agent', 'agent_boot_timeout', 'disks'] as const;
-const kDiskKeys = ['id', 'size', 'image', 'readonly'];
+const kDiskKeys = ['id', 'size', 'image', 'readonly', 'backend'];
 const kNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** A profile that cannot be used as written; the message names the profile, the key and the fix. */
@@ -187,6 +187,10 @@ function disks(where: string, raw: unknown, baseDir: string): DiskSpec[] {
     if (d['size'] !== undefined) spec.sizeBytes = parseSize(d['size'], `${at}: size`);
     if (d['image'] !== undefined) spec.image = path(at, 'image', d['image'], baseDir);
     if (d['readonly'] !== undefined) spec.readonly = bool(at, 'readonly', d['readonly']);
+    if (d['backend'] !== undefined) {
+      if (!isDiskBackend(d['backend'])) throw new ProfileError(`${at}: \`backend\` must be "nbd" (every fault, the default) or "qemu" (plain-drive speed, blkdebug faults), got ${describe(d['backend'])}`);
+      spec.backend = d['backend'];
+    }
     if (spec.sizeBytes === undefined && spec.image === undefined) throw new ProfileError(`${at}: give \`size\` (e.g. "64M") or \`image\``);
     return spec;
   });

@@ -2,7 +2,7 @@
 // `lab:vm(name, profile, opts)` and by `vm:boot(opts)`; they merge, boot-time keys winning.
 
 import path from 'node:path';
-import type { BootOptions, DiskSpec } from '../protocol/rpc.js';
+import { isDiskBackend, type BootOptions, type DiskSpec } from '../protocol/rpc.js';
 import { R, readOptions, type Args, type Reader } from './args.js';
 
 type BootFile = NonNullable<BootOptions['files']>[number];
@@ -17,9 +17,9 @@ const readFile: Reader<BootFile> = (a, idx, what) => {
   return f.mode === undefined ? { path: f.path, content: f.content } : { path: f.path, content: f.content, mode: f.mode };
 };
 
-const kDiskSpec = { id: R.string, size: R.size, image: R.string, readonly: R.bool };
+const kDiskSpec = { id: R.string, size: R.size, image: R.string, readonly: R.bool, backend: R.string };
 
-/** A disk spec `{id =, size =, image =, readonly =}` (boot option `disks`, vm:attach_disk). */
+/** A disk spec `{id =, size =, image =, readonly =, backend =}` (boot option `disks`, vm:attach_disk). */
 export const readDiskSpec: Reader<DiskSpec> = (a, idx, what) => {
   const d = readOptions(a, idx, what, kDiskSpec);
   if (d.id === undefined) throw a.error(`${what}: \`id\` is required ({id = "data", size = "64M"})`);
@@ -29,6 +29,10 @@ export const readDiskSpec: Reader<DiskSpec> = (a, idx, what) => {
   // A host input, like push_file's: relative to the test file's directory.
   if (d.image !== undefined) spec.image = path.resolve(path.dirname(a.rt.file), d.image);
   if (d.readonly !== undefined) spec.readonly = d.readonly;
+  if (d.backend !== undefined) {
+    if (!isDiskBackend(d.backend)) throw a.error(`${what}: \`backend\` must be "nbd" (every fault, the default) or "qemu" (plain-drive speed, blkdebug faults), got ${JSON.stringify(d.backend)}`);
+    spec.backend = d.backend;
+  }
   return spec;
 };
 

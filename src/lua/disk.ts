@@ -1,6 +1,6 @@
 // Disk (reference §1.15, beyond it where the issue says): one virtio-blk disk of a VM, served by
-// the broker's NBD server, so the test and the guest see one disk and every fault is seen by the
-// guest. From vm:attach_disk{...}, vm:disk(id), or the boot option `disks`.
+// the broker's NBD server (or by QEMU from a file, with backend = "qemu"), so the test and the
+// guest see one disk and every fault is seen by the guest. From vm:attach_disk{...}, vm:disk(id), or the boot option `disks`.
 
 import { lua } from 'fengari';
 import type { DiskFault, DiskView } from '../protocol/rpc.js';
@@ -75,6 +75,11 @@ export const DiskClass: LuaClass<GuestDisk> = {
     },
     size(d, a) {
       pushIntegral(a.L, d.view.sizeBytes);
+      return 1;
+    },
+    /** "nbd" (the broker's server: every fault) or "qemu" (QEMU serves the file: plain-drive speed). */
+    backend(d, a) {
+      pushText(a.L, d.view.backend);
       return 1;
     },
     /** The guest's device (`/dev/vdb`) while plugged into a running guest, else nil. */

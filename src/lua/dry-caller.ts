@@ -42,7 +42,7 @@ export class DryCaller implements Caller {
 
   private _disk(id: string): DiskView {
     const policy = { fail_reads: false, fail_writes: false, fail_after: null, fail_after_target: null, fail_range_sector: null, fail_range_count: null, delay_ms: 0, torn_write: false, random_eio_rate: 0 };
-    return { id, sizeBytes: 0, readonly: false, device: null, detached: false, policy };
+    return { id, backend: 'nbd', sizeBytes: 0, readonly: false, device: null, detached: false, policy };
   }
 
   private _reply(op: RpcOp, args: unknown): unknown {

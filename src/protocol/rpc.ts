@@ -31,6 +31,19 @@ export interface DiskSpec {
   /** A host file used as the backing image: writes go to a per-VM overlay, the file never changes. */
   image?: string;
   readonly?: boolean;
+  /** Who serves the guest's I/O; default "nbd". */
+  backend?: DiskBackend;
+}
+
+/**
+ * "nbd": the broker's NBD server, with every fault and a volatile write cache that a power cut
+ * empties. "qemu": QEMU reads and writes a raw file itself, at plain-drive speed, with the faults
+ * blkdebug can inject (fail_reads, fail_writes, fail_range, fail_after).
+ */
+export type DiskBackend = 'nbd' | 'qemu';
+
+export function isDiskBackend(v: unknown): v is DiskBackend {
+  return v === 'nbd' || v === 'qemu';
 }
 
 /** A disk's fault policy as `fault_policy()` shows it (null: off). */
@@ -48,6 +61,7 @@ export interface DiskPolicyView {
 
 export interface DiskView {
   id: string;
+  backend: DiskBackend;
   sizeBytes: number;
   readonly: boolean;
   /** The guest's device (`/dev/vdb`) while it is plugged into a running guest. */

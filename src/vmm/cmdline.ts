@@ -10,13 +10,51 @@ export const kAgentPortName = 'org.provium.agent';
 /** Empty pcie-root-ports on q35, so disks and NICs can be hot-plugged. */
 export const kDefaultHotplugSlots = 8;
 
-export interface NetdevSpec { id: string; socketPath: string; mac: string }
+/** Where a hot-plugged disk's bytes come from: the broker's NBD server, or a raw file QEMU opens behind a blkdebug filter. */
+export type DiskBackendSpec =
+  | { kind: 'nbd'; socketPath: string; exportName: string }
+  | { kind: 'file'; path: string; filterNode: string; rules: BlkdebugRuleLists };
+
+/** blkdebug's `inject-error` and `set-state` option lists (built in src/disk). */
+export interface BlkdebugRuleLists {
+  'inject-error': object[];
+  'set-state': object[];
+}
 
 /** A device hot-plugged into a pcie-root-port (`slot`), given again on the argv of a restore. */
 export type SlotDevice =
   | { kind: 'nic'; slot: string; id: string; socketPath: string; mac: string }
-  | { kind: 'disk'; slot: string; node: string; socketPath: string; exportName: string; readonly: boolean; serial: string };
-export interface BlockdevSpec { id: string; nbdSocketPath: string; readonly: boolean; exportName?: string }
+  | { kind: 'disk'; slot: string; node: string; readonly: boolean; serial: string; backend: DiskBackendSpec };
+
+/**
+ * The block nodes of a disk, bottom up, as blockdev-add arguments (QMP, or JSON on the argv).
+ * `node` is the top one, the device's drive. A file disk is file → blkdebug (its faults) → raw.
+ */
+export function diskBlockdevs(node: string, backend: DiskBackendSpec, readonly: boolean): Record<string, unknown>[] {
+  if (backend.kind === 'nbd') {
+    return [{ driver: 'nbd', 'node-name': node, server: { type: 'unix', path: backend.socketPath }, export: backend.exportName, 'read-only': readonly }];
+  }
+  const file = fileNodeOf(node);
+  return [
+    { driver: 'file', 'node-name': file, filename: backend.path, 'read-only': readonly },
+    blkdebugBlockdev(backend.filterNode, file, backend.rules, readonly),
+    { driver: 'raw', 'node-name': node, file: backend.filterNode, 'read-only': readonly },
+  ];
+}
+
+/** A blkdebug node over the file node `image`, with these rules. */
+export function blkdebugBlockdev(filterNode: string, image: string, rules: BlkdebugRuleLists, readonly: boolean): Record<string, unknown> {
+  const node: Record<string, unknown> = { driver: 'blkdebug', 'node-name': filterNode, image, 'read-only': readonly };
+  // QEMU refuses an empty list ("doesn't support the option"): a list goes in only when it has rules.
+  if (rules['inject-error'].length > 0) node['inject-error'] = rules['inject-error'];
+  if (rules['set-state'].length > 0) node['set-state'] = rules['set-state'];
+  return node;
+}
+
+/** The protocol node under a file disk's top node. */
+export function fileNodeOf(node: string): string {
+  return `${node}-file`;
+}
 
 export interface LaunchSpec {
   /** VM name (for messages). */
@@ -34,10 +72,6 @@ export interface LaunchSpec {
   rngSeed?: bigint;
   /** Seconds since the epoch: the guest's RTC at boot (-rtc base=<ISO>,clock=vm). */
   initialTime?: number;
-  /** `-netdev stream` clients of the broker's switch + virtio-net-pci. */
-  netdevs?: NetdevSpec[];
-  /** NBD clients of the broker's disk server + virtio-blk-pci, in order (vda, vdb, …). */
-  blockdevs?: BlockdevSpec[];
   /** Start with `-incoming defer` (for restoreSnapshot). */
   incomingSnapshot?: boolean;
   /** Overrides the accelerator (skips resolveAccel); the KVM probe uses it. */
@@ -155,18 +189,7 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
   const base = spec.initialTime !== undefined ? rtcBase(spec.initialTime) : 'utc';
   a.push('-rtc', `base=${base},clock=vm`);
 
-  // 7. NICs and disks, in order.
-  for (const n of spec.netdevs ?? []) {
-    a.push('-netdev', `stream,id=${q(n.id)},server=off,addr.type=unix,addr.path=${q(n.socketPath)}`);
-    a.push('-device', `virtio-net-pci,netdev=${q(n.id)},mac=${q(n.mac)},id=${q(n.id)}-dev`);
-  }
-  for (const b of spec.blockdevs ?? []) {
-    const exp = b.exportName !== undefined ? `,export=${q(b.exportName)}` : '';
-    a.push('-blockdev', `driver=nbd,node-name=${q(b.id)},server.type=unix,server.path=${q(b.nbdSocketPath)}${exp},read-only=${b.readonly ? 'on' : 'off'}`);
-    a.push('-device', `virtio-blk-pci,drive=${q(b.id)},id=${q(b.id)}-dev`);
-  }
-
-  // 8. Spare hot-plug slots (q35 only: microvm cannot hot-plug, pc has no PCIe).
+  // 7. Spare hot-plug slots (q35 only: microvm cannot hot-plug, pc has no PCIe).
   if (profile.machine === 'q35') {
     const n = spec.hotplugSlots ?? kDefaultHotplugSlots;
     for (let i = 0; i < n; i++) a.push('-device', `pcie-root-port,id=hp${i},chassis=${i + 1}`);
@@ -176,7 +199,7 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
       a.push('-netdev', `stream,id=${q(d.id)},server=off,addr.type=unix,addr.path=${q(d.socketPath)}`);
       a.push('-device', `virtio-net-pci,netdev=${q(d.id)},mac=${q(d.mac)},id=${q(d.id)}-dev,bus=${q(d.slot)}`);
     } else {
-      a.push('-blockdev', `driver=nbd,node-name=${q(d.node)},server.type=unix,server.path=${q(d.socketPath)},export=${q(d.exportName)},read-only=${d.readonly ? 'on' : 'off'}`);
+      for (const node of diskBlockdevs(d.node, d.backend, d.readonly)) a.push('-blockdev', JSON.stringify(node));
       a.push('-device', `virtio-blk-pci,drive=${q(d.node)},id=${q(d.node)}-dev,bus=${q(d.slot)},serial=${q(d.serial)}`);
     }
   }

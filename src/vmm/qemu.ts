@@ -24,7 +24,7 @@ import { QmpClient } from './qmp.js';
 
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
 // accel.ts's, which depends on this file for its probe).
-export type { LaunchSpec, NetdevSpec, BlockdevSpec } from './cmdline.js';
+export type { LaunchSpec } from './cmdline.js';
 export { saveSnapshot, restoreSnapshot, SnapshotError } from './snapshot.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
 
