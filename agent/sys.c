@@ -208,12 +208,43 @@ out:;
 	return rc;
 }
 
+/* What the guest's hwrng layers can hold (the core's buffer and virtio-rng's, 64 bytes each on
+ * x86), with room to spare. */
+#define HWRNG_DRAIN_BYTES 256
+#define HWRNG_DRAIN_TRIES 500
+
+/* After a restore, /dev/hwrng would first hand out the bytes its buffers held when the snapshot
+ * was taken: the same in every clone. Reading a fixed amount past them leaves the device's stream
+ * (seeded by rng_seed) at the same place in every clone of one snapshot. Non-blocking with short
+ * sleeps, so a stalled device costs at most half a second. */
+static void drain_hwrng(void)
+{
+	int fd = open("/dev/hwrng", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	unsigned char buf[HWRNG_DRAIN_BYTES];
+	size_t got = 0;
+	for (int tries = 0; got < sizeof buf && tries < HWRNG_DRAIN_TRIES;) {
+		ssize_t n = read(fd, buf + got, sizeof buf - got);
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			break;
+		} else {
+			tries++;
+			usleep(1000);
+		}
+	}
+	close(fd);
+}
+
 void op_seed_rng(struct req *r, mpv d)
 {
 	const uint8_t *p;
 	size_t n;
 	if (!arg_bytes(r, d, "seed", &p, &n))
 		return;
+	drain_hwrng();
 	if (seed_kernel_rng(p, n) < 0)
 		reply_errno(r, errno);
 	else

@@ -6,7 +6,8 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
-import type { LaunchSpec } from '../vmm/qemu.js';
+import { agentOverlayPath, type LaunchSpec } from '../vmm/qemu.js';
+import { consoleLogOf } from '../vmm/snapshot.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
@@ -58,7 +59,8 @@ export class BootCache {
       `cmdline=${spec.cmdlineReplace ?? p.cmdline}|${spec.cmdlineAppend ?? ''}`,
       `machine=${p.machine}`,
       `accel=${p.accel}`,
-      `inject=${p.injectAgent}`,
+      // The agent that answers in the snapshot: a rebuilt agent needs a new boot.
+      `agent=${p.injectAgent ? await fileStamp(await agentOverlayPath(`profile ${p.name}`)) : 'none'}`,
       // The machine's device layout: a snapshot only loads into the same set of devices.
       `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
       `memory=${spec.memoryBytes}`,
@@ -72,33 +74,42 @@ export class BootCache {
     return path.join(this._dir, `${key}.snap`);
   }
 
-  /** The snapshot for `key`, if one was saved. */
+  /** The snapshot for `key`, if one was saved with its console log (older ones are made again). */
   async lookup(key: string): Promise<string | undefined> {
     const file = this.pathFor(key);
     try {
-      await stat(file);
+      await Promise.all([stat(file), stat(consoleLogOf(file))]);
       return file;
     } catch {
       return undefined;
     }
   }
 
-  /** Saves through `write` into a temporary file, then renames it in place (two workers may race). */
+  /**
+   * Saves through `write` into a temporary file (and its console log beside it, consoleLogOf),
+   * then renames both in place, the log first: two workers may race, and a snapshot is never
+   * without its log.
+   */
   async store(key: string, write: (tmpFile: string) => Promise<void>): Promise<void> {
     await mkdir(this._dir, { recursive: true });
     const tmp = path.join(this._dir, `${key}.${process.pid}.${Date.now()}.tmp`);
     try {
       await write(tmp);
+      await rename(consoleLogOf(tmp), consoleLogOf(this.pathFor(key))).catch(() => undefined);
       await rename(tmp, this.pathFor(key));
     } finally {
-      await rm(tmp, { force: true });
+      await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true })]);
     }
     await this._evict();
   }
 
   /** Drops a snapshot that failed to restore, so the next boot is cold and saves a good one. */
   async discard(key: string): Promise<void> {
-    await rm(this.pathFor(key), { force: true });
+    await this._discardFile(this.pathFor(key));
+  }
+
+  private async _discardFile(file: string): Promise<void> {
+    await Promise.all([rm(file, { force: true }), rm(consoleLogOf(file), { force: true })]);
   }
 
   private async _evict(): Promise<void> {
@@ -108,6 +119,6 @@ export class BootCache {
       names.map(async (n) => ({ file: path.join(this._dir, n), used: (await stat(path.join(this._dir, n))).atimeMs })),
     );
     aged.sort((a, b) => a.used - b.used);
-    for (const old of aged.slice(0, aged.length - MAX_BOOT_SNAPSHOTS)) await rm(old.file, { force: true });
+    for (const old of aged.slice(0, aged.length - MAX_BOOT_SNAPSHOTS)) await this._discardFile(old.file);
   }
 }

@@ -3,7 +3,7 @@
 // through `_finish`, which is idempotent.
 
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { AgentClient, AgentError, AgentLinkError, type AgentStream } from '../agent/client.js';
@@ -11,7 +11,7 @@ import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../protoc
 import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
-import { QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import { consoleLogOf, QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
 import { blkdebugBlockdev, diskBlockdevs, fileNodeOf, kDefaultHotplugSlots, type BlkdebugRuleLists, type DiskBackendSpec, type SlotDevice } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
@@ -117,22 +117,30 @@ export class ManagedVm {
       const key = await cache.key(spec, qemuBinary());
       // 3. Restore the boot snapshot of this key when there is one, else boot cold and save one.
       const snapshot = key ? await cache.lookup(key) : undefined;
+      const stopAndKeepResources = async () => {
+        await this._finish('created');
+        this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: memoryBytes, cpus });
+      };
       if (key && snapshot) {
         try {
           await this._restoreFrom(spec, snapshot, timeoutMs);
           restored = true;
         } catch {
-          await this._finish('created');
-          this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
-            memory_bytes: memoryBytes,
-            cpus,
-          });
+          await stopAndKeepResources();
           await cache.discard(key);
         }
       }
       if (!restored) {
         await this._coldBoot(spec, timeoutMs);
         if (key) await cache.store(key, async (tmp) => void (await this._saveTo(tmp))).catch(() => undefined);
+        // A seeded VM starts from the snapshot even when it just made it: every VM with one
+        // rng_seed then reads virtio-rng's stream from the same place.
+        const made = key && spec.rngSeed !== undefined ? await cache.lookup(key) : undefined;
+        if (made) {
+          await stopAndKeepResources();
+          await this._restoreFrom(spec, made, timeoutMs);
+          restored = true;
+        }
       }
       // 4. Clones must not share random state or a stale clock.
       if (restored) await this._afterRestore(opts);
@@ -183,7 +191,7 @@ export class ManagedVm {
 
   private async _restoreFrom(spec: LaunchSpec, snapshotFile: string, timeoutMs: number): Promise<void> {
     this._stopping = false;
-    this._qemu = await QemuVm.launch({ ...spec, incomingSnapshot: true });
+    this._qemu = await QemuVm.launch({ ...spec, incomingSnapshot: true, consoleReplay: consoleLogOf(snapshotFile) });
     this._watchExit(this._qemu);
     await restoreSnapshot(this._qemu, snapshotFile);
     this._agent = await this._connectAgent(timeoutMs);
@@ -195,6 +203,8 @@ export class ManagedVm {
     const qemu = this._qemu!;
     try {
       const bytes = (await saveSnapshot(qemu, file)).bytes;
+      // The log so far goes with it: a restore starts its console log with it.
+      await copyFile(qemu.consoleLogPath, consoleLogOf(file)).catch(() => undefined);
       // The guest is still stopped: what else belongs to this instant (its disks) is saved now.
       await whileStopped?.();
       return bytes;

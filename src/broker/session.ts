@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
+import { consoleLogOf } from '../vmm/qemu.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { AgentOp } from '../protocol/agent.js';
@@ -38,7 +39,7 @@ async function deleteSnapshot(file: string): Promise<void> {
   const [data, meta] = await Promise.all([stat(file).catch(() => undefined), stat(sidecar).catch(() => undefined)]);
   if (data && !meta) throw new BrokerError(`${file} is not a snapshot written by vm:snapshot (no ${sidecar} beside it); not deleting it`);
   const disks = (await ManagedVm.snapshotDevices(file)).flatMap((d) => (d.kind === 'disk' ? [diskFileOf(file, d.serial)] : []));
-  await Promise.all([file, sidecar, ...disks].map((f) => rm(f, { force: true })));
+  await Promise.all([file, sidecar, consoleLogOf(file), ...disks].map((f) => rm(f, { force: true })));
 }
 
 function defaultSnapshotPath(): string {

@@ -74,6 +74,8 @@ export interface LaunchSpec {
   initialTime?: number;
   /** Start with `-incoming defer` (for restoreSnapshot). */
   incomingSnapshot?: boolean;
+  /** A console log to start the new one with (a restored guest's boot log); QEMU appends to it. */
+  consoleReplay?: string;
   /** Overrides the accelerator (skips resolveAccel); the KVM probe uses it. */
   accel?: 'kvm' | 'tcg';
   /** Spare pcie-root-ports on q35 (default kDefaultHotplugSlots). */
@@ -174,14 +176,19 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
 
   // 4. Serial console: a server socket for live readers/writers, and a log written even when
   //    nobody is connected.
-  a.push('-chardev', `socket,id=con,path=${q(ctx.consoleSocketPath)},server=on,wait=off,logfile=${q(ctx.consoleLogPath)}`);
+  const append = spec.consoleReplay !== undefined ? ',logappend=on' : '';
+  a.push('-chardev', `socket,id=con,path=${q(ctx.consoleSocketPath)},server=on,wait=off,logfile=${q(ctx.consoleLogPath)}${append}`);
   a.push('-serial', 'chardev:con');
 
   // 5. The agent's virtio-serial port, and entropy.
   a.push('-device', 'virtio-serial-pci,id=vser0');
   a.push('-chardev', `socket,id=agent,path=${q(ctx.agentSocketPath)},server=on,wait=off`);
   a.push('-device', `virtserialport,bus=vser0.0,chardev=agent,name=${kAgentPortName}`);
-  a.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0');
+  // With an rng_seed, virtio-rng reads QEMU's own generator, which `-seed` makes a deterministic
+  // stream (TCG's RDRAND too); the backend is not part of a snapshot, so a restore may switch it.
+  if (spec.rngSeed !== undefined) a.push('-seed', spec.rngSeed.toString(), '-object', 'rng-builtin,id=rng0');
+  else a.push('-object', 'rng-random,id=rng0,filename=/dev/urandom');
+  a.push('-device', 'virtio-rng-pci,rng=rng0');
 
   // 6. Per-boot values.
   if (spec.rngSeed !== undefined) a.push('-fw_cfg', `name=opt/provium/rng-seed,string=${rngSeedHex(spec.rngSeed)}`);

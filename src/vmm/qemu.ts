@@ -7,7 +7,7 @@
 // handlers (SIGINT in the CLI).
 
 import { rmSync } from 'node:fs';
-import { access, chmod, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, copyFile, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { QmpClient } from './qmp.js';
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
 // accel.ts's, which depends on this file for its probe).
 export type { LaunchSpec } from './cmdline.js';
-export { saveSnapshot, restoreSnapshot, SnapshotError } from './snapshot.js';
+export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf } from './snapshot.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
 
 /** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
@@ -143,6 +143,8 @@ export class QemuVm {
         consoleLogPath: join(scratch, 'console.log'),
       };
       const args = buildQemuArgs(spec, { accel, initrdPath, tscKhz, ...paths });
+      // A restored guest's log begins with the boot it was saved from; a missing one is no error.
+      if (spec.consoleReplay !== undefined) await copyFile(spec.consoleReplay, paths.consoleLogPath).catch(() => undefined);
 
       // 3. Listen for QEMU's QMP connection before it starts.
       server = createServer();
@@ -284,7 +286,7 @@ function lastLine(s: string): string {
 }
 
 /** The agent overlay cpio for profiles with inject_agent: $PROVIUM_OVERLAY or the built image's. */
-async function agentOverlayPath(where: string): Promise<string> {
+export async function agentOverlayPath(where: string): Promise<string> {
   const explicit = process.env['PROVIUM_OVERLAY'];
   if (explicit) return mustExist(explicit, `${where}: agent overlay (PROVIUM_OVERLAY)`);
   const image = await imageInfo();

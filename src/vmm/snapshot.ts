@@ -17,6 +17,12 @@ import { join } from 'node:path';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
 /** Upper bound for one save or restore of a guest of a few hundred MiB. */
+
+/** The console log saved beside a snapshot: a restore replays it, so the guest's boot log is there. */
+export function consoleLogOf(snapshotFile: string): string {
+  return `${snapshotFile}.console`;
+}
+
 export const kSnapshotTimeoutMs = 60_000;
 /** Bytes per second: effectively unlimited (QEMU caps the parameter at SIZE_MAX/1000). */
 const kMaxBandwidth = 2 ** 40;
