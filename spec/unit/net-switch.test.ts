@@ -268,3 +268,32 @@ describe('switch faults', () => {
     assert.throws(() => b.sw.setLink('nope', false), /bridge "lan" has no port "nope"/);
   });
 });
+
+describe('switch policy (what a lab snapshot keeps)', () => {
+  it('policy() then setPolicy() on another switch gives the same rules, cuts and isolation', async () => {
+    const { Switch } = await import('../../src/net/switch.js');
+    const a = new Switch({ name: 'a', seed: 1 });
+    const b = new Switch({ name: 'b', seed: 1 });
+    try {
+      a.impair({ latencyMs: 40, jitterMs: 5 });
+      a.impair({ dropRate: 0.25 }, { from: 'x', to: 'y' });
+      a.partition({ from: 'x', to: 'z' });
+      a.isolate('w');
+      b.impair({ bandwidthBps: 1000 });
+      b.partition('y', 'z');
+      b.setPolicy(a.policy());
+      assert.deepEqual(b.policy(), a.policy());
+      assert.equal(b.impairment().latencyMs, 40);
+      assert.equal(b.impairment().bandwidthBps, 0, 'what b had before is gone');
+      assert.equal(b.effectiveImpairment('x', 'y').dropRate, 0.25);
+      assert.ok(b.isPartitioned({ from: 'x', to: 'z' }) && !b.isPartitioned({ from: 'z', to: 'x' }));
+      assert.ok(!b.isPartitioned('y', 'z'));
+      assert.ok(b.isIsolated('w'));
+      a.partitionAll();
+      b.setPolicy(a.policy());
+      assert.ok(b.isPartitioned('p', 'q'), 'partitionAll carries over');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});

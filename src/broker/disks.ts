@@ -101,6 +101,11 @@ export class SessionDisks {
     return this._view(vd);
   }
 
+  /** The disks of `vm` as specs (a lab snapshot records them; their contents travel with the VM's snapshot). */
+  specsOf(vm: ManagedVm): DiskSpec[] {
+    return (this._disks.get(vm) ?? []).filter((d) => !d.detached).map((d) => ({ id: d.id, sizeBytes: d.disk.sizeBytes, readonly: d.readonly, backend: d.backend }));
+  }
+
   info(vm: ManagedVm, id: string): DiskView {
     return this._view(this._disk(vm, id));
   }

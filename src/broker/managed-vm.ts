@@ -251,8 +251,12 @@ export class ManagedVm {
     }
   }
 
-  /** vm:restore: from created or shutdown, into a new QEMU that streams the snapshot in. */
-  async restore(file: string): Promise<void> {
+  /**
+   * vm:restore: from created or shutdown, into a new QEMU that streams the snapshot in. `devices`
+   * replaces the hot-plugged devices the snapshot recorded (the same slots, with their backends
+   * where they are now).
+   */
+  async restore(file: string, devices?: SlotDevice[]): Promise<void> {
     if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
     let meta: SnapshotMeta;
     try {
@@ -271,7 +275,7 @@ export class ManagedVm {
     const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: meta.memoryBytes, cpus: meta.cpus };
     if (meta.cmdlineReplace !== undefined) spec.cmdlineReplace = meta.cmdlineReplace;
     if (meta.cmdlineAppend !== undefined) spec.cmdlineAppend = meta.cmdlineAppend;
-    const devices = meta.devices ?? [];
+    devices ??= meta.devices ?? [];
     if (devices.length > 0) spec.slotDevices = devices;
     try {
       await this._restoreFrom(spec, file, this.profile.agentTimeoutMs);

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { Router } from '../net/router.js';
 import { Switch, type FaultEvent } from '../net/switch.js';
 import type { EventBus } from '../events/bus.js';
-import type { BridgeFault, BridgeView, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
+import type { BridgeFault, BridgeView, LabSnapshotManifest, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
@@ -87,6 +87,11 @@ class Bridge {
   /** The router takes the last host of the subnet. */
   get routerHost(): number {
     return 2 ** (32 - this.subnet.prefixLength) - 2;
+  }
+
+  /** A restored NIC keeps its address: later NICs are numbered past it. */
+  reserveHost(host: number): void {
+    if (host >= this._nextHost) this._nextHost = host + 1;
   }
 
   nextHost(): number {
@@ -286,6 +291,73 @@ export class SessionNetwork {
       const nic = bridge.nics.get(vm.id);
       if (nic && nicIds.includes(nic.id)) nic.pluggedGeneration = vm.info().generation;
     }
+  }
+
+  /** A bridge as a lab snapshot keeps it. */
+  exportBridge(bridgeId: number): LabSnapshotManifest['bridges'][number] {
+    const bridge = this._bridge(bridgeId);
+    return {
+      name: bridge.name,
+      subnet: bridge.cidr,
+      addressing: bridge.manual ? 'manual' : 'auto',
+      uplink: bridge.uplink !== null,
+      routes: [...bridge.routes].map((id) => this._bridges.get(id)?.name).filter((n): n is string => n !== undefined),
+      policy: bridge.sw.policy(),
+      nics: [...bridge.nics.values()].map((nic) => ({ vm: nic.vm.name, id: nic.id, mac: nic.mac, host: nic.host, linkUp: nic.linkUp })),
+    };
+  }
+
+  /**
+   * Brings a bridge back to a lab snapshot's state before its VMs are restored: each saved NIC
+   * with the MAC and address its guest holds, the switch's rules, the uplink. `vmOf` names the
+   * VMs of the restoring lab. Routes come after every bridge is back (importRoutes).
+   */
+  async importBridge(bridgeId: number, saved: LabSnapshotManifest['bridges'][number], vmOf: (name: string) => ManagedVm): Promise<void> {
+    const bridge = this._bridge(bridgeId);
+    if (bridge.cidr !== saved.subnet) {
+      throw new BrokerError(`bridge \`${bridge.name}\` is ${bridge.cidr} but the snapshot's is ${saved.subnet}: its guests hold addresses of that subnet`);
+    }
+    for (const s of saved.nics) {
+      const vm = vmOf(s.vm);
+      const current = bridge.nics.get(vm.id);
+      if (current && current.id === s.id && current.mac === s.mac && current.host === s.host) continue;
+      if (current) await this.detach(bridgeId, vm);
+      const clash = [...bridge.nics.values()].find((n) => n.mac === s.mac || n.host === s.host);
+      if (clash) {
+        throw new BrokerError(`bridge \`${bridge.name}\`: vm \`${s.vm}\` comes back with ${s.mac} (${bridge.address(s.host)}), which vm \`${clash.vm.name}\` already has there`);
+      }
+      const nic: Nic = { vm, id: s.id, mac: s.mac, host: s.host, socketPath: path.join(bridge.dir, `p${vm.id}.sock`), ifname: null, linkUp: s.linkUp, pluggedGeneration: null };
+      bridge.reserveHost(s.host);
+      bridge.nics.set(vm.id, nic);
+      await bridge.sw.addPort(vm.name, nic.socketPath);
+      bridge.sw.setLink(vm.name, s.linkUp);
+    }
+    bridge.sw.setPolicy(saved.policy);
+    await this._serialized(() => (saved.uplink ? this._enableUplink(bridge) : this._disableUplink(bridge)));
+  }
+
+  /** Routes of restored bridges, by bridge id, once every bridge is back. */
+  async importRoutes(routes: Map<number, number[]>): Promise<void> {
+    for (const [bridgeId, peerIds] of routes) {
+      const bridge = this._bridge(bridgeId);
+      const peers = peerIds.filter((id) => !bridge.routes.has(id)).map((id) => this._peer(bridge, id));
+      if (peers.length > 0) await this._serialized(() => this._route(bridge, peers));
+    }
+  }
+
+  /** Every NIC of a bridge, by VM id. */
+  nicViews(bridgeId: number): { vmId: number; nic: NicView }[] {
+    const bridge = this._bridge(bridgeId);
+    return [...bridge.nics.values()].map((nic) => ({ vmId: nic.vm.id, nic: this._nicView(bridge, nic) }));
+  }
+
+  /** Where a restored VM's NIC `nicId` connects now: the socket of its port on the bridge that has it. */
+  nicSocketOf(vm: ManagedVm, nicId: string): string | undefined {
+    for (const bridge of this._bridges.values()) {
+      const nic = bridge.nics.get(vm.id);
+      if (nic?.id === nicId) return nic.socketPath;
+    }
+    return undefined;
   }
 
   /** VMs gone with their scope leave every bridge (their names may be declared again). */

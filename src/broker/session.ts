@@ -3,13 +3,12 @@
 // VM carries the broker's view of it (`VmView`): the Lua side never guesses a VM's state.
 
 import { constants } from 'node:fs';
-import { access, readFile, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
-import { consoleLogOf } from '../vmm/qemu.js';
+import type { SlotDevice } from '../vmm/cmdline.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { AgentOp } from '../protocol/agent.js';
@@ -17,8 +16,9 @@ import type { AgentCallArgs, BootOptions, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
 import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
-import { diskFileOf, SessionDisks, slotBackendGone } from './disks.js';
+import { SessionDisks, slotBackendGone } from './disks.js';
 import { SessionNetwork } from './network.js';
+import { deleteSnapshot, prepareLabDir, readLabManifest, snapshotBytes, transientLabSnapshotDir, transientVmSnapshotPath, writeLabManifest } from './snapshot-files.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
 export interface SessionDeps {
@@ -31,19 +31,6 @@ export interface SessionDeps {
   profiles: Record<string, Profile>;
   unavailableProfiles?: Record<string, string>;
   bootCache: BootCache;
-}
-
-/** Deletes a snapshot, its sidecar and its disks' contents; refuses a file vm:snapshot did not write. */
-async function deleteSnapshot(file: string): Promise<void> {
-  const sidecar = `${file}.json`;
-  const [data, meta] = await Promise.all([stat(file).catch(() => undefined), stat(sidecar).catch(() => undefined)]);
-  if (data && !meta) throw new BrokerError(`${file} is not a snapshot written by vm:snapshot (no ${sidecar} beside it); not deleting it`);
-  const disks = (await ManagedVm.snapshotDevices(file)).flatMap((d) => (d.kind === 'disk' ? [diskFileOf(file, d.serial)] : []));
-  await Promise.all([file, sidecar, consoleLogOf(file), ...disks].map((f) => rm(f, { force: true })));
-}
-
-function defaultSnapshotPath(): string {
-  return path.join(os.tmpdir(), `provium-snap-${process.pid}-${process.hrtime.bigint()}.bin`);
 }
 
 export class Session {
@@ -147,6 +134,36 @@ export class Session {
     await vm.shutdown();
   }
 
+  /**
+   * Restores `vm` from `file` (vm:restore, lab:restore). The NICs and disks the snapshot had come
+   * back on their slots, connected to where their bridges and disks are now in this file.
+   */
+  private async _restoreVm(vm: ManagedVm, file: string): Promise<void> {
+    const devices = await ManagedVm.snapshotDevices(file);
+    const current: SlotDevice[] = [];
+    for (const d of devices) {
+      const moved = d.kind === 'nic' ? this._network.nicSocketOf(vm, d.id) : undefined;
+      const device = moved !== undefined && d.kind === 'nic' ? { ...d, socketPath: moved } : d;
+      if (await slotBackendGone(device)) {
+        const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
+        throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);
+      }
+      current.push(device);
+    }
+    const serials = current.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
+    await this._disks.loadContents(vm, file, serials);
+    await vm.restore(file, current);
+    this._network.markRestored(vm, current.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
+    await this._disks.markRestored(vm, serials);
+    await this._started(vm, {});
+  }
+
+  /** vm:snapshot and each VM of lab:snapshot: refused while the VM has streams open. */
+  private _snapshotVm(vm: ManagedVm, file: string): Promise<{ path: string; bytes: number }> {
+    const open = [...this._streams.values()].filter((s) => s.vmId === vm.id).length;
+    return vm.snapshot(file, open, () => this._disks.saveContents(vm, file));
+  }
+
   private _handlers(): RpcHandlers {
     const empty = {} as Record<string, never>;
     return {
@@ -184,30 +201,59 @@ export class Session {
       'vm.info': ({ vmId }) => this._onVm(vmId, async () => ({})),
       'vm.snapshot': ({ vmId, path: file }) =>
         this._onVm(vmId, async (vm) => {
-          const open = [...this._streams.values()].filter((s) => s.vmId === vmId).length;
-          const target = file ?? defaultSnapshotPath();
+          const target = file ?? transientVmSnapshotPath();
           if (file === undefined) this._tempSnapshots.add(target);
-          return vm.snapshot(target, open, () => this._disks.saveContents(vm, target));
+          return this._snapshotVm(vm, target);
         }),
-      'vm.restore': ({ vmId, path: file }) =>
-        this._onVm(vmId, async (vm) => {
-          // NICs and disks the snapshot had are given to the new QEMU on their slots: their
-          // backends (the bridges' switches, the disks) must still be in this file.
-          const devices = await ManagedVm.snapshotDevices(file);
-          for (const d of devices) {
-            if (await slotBackendGone(d)) {
-              const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
-              throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);
-            }
-          }
-          const serials = devices.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
-          await this._disks.loadContents(vm, file, serials);
-          await vm.restore(file);
-          this._network.markRestored(vm, devices.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
-          await this._disks.markRestored(vm, serials);
-          return this._started(vm, {});
-        }),
-      'snapshot.size': async ({ path: file }) => ({ bytes: await stat(file).then((st) => st.size, () => 0) }),
+      'vm.restore': ({ vmId, path: file }) => this._onVm(vmId, async (vm) => (await this._restoreVm(vm, file), {})),
+      'snapshot.size': async ({ path: file }) => ({ bytes: await snapshotBytes(file) }),
+      'lab.snapshot': async ({ lab, dir, vmIds, bridgeIds }) => {
+        const vms = vmIds.map((id) => this._vm(id));
+        const target = dir ?? (await transientLabSnapshotDir());
+        if (dir === undefined) this._tempSnapshots.add(target);
+        else await prepareLabDir(dir);
+        const running = vms.filter((vm) => vm.state === 'booted' || vm.state === 'paused');
+        const saved = await settleAll(running, (vm) => this._snapshotVm(vm, path.join(target, `${vm.name}.snap`)));
+        await writeLabManifest(target, {
+          version: 1,
+          lab,
+          vms: vms.map((vm) => ({ name: vm.name, profile: vm.profile.name, state: vm.state, file: running.includes(vm) ? `${vm.name}.snap` : null, disks: this._disks.specsOf(vm) })),
+          bridges: bridgeIds.map((id) => this._network.exportBridge(id)),
+        });
+        return { path: target, bytes: saved.reduce((sum, r) => sum + r.bytes, 0), vms: vms.map((vm) => this._view(vm)) };
+      },
+      'lab.snapshot_info': async ({ path: dir }) => ({ manifest: await readLabManifest(dir) }),
+      'lab.restore': async ({ path: dir, vms, bridges }) => {
+        const manifest = await readLabManifest(dir);
+        const vmOf = new Map(vms.map((v) => [v.name, this._vm(v.vmId)]));
+        const bridgeOf = new Map(bridges.map((b) => [b.name, b.bridgeId]));
+        const missing = [...manifest.vms.map((v) => v.name).filter((n) => !vmOf.has(n)), ...manifest.bridges.map((b) => b.name).filter((n) => !bridgeOf.has(n))];
+        if (missing.length > 0) throw new BrokerError(`lab:restore ${dir}: the lab has nothing named ${missing.map((n) => `\`${n}\``).join(', ')} to restore into`);
+        // 1. The lab's VMs go down: their NICs come back from the snapshot.
+        await settleAll([...vmOf.values()].filter((vm) => vm.state !== 'created' && vm.state !== 'shutdown'), (vm) => this._shutdownVm(vm));
+        // 2. Disks a VM lacks (a fresh lab) are made; the snapshot fills them.
+        for (const v of manifest.vms) {
+          const vm = vmOf.get(v.name)!;
+          for (const spec of v.disks ?? []) if (!this._disks.has(vm, spec.id)) await this._disks.attach(vm, spec);
+        }
+        // 3. Bridges, with the NICs the guests remember; routes once every bridge is back.
+        for (const b of manifest.bridges) {
+          await this._network.importBridge(bridgeOf.get(b.name)!, b, (name) => {
+            const vm = vmOf.get(name);
+            if (!vm) throw new BrokerError(`lab:restore ${dir}: bridge \`${b.name}\` had vm \`${name}\`, which the snapshot does not list`);
+            return vm;
+          });
+        }
+        await this._network.importRoutes(new Map(manifest.bridges.map((b) => [bridgeOf.get(b.name)!, b.routes.flatMap((r) => (bridgeOf.has(r) ? [bridgeOf.get(r)!] : []))])));
+        // 4. Every VM at once.
+        await settleAll(manifest.vms.filter((v) => v.file !== null), async (v) => {
+          const vm = vmOf.get(v.name)!;
+          await this._restoreVm(vm, path.join(dir, v.file!));
+          if (v.state === 'paused') await vm.pause();
+        });
+        const bridgeViews = await Promise.all(manifest.bridges.map(async (b) => ({ bridgeId: bridgeOf.get(b.name)!, bridge: (await this._network.info(bridgeOf.get(b.name)!)).bridge, nics: this._network.nicViews(bridgeOf.get(b.name)!) })));
+        return { vms: [...vmOf.values()].map((vm) => this._view(vm)), bridges: bridgeViews };
+      },
       'snapshot.delete': async ({ path: file }) => {
         await deleteSnapshot(file);
         this._tempSnapshots.delete(file);
@@ -327,4 +373,15 @@ export class Session {
     })();
     return this._closed;
   }
+}
+
+/**
+ * Runs `fn` on every item at once and waits for all of them; when some fail, one error names each
+ * failure (a lab's VMs are independent: one that fails must not hide the others').
+ */
+async function settleAll<T, R>(items: T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = await Promise.allSettled(items.map(fn));
+  const failures = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error)?.message ?? String(r.reason)] : []));
+  if (failures.length > 0) throw new BrokerError(failures.join('\n'));
+  return results.map((r) => (r as PromiseFulfilledResult<R>).value);
 }

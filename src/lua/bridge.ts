@@ -8,7 +8,7 @@
 
 import path from 'node:path';
 import { lua, type lua_State } from 'fengari';
-import type { BridgeFault, BridgeView, NetImpairment } from '../protocol/rpc.js';
+import type { BridgeFault, BridgeView, NetImpairment, NicView } from '../protocol/rpc.js';
 import { R, type Args, type BindingRuntime, type LuaClass, type Method, type Reader } from './args.js';
 import { LuaError } from './errors.js';
 import { translateRpcError, type VmHandle } from './guest.js';
@@ -75,8 +75,13 @@ export class Bridge implements NicBridge {
       throw translateRpcError(vm, err, a.label);
     }
     this.view = reply.bridge;
-    const nic = this.nics.get(vm.name) ?? new Nic(vm, this, reply.nic);
-    nic.view = reply.nic;
+    this.adopt(vm, reply.nic);
+  }
+
+  /** `vm`'s NIC on this bridge, as the broker now has it (attach, lab:restore). */
+  adopt(vm: VmHandle, view: NicView): void {
+    const nic = this.nics.get(vm.name) ?? new Nic(vm, this, view);
+    nic.view = view;
     this.nics.set(vm.name, nic);
     vm.nics.set(this.name, nic);
   }

@@ -3,7 +3,7 @@
 // parent chain. lab:boot() posts every boot at once (SyncCaller.callMany) so VMs boot together.
 
 import { lua, type lua_State } from 'fengari';
-import type { RpcArgs, RpcReply } from '../protocol/rpc.js';
+import type { BootOptions, RpcArgs, RpcReply } from '../protocol/rpc.js';
 import { R, type Args, type BindingRuntime, type LuaClass, type Method } from './args.js';
 import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
@@ -11,6 +11,7 @@ import { showSeconds, translateRpcError } from './guest.js';
 import { getText, pushIntegral, pushText, setField } from './values.js';
 import { Bridge, type VmReader } from './bridge.js';
 import { Vm, VmClass, type VmOwner } from './vm.js';
+import { LabSnapshotClass, Snapshot } from './snapshot.js';
 
 const kBarrierDefaultMs = 60_000;
 const kNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -166,17 +167,7 @@ export const LabClass: LuaClass<Lab> = {
       const profile = a.string(2, 'profile');
       const opts = readBootOptions(a, 3, 'opts');
       a.noMoreThan(3, 'lab:vm(name, profile, opts?)');
-      lab.checkNewMember(a.label, name, 'vm');
-      let vmId: number;
-      try {
-        vmId = a.rt.rpc.call('vm.create', { name, profile, labPath: lab.path }).vmId;
-      } catch (err) {
-        throw a.error((err as Error).message);
-      }
-      const vm = new Vm(a.rt, name, profile, vmId, lab, opts);
-      lab.vms.set(name, vm);
-      a.rt.currentScope.addVm(vm);
-      a.rt.push(VmClass, vm, a.L);
+      a.rt.push(VmClass, createVm(lab, a, name, profile, opts), a.L);
       return 1;
     },
     lab(lab, a) {
@@ -286,21 +277,7 @@ export const LabClass: LuaClass<Lab> = {
       if (o.addressing !== undefined && o.addressing !== 'auto' && o.addressing !== 'manual') {
         throw a.error(`opts.addressing must be "auto" or "manual", got ${JSON.stringify(o.addressing)}`);
       }
-      let reply;
-      try {
-        reply = a.rt.rpc.call('bridge.create', {
-          name,
-          labPath: lab.path,
-          ...(o.subnet !== undefined ? { subnet: o.subnet } : {}),
-          ...(o.addressing !== undefined ? { addressing: o.addressing as 'auto' | 'manual' } : {}),
-        });
-      } catch (err) {
-        throw a.error((err as Error).message);
-      }
-      const bridge = new Bridge(a.rt, reply.bridgeId, name, reply.bridge, lab.readVm);
-      lab.bridges.set(name, bridge);
-      a.rt.currentScope.bridges.push(bridge);
-      bridge.push(a.L);
+      createBridge(lab, a, name, o.subnet, o.addressing as 'auto' | 'manual' | undefined).push(a.L);
       return 1;
     },
     sub_lab_names(lab, a) {
@@ -360,6 +337,31 @@ export const LabClass: LuaClass<Lab> = {
       a.string(1, 'host_path');
       return 0;
     },
+    /** lab:snapshot() → a transient LabSnapshot; lab:snapshot(dir) → dir, kept. Every running VM and bridge of this lab. */
+    snapshot(lab, a) {
+      const dir = a.isNil(1) ? undefined : a.string(1, 'dir');
+      a.noMoreThan(1, 'lab:snapshot(dir?)');
+      const vms = lab.directVms().filter((vm) => !vm.released);
+      const bridges = [...lab.bridges.values()].filter((b) => !b.closed);
+      let reply;
+      try {
+        reply = a.rt.rpc.call('lab.snapshot', { lab: lab.name, ...(dir !== undefined ? { dir } : {}), vmIds: vms.map((vm) => vm.vmId), bridgeIds: bridges.map((b) => b.bridgeId) });
+      } catch (err) {
+        throw a.error((err as Error).message);
+      }
+      reply.vms.forEach((view, i) => vms[i]!.apply(view));
+      if (dir !== undefined) pushText(a.L, dir);
+      else a.rt.push(LabSnapshotClass, new Snapshot(reply.path, reply.bytes), a.L);
+      return 1;
+    },
+    /** lab:restore(snap_or_dir): its VMs and bridges come back; ones this lab lacks are created first. */
+    restore(lab, a) {
+      const snap = a.rt.toObject(a.L, a.idx(1), LabSnapshotClass);
+      const dir = snap ? snap.path : a.string(1, 'snapshot (a LabSnapshot or its directory)');
+      a.noMoreThan(1, 'lab:restore(snap_or_dir)');
+      restoreLab(lab, a, dir);
+      return pushSelf(a);
+    },
     vm_fixture: notYet('fixtures'),
     lab_fixture: notYet('fixtures'),
   },
@@ -410,6 +412,71 @@ export const LabClass: LuaClass<Lab> = {
     );
   },
 };
+
+/** A new VM of `lab` (lab:vm, and the VMs lab:restore brings back). */
+function createVm(lab: Lab, a: Args, name: string, profile: string, opts: BootOptions): Vm {
+  lab.checkNewMember(a.label, name, 'vm');
+  let vmId: number;
+  try {
+    vmId = a.rt.rpc.call('vm.create', { name, profile, labPath: lab.path }).vmId;
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+  const vm = new Vm(a.rt, name, profile, vmId, lab, opts);
+  lab.vms.set(name, vm);
+  a.rt.currentScope.addVm(vm);
+  return vm;
+}
+
+/** A new bridge of `lab` (lab:bridge, and the bridges lab:restore brings back). */
+function createBridge(lab: Lab, a: Args, name: string, subnet: string | undefined, addressing: 'auto' | 'manual' | undefined): Bridge {
+  let reply;
+  try {
+    reply = a.rt.rpc.call('bridge.create', { name, labPath: lab.path, ...(subnet !== undefined ? { subnet } : {}), ...(addressing !== undefined ? { addressing } : {}) });
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+  const bridge = new Bridge(a.rt, reply.bridgeId, name, reply.bridge, lab.readVm);
+  lab.bridges.set(name, bridge);
+  a.rt.currentScope.bridges.push(bridge);
+  return bridge;
+}
+
+/** Restores the lab snapshot at `dir` onto `lab`: its VMs and bridges by name, created when absent. */
+export function restoreLab(lab: Lab, a: Args, dir: string): { vms: Vm[]; bridges: Bridge[] } {
+  let manifest;
+  try {
+    manifest = a.rt.rpc.call('lab.snapshot_info', { path: dir }).manifest;
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+  const vms = manifest.vms.map((v) => lab.vms.get(v.name) ?? createVm(lab, a, v.name, v.profile, {}));
+  const bridges = manifest.bridges.map((b) => {
+    const own = lab.bridges.get(b.name);
+    return own && !own.closed ? own : createBridge(lab, a, b.name, b.subnet, b.addressing);
+  });
+  let reply;
+  try {
+    reply = a.rt.rpc.call('lab.restore', {
+      path: dir,
+      vms: vms.map((vm) => ({ name: vm.name, vmId: vm.vmId })),
+      bridges: bridges.map((b) => ({ name: b.name, bridgeId: b.bridgeId })),
+    });
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+  const byId = new Map(vms.map((vm) => [vm.vmId, vm]));
+  for (const view of reply.vms) byId.get(view.vmId)?.apply(view);
+  for (const r of reply.bridges) {
+    const bridge = bridges.find((b) => b.bridgeId === r.bridgeId)!;
+    bridge.view = r.bridge;
+    for (const { vmId, nic } of r.nics) {
+      const vm = byId.get(vmId);
+      if (vm) bridge.adopt(vm, nic);
+    }
+  }
+  return { vms, bridges };
+}
 
 function pushSelf(a: Args): number {
   lua.lua_pushvalue(a.L, 1);

@@ -1,6 +1,7 @@
-// Snapshot (reference §1.16): the host file vm:snapshot() wrote. path(), size() (0 once the file
-// is gone), delete() (idempotent; the broker also removes its `<path>.json` sidecar). Only the
-// broker touches snapshot files. vm:restore accepts it or a bare path.
+// Snapshot and LabSnapshot (reference §1.16): the host file vm:snapshot() wrote, or the directory
+// lab:snapshot() wrote. path(), size() (0 once gone; a lab's sums one directory level), delete()
+// (idempotent; the broker removes the sidecars, or the whole directory). Only the broker touches
+// snapshot files. vm:restore and lab:restore accept one or a bare path.
 
 import { lua } from 'fengari';
 import type { Args, LuaClass } from './args.js';
@@ -41,4 +42,10 @@ export const SnapshotClass: LuaClass<Snapshot> = {
       return 1;
     },
   },
+};
+
+export const LabSnapshotClass: LuaClass<Snapshot> = {
+  ...SnapshotClass,
+  typeName: 'LabSnapshot',
+  toString: (s) => `lab_snapshot(${s.path})`,
 };

@@ -16,6 +16,7 @@ import { kMaxQueuedBytes, kMaxQueuedFrames, type PipelineDropReason } from './pi
 import { Port, type PortCounters } from './port.js';
 import { Prng, type Seed } from './prng.js';
 import { kMaxFrameBytes } from './wire.js';
+import type { BridgePolicy } from '../protocol/rpc.js';
 
 export type FaultKind = 'partition' | 'heal' | 'impairment' | 'link';
 
@@ -268,6 +269,25 @@ export class Switch {
     this._partitions.healAll();
     this._emit('heal', {}, { all: true, reset: true });
     this._emit('impairment', {}, { ...kNoImpairment, reset: true });
+  }
+
+  /** Every rule, cut and isolation: what a lab snapshot keeps. */
+  policy(): BridgePolicy {
+    return {
+      impairments: this._rules.rules().map((r) => ({ ...(r.scope ?? {}), values: r.values })),
+      cut: this._partitions.directions(),
+      allCut: this._partitions.allCut,
+      isolated: this._partitions.isolated(),
+    };
+  }
+
+  /** Replaces every rule, cut and isolation with `p` (a restored lab's). */
+  setPolicy(p: BridgePolicy): void {
+    this.reset();
+    for (const r of p.impairments) this.impair(r.values, r.from !== undefined ? { from: r.from, ...(r.to !== undefined ? { to: r.to } : {}) } : undefined);
+    for (const d of p.cut) this.partition({ from: d.from, to: d.to });
+    if (p.allCut) this.partitionAll();
+    for (const name of p.isolated) this.isolate(name);
   }
 
   /** The rule at exactly `scope` (the whole-bridge rule when absent). */

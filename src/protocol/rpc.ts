@@ -133,6 +133,34 @@ export interface BridgeView {
   router: string;
 }
 
+/** A bridge's switch rules, as a lab snapshot keeps them: every impairment rule, cut and isolation. */
+export interface BridgePolicy {
+  impairments: { from?: string; to?: string; values: NetImpairment }[];
+  /** Cut directions (partitionAll is `allCut`). */
+  cut: { from: string; to: string }[];
+  allCut: boolean;
+  isolated: string[];
+}
+
+/** `lab.json` of a lab snapshot: what lab:restore needs to bring the lab back. */
+export interface LabSnapshotManifest {
+  version: 1;
+  lab: string;
+  /** Every direct VM; `file` (beside lab.json) is null for a VM that was not running. */
+  vms: { name: string; profile: string; state: VmState; file: string | null; disks: DiskSpec[] }[];
+  bridges: {
+    name: string;
+    subnet: string;
+    addressing: 'auto' | 'manual';
+    uplink: boolean;
+    /** Names of the bridges it routes to. */
+    routes: string[];
+    policy: BridgePolicy;
+    /** Each member's NIC as the guests know it (their RAM holds these MACs and addresses). */
+    nics: { vm: string; id: string; mac: string; host: number; linkUp: boolean }[];
+  }[];
+}
+
 /** One VM's NIC on one bridge. */
 export interface NicView {
   bridge: string;
@@ -249,6 +277,14 @@ export interface RpcOps {
   'disk.fault': { args: { vmId: number; id: string; fault: DiskFault }; reply: { disk: DiskView } };
   /** Every write the guest has not flushed is lost, and the VM is powered off at that instant. */
   'disk.power_cut': { args: { vmId: number; id: string }; reply: { vm: VmView; lostBytes: number } };
+  /** Saves every running VM of a lab (concurrently) and its bridges into `dir` (a temp dir when absent). */
+  'lab.snapshot': { args: { lab: string; dir?: string; vmIds: number[]; bridgeIds: number[] }; reply: { path: string; bytes: number; vms: VmView[] } };
+  'lab.snapshot_info': { args: { path: string }; reply: { manifest: LabSnapshotManifest } };
+  /** Restores a lab snapshot onto these VMs and bridges (by name; the Lua side creates missing ones first). */
+  'lab.restore': {
+    args: { path: string; vms: { name: string; vmId: number }[]; bridges: { name: string; bridgeId: number }[] };
+    reply: { vms: VmView[]; bridges: { bridgeId: number; bridge: BridgeView; nics: { vmId: number; nic: NicView }[] }[] };
+  };
   /** Tear down everything the given VMs and bridges own (scope end). */
   'scope.close': { args: { vmIds: number[]; bridgeIds?: number[] }; reply: { vms: VmView[] } };
 }
