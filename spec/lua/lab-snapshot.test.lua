@@ -70,6 +70,10 @@ test("a snapshot restores into a fresh lab, which gets its VMs, disks and bridge
   local ca, cb = copy:vm("a"), copy:vm("b")
   t:assert_eq(ca:read_file("/tmp/state"), "a before")
   t:assert_eq(ca:disk("data"):read_sectors(0, 1), string.rep("s", 512))
+  -- The guest reads its own new disk, not the original VM's.
+  ca:disk("data"):write_sectors(1, string.rep("c", 512))
+  t:assert_eq(ca:run("dd if=/dev/vda bs=512 skip=1 count=1 iflag=direct 2>/dev/null | head -c 4").stdout, "cccc")
+  t:assert_eq(a:run("dd if=/dev/vda bs=512 skip=1 count=1 iflag=direct 2>/dev/null | head -c 4").stdout, "\0\0\0\0")
   t:assert_eq(ca:nic("net"):ip(), a:nic("net"):ip(), "the guest keeps its address")
   t:assert(reaches(ca, cb:nic("net"):ip()), "the copies reach each other on their own bridge")
   copy:shutdown()

@@ -296,11 +296,19 @@ export class SessionDisks {
     return { vm, id: spec.id, backend, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
   }
 
+  /** Where disk `id` of `vm` is served now: a restore gives it to the new QEMU in place of the snapshot's. */
+  async backendOf(vm: ManagedVm, id: string): Promise<DiskBackendSpec> {
+    return this._backend(this._disk(vm, id));
+  }
+
+  private async _backend(vd: VmDisk): Promise<DiskBackendSpec> {
+    if (vd.disk instanceof FileDisk) return { kind: 'file', path: vd.disk.path, filterNode: this._filterName(vd), rules: vd.disk.rules() };
+    return { kind: 'nbd', socketPath: (await this._ensureServer()).socketPath, exportName: vd.disk.name };
+  }
+
   private async _plug(vd: VmDisk): Promise<void> {
     if (this._isPlugged(vd)) return;
-    let backend: DiskBackendSpec;
-    if (vd.disk instanceof FileDisk) backend = { kind: 'file', path: vd.disk.path, filterNode: this._filterName(vd), rules: vd.disk.rules() };
-    else backend = { kind: 'nbd', socketPath: (await this._ensureServer()).socketPath, exportName: vd.disk.name };
+    const backend = await this._backend(vd);
     await vd.vm.plugDisk({ node: vd.node, backend, readonly: vd.readonly, serial: vd.id });
     vd.pluggedGeneration = vd.vm.info().generation;
     vd.device = await this._findDevice(vd);

@@ -142,8 +142,13 @@ export class Session {
     const devices = await ManagedVm.snapshotDevices(file);
     const current: SlotDevice[] = [];
     for (const d of devices) {
-      const moved = d.kind === 'nic' ? this._network.nicSocketOf(vm, d.id) : undefined;
-      const device = moved !== undefined && d.kind === 'nic' ? { ...d, socketPath: moved } : d;
+      let device: SlotDevice = d;
+      if (d.kind === 'nic') {
+        const moved = this._network.nicSocketOf(vm, d.id);
+        if (moved !== undefined) device = { ...d, socketPath: moved };
+      } else if (this._disks.has(vm, d.serial)) {
+        device = { ...d, backend: await this._disks.backendOf(vm, d.serial) };
+      }
       if (await slotBackendGone(device)) {
         const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
         throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);

@@ -11,6 +11,8 @@ import { builtinProfiles, ProfileError, resolveProfiles, type MinimalImageLookup
 import { parseSize, UnitError } from './units.js';
 
 export const kConfigFileName = 'provium.toml';
+/** Fixtures under the roots: never run as tests, referenced by root-relative path without it. */
+export const kFixtureSuffix = '.fixture.lua';
 const kSections = ['provium', 'profiles'] as const;
 const kProviumKeys = ['roots', 'cache_dir', 'cache_max_size'] as const;
 const kDefaultCacheMaxSize = '20G';

@@ -7,9 +7,9 @@ import { stat } from 'node:fs/promises';
 import { relative, resolve, sep } from 'node:path';
 import fg from 'fast-glob';
 import { UsageError } from './errors.js';
+import { kFixtureSuffix } from '../config/config.js';
 
 export const kTestSuffix = '.test.lua';
-export const kFixtureSuffix = '.fixture.lua';
 
 /** A usage problem with the paths; the CLI exits 2 with the message. */
 export class DiscoveryError extends UsageError {

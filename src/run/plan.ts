@@ -7,7 +7,7 @@ import { readRerunState } from './rerun.js';
 import { defaultTimingsPath, readTimings, type TimingRecord } from './timings.js';
 import { discover, toPosix } from './discovery.js';
 import { filterFiles } from './filters.js';
-import { parseSize } from '../config/units.js';
+import { scanLua } from '../config/lua-scan.js';
 import type { ResourceAmount } from '../protocol/events.js';
 import { orderLongestFirst } from './ordering.js';
 import type { PlannedFile } from './outcome.js';
@@ -142,24 +142,6 @@ export interface FileStatics {
 
 export async function scanStatics(file: string): Promise<FileStatics> {
   const text = await readFile(file, 'utf8').catch(() => '');
-  const refs = new Set<string>();
-  for (const m of text.matchAll(/\b(?:vm_fixture|lab_fixture)\s*\(?\s*(["'])([^"'\n]+)\1/g)) refs.add(m[2]!);
-  return { fixtureRefs: [...refs], declaredClaim: literalClaim(text) };
-}
-
-function literalClaim(text: string): ResourceAmount | null {
-  const table = /[:.]claim\s*\(?\s*\{([^}]*)\}/.exec(text)?.[1];
-  if (table === undefined) return null;
-  const memory = /\bmemory\s*=\s*(?:"([^"]*)"|'([^']*)'|([0-9.]+)\s*(?:[,;]|$))/.exec(table);
-  const cpus = /\bcpus\s*=\s*([0-9]+)\s*(?:[,;]|$)/.exec(table);
-  // A key given a computed value is unknown before the file runs.
-  if ((/\bmemory\s*=/.test(table) && !memory) || (/\bcpus\s*=/.test(table) && !cpus)) return null;
-  try {
-    return {
-      memory_bytes: memory ? parseSize(memory[1] ?? memory[2] ?? Number(memory[3]), 'claim memory') : 0,
-      cpus: cpus ? Number(cpus[1]) : 0,
-    };
-  } catch {
-    return null;
-  }
+  const statics = scanLua(text);
+  return { fixtureRefs: statics.fixtures, declaredClaim: statics.claim };
 }
