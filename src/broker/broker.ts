@@ -4,6 +4,7 @@
 // barriers only through the methods here.
 
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import type { MessagePort } from 'node:worker_threads';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
@@ -12,10 +13,15 @@ import type { FileReport } from '../protocol/task.js';
 import { Barriers, type SchedulerView } from './barriers.js';
 import { BootCache } from './boot-cache.js';
 import { ResourcePool } from './resources.js';
+import { Fixtures, type FixtureBuilder } from './fixtures.js';
 import { Session } from './session.js';
 
 export { sizePool, type PoolSizing } from './resources.js';
 export type { SchedulerView } from './barriers.js';
+export type { FixtureBuilder, FixtureBuildRequest, FixtureStatus, Fixtures } from './fixtures.js';
+
+/** `cache_max_size`'s default, when the runner gives none. */
+const kDefaultFixtureCacheBytes = 20 * 1024 ** 3;
 
 export interface BrokerOptions {
   bus: EventBus;
@@ -25,6 +31,12 @@ export interface BrokerOptions {
   /** The resource pool's whole budget (sizePool's `total`). */
   resources: ResourceAmount;
   cacheDir: string;
+  /** The fixture cache's budget (`cache_max_size`); least-used entries are evicted past it. */
+  cacheMaxBytes?: number;
+  /** Absolute test roots: where fixtures are found. */
+  roots?: string[];
+  /** How reports show a path; defaults to relative to the cwd. */
+  displayPathOf?: (file: string) => string;
   /** The run's seed for every random fault decision (network drops, jitter); printed so `--seed` replays it. */
   seed?: bigint;
 }
@@ -44,6 +56,7 @@ export class Broker {
   private readonly _bootCache: BootCache;
   private readonly _pool: ResourcePool;
   private readonly _barriers = new Barriers();
+  private readonly _fixtures: Fixtures;
   private _subnets = 0;
   /** The run's seed (given, or drawn at random). */
   readonly seed: bigint;
@@ -52,6 +65,24 @@ export class Broker {
     this._bootCache = new BootCache(_opts.cacheDir);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
     this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();
+    this._fixtures = new Fixtures({
+      bus: _opts.bus,
+      cacheDir: _opts.cacheDir,
+      cacheMaxBytes: _opts.cacheMaxBytes ?? kDefaultFixtureCacheBytes,
+      roots: _opts.roots ?? [],
+      profiles: _opts.profiles,
+      displayPathOf: _opts.displayPathOf ?? ((file) => path.relative(process.cwd(), file) || file),
+    });
+  }
+
+  /** The fixtures of the roots and their cache (`provium fixture …`). */
+  get fixtures(): Fixtures {
+    return this._fixtures;
+  }
+
+  /** Runs fixture builds (the runner's, in a worker thread of their own). */
+  setFixtureBuilder(builder: FixtureBuilder): void {
+    this._fixtures.setBuilder(builder);
   }
 
   /**
@@ -59,7 +90,7 @@ export class Broker {
    * step, so they never see a file that is neither queued nor running). `onReport` receives the
    * file's results: the session port is its one result channel.
    */
-  openSession(file: { path: string; displayPath: string }, onReport: (report: FileReport) => void): OpenedSession {
+  openSession(file: { path: string; displayPath: string; fixtureOut?: string }, onReport: (report: FileReport) => void): OpenedSession {
     if (this._closed) throw new Error('broker is closed');
     const deps = {
       bus: this._opts.bus,
@@ -70,6 +101,8 @@ export class Broker {
       bootCache: this._bootCache,
       seed: this.seed,
       nextSubnetIndex: () => this._subnets++,
+      fixtures: this._fixtures,
+      ...(file.fixtureOut !== undefined ? { fixtureOut: file.fixtureOut } : {}),
     };
     const session = new Session(this._nextSessionId++, file.path, file.displayPath, deps, onReport);
     this._sessions.set(session.id, session);

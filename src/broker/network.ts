@@ -345,6 +345,11 @@ export class SessionNetwork {
     }
   }
 
+  /** Whether `vm` is on any bridge. */
+  hasNics(vm: ManagedVm): boolean {
+    return [...this._bridges.values()].some((b) => b.nics.has(vm.id));
+  }
+
   /** Every NIC of a bridge, by VM id. */
   nicViews(bridgeId: number): { vmId: number; nic: NicView }[] {
     const bridge = this._bridge(bridgeId);

@@ -3,7 +3,8 @@
 // VM carries the broker's view of it (`VmView`): the Lua side never guesses a VM's state.
 
 import { constants } from 'node:fs';
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
@@ -11,6 +12,7 @@ import type { Barriers } from './barriers.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
 import { ManagedVm } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
+import type { Fixtures } from './fixtures.js';
 import type { AgentOp } from '../protocol/agent.js';
 import type { AgentCallArgs, BootOptions, VmView } from '../protocol/rpc.js';
 import type { FileReport } from '../protocol/task.js';
@@ -18,7 +20,7 @@ import type { ResourcePool } from './resources.js';
 import { BrokerError, RpcChannel, type RpcHandlers } from './rpc-server.js';
 import { SessionDisks, slotBackendGone } from './disks.js';
 import { SessionNetwork } from './network.js';
-import { deleteSnapshot, prepareLabDir, readLabManifest, snapshotBytes, transientLabSnapshotDir, transientVmSnapshotPath, writeLabManifest } from './snapshot-files.js';
+import { copyLabSnapshot, copyVmSnapshot, deleteSnapshot, prepareLabDir, readLabManifest, snapshotBytes, transientLabSnapshotDir, transientVmSnapshotPath, writeLabManifest } from './snapshot-files.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 
 export interface SessionDeps {
@@ -31,6 +33,9 @@ export interface SessionDeps {
   profiles: Record<string, Profile>;
   unavailableProfiles?: Record<string, string>;
   bootCache: BootCache;
+  fixtures: Fixtures;
+  /** Set for a fixture build's session: where its builder's snapshot goes (fixture.built). */
+  fixtureOut?: string;
 }
 
 export class Session {
@@ -39,6 +44,10 @@ export class Session {
   private readonly _disks: SessionDisks;
   /** Snapshots written to the temp dir (vm:snapshot() with no path): transient, gone with the file. */
   private readonly _tempSnapshots = new Set<string>();
+  /** The VM that wrote each snapshot path (a fixture's builder returns one). */
+  private readonly _snapshotOwners = new Map<string, ManagedVm>();
+  /** Extracted fixtures: removed with the file; a restore from one is a `fixture_cache_hit`. */
+  private readonly _fixtureDirs = new Map<string, string>();
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
   private _nextVmId = 1;
@@ -208,6 +217,7 @@ export class Session {
         this._onVm(vmId, async (vm) => {
           const target = file ?? transientVmSnapshotPath();
           if (file === undefined) this._tempSnapshots.add(target);
+          this._snapshotOwners.set(target, vm);
           return this._snapshotVm(vm, target);
         }),
       'vm.restore': ({ vmId, path: file }) => this._onVm(vmId, async (vm) => (await this._restoreVm(vm, file), {})),
@@ -228,6 +238,42 @@ export class Session {
         return { path: target, bytes: saved.reduce((sum, r) => sum + r.bytes, 0), vms: vms.map((vm) => this._view(vm)) };
       },
       'lab.snapshot_info': async ({ path: dir }) => ({ manifest: await readLabManifest(dir) }),
+      'fixture.prepare': async ({ ref, kind }) => {
+        const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-fixture-use-'));
+        this._fixtureDirs.set(dir, ref);
+        const { manifest, key } = await this._deps.fixtures.materialize(ref, this.displayPath, dir);
+        this._fixtureDirs.set(dir, this._deps.fixtures.displayPathOf(key.file));
+        if (manifest.fixture !== kind) {
+          const other = kind === 'vm' ? `provium:lab_fixture("${ref}"): its builder returned provium:snapshot()` : `provium:vm_fixture("${ref}"): its builder returned vm:snapshot()`;
+          throw new BrokerError(`fixture \`${ref}\` is a ${manifest.fixture ?? 'lab'} fixture; use ${other}`);
+        }
+        return { path: dir, manifest };
+      },
+      'fixture.built': async ({ kind, path: snap }) => {
+        const out = this._deps.fixtureOut;
+        if (out === undefined) throw new BrokerError('only a *.fixture.lua returns a snapshot to keep; a test file cannot');
+        if (kind === 'lab') {
+          await copyLabSnapshot(snap, out);
+          const manifest = await readLabManifest(out);
+          await writeLabManifest(out, { ...manifest, fixture: 'lab' });
+          return empty;
+        }
+        const vm = this._snapshotOwners.get(snap);
+        if (!vm) throw new BrokerError(`${snap} was not written by vm:snapshot() in this fixture; return the Snapshot it gave`);
+        if (this._network.hasNics(vm)) {
+          throw new BrokerError(`vm \`${vm.name}\` is on a bridge: a vm fixture is one VM alone; return provium:snapshot() for a lab fixture with its bridges`);
+        }
+        const file = `${vm.name}.snap`;
+        await copyVmSnapshot(snap, path.join(out, file), this._disks.specsOf(vm).map((d) => d.id));
+        await writeLabManifest(out, {
+          version: 1,
+          lab: 'fixture',
+          fixture: 'vm',
+          vms: [{ name: vm.name, profile: vm.profile.name, state: 'booted', file, disks: this._disks.specsOf(vm) }],
+          bridges: [],
+        });
+        return empty;
+      },
       'lab.restore': async ({ path: dir, vms, bridges }) => {
         const manifest = await readLabManifest(dir);
         const vmOf = new Map(vms.map((v) => [v.name, this._vm(v.vmId)]));
@@ -256,6 +302,8 @@ export class Session {
           await this._restoreVm(vm, path.join(dir, v.file!));
           if (v.state === 'paused') await vm.pause();
         });
+        const fixture = this._fixtureDirs.get(dir);
+        if (fixture !== undefined) this._deps.bus.emit('fixture_cache_hit', { path: fixture });
         const bridgeViews = await Promise.all(manifest.bridges.map(async (b) => ({ bridgeId: bridgeOf.get(b.name)!, bridge: (await this._network.info(bridgeOf.get(b.name)!)).bridge, nics: this._network.nicViews(bridgeOf.get(b.name)!) })));
         return { vms: [...vmOf.values()].map((vm) => this._view(vm)), bridges: bridgeViews };
       },
@@ -373,6 +421,7 @@ export class Session {
       await this._network.close().catch(() => undefined);
       await this._disks.close().catch(() => undefined);
       await Promise.all([...this._tempSnapshots].map((f) => deleteSnapshot(f).catch(() => undefined)));
+      await Promise.all([...this._fixtureDirs.keys()].map((d) => rm(d, { recursive: true, force: true })));
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);
     })();

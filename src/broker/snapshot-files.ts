@@ -2,7 +2,8 @@
 // launch record `.json`, its console log, its disks' contents); a lab snapshot is a directory
 // holding `lab.json` and one VM snapshot per running VM. Only the broker touches them.
 
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { LabSnapshotManifest } from '../protocol/rpc.js';
@@ -77,4 +78,24 @@ export async function deleteSnapshot(p: string): Promise<void> {
   if (st && !meta) throw new BrokerError(`${p} is not a snapshot written by vm:snapshot (no ${sidecar} beside it); not deleting it`);
   const disks = (await ManagedVm.snapshotDevices(p)).flatMap((d) => (d.kind === 'disk' ? [diskFileOf(p, d.serial)] : []));
   await Promise.all([p, sidecar, consoleLogOf(p), ...disks].map((f) => rm(f, { force: true })));
+}
+
+/** Copies a VM snapshot with its sidecars (launch record, console log, the disks `diskIds`) to `to`. */
+export async function copyVmSnapshot(from: string, to: string, diskIds: string[]): Promise<void> {
+  const pairs: [string, string][] = [[from, to], [`${from}.json`, `${to}.json`], [consoleLogOf(from), consoleLogOf(to)]];
+  for (const id of diskIds) pairs.push([diskFileOf(from, id), diskFileOf(to, id)]);
+  // A clone where the file system can (the snapshot is tens of MB); a copy otherwise.
+  await Promise.all(pairs.map(([a, b]) => copyFile(a, b, constants.COPYFILE_FICLONE).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' && a !== from) return; // an optional sidecar
+    throw err;
+  })));
+}
+
+/** Copies a lab snapshot directory's files into `to` (lab.json last, so a reader never sees a partial one). */
+export async function copyLabSnapshot(from: string, to: string): Promise<void> {
+  await readLabManifest(from);
+  const names = (await readdir(from)).filter((n) => n !== kLabManifest);
+  await mkdir(to, { recursive: true });
+  await Promise.all(names.map((n) => copyFile(path.join(from, n), path.join(to, n), constants.COPYFILE_FICLONE)));
+  await copyFile(path.join(from, kLabManifest), path.join(to, kLabManifest));
 }

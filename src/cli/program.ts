@@ -15,6 +15,7 @@ import { imageInfo } from '../vmm/image.js';
 import { repoRoot } from '../vmm/paths.js';
 import { doctorCommand } from './doctor.js';
 import { eventsCommand } from './events-cmd.js';
+import { fixtureCommand, type FixtureAction } from './fixture-cmd.js';
 import { timingsMergeCommand } from './timings-cmd.js';
 import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './flags.js';
 import { imageBuildCommand } from './image-cmd.js';
@@ -72,11 +73,33 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
       .command('list')
       .description('print the files and tests a run with the same flags would run, with their tags')
       .argument('[paths...]', 'test files or directories'),
-  ).action(async (paths: string[], raw: RawFlags) => {
-    const config = await loadRunConfig(raw, io);
-    const options = toRunOptions(paths, { ...raw, progress: false, preflight: false }, config, io.env, io.cwd);
-    exitCode = await listSuite(options, io, makeDeps({ skipPreflight: true }));
-  });
+  )
+    .option('--fixtures', 'list the fixtures under the roots and their cache state instead of the tests')
+    .action(async (paths: string[], raw: RawFlags & { fixtures?: boolean }) => {
+      const config = await loadRunConfig(raw, io);
+      if (raw.fixtures) {
+        exitCode = await fixtureCommand('list', undefined, config, io);
+        return;
+      }
+      const options = toRunOptions(paths, { ...raw, progress: false, preflight: false }, config, io.env, io.cwd);
+      exitCode = await listSuite(options, io, makeDeps({ skipPreflight: true }));
+    });
+
+  const fixture = program.command('fixture').description('fixtures (*.fixture.lua under the roots) and their cache');
+  const fixtureAction = (action: FixtureAction, description: string, withTarget: boolean) => {
+    const cmd = fixture.command(action).description(description).option('--config <path>', 'the config file (default ./provium.toml)');
+    if (withTarget) cmd.argument('<fixture>', 'a fixture ref (db/fixtures/warm) or its *.fixture.lua path');
+    cmd.action(async (...args: unknown[]) => {
+      const target = withTarget ? (args[0] as string) : undefined;
+      const raw = (withTarget ? args[1] : args[0]) as { config?: string };
+      exitCode = await fixtureCommand(action, target, await loadRunConfig(raw as RawFlags, io), io);
+    });
+  };
+  fixtureAction('list', 'every fixture, cached or not, with its size and key', false);
+  fixtureAction('stale', 'the fixtures the next use would build, and what changed', false);
+  fixtureAction('build', 'build a fixture now unless its cache entry is current', true);
+  fixtureAction('rebuild', 'build a fixture again, replacing its cache entry', true);
+  fixtureAction('clean', 'empty the fixture cache', false);
 
   const image = program.command('image').description('guest images');
   image

@@ -27,6 +27,11 @@ export interface LuaClass<T extends object> {
   /** `obj.name = value` with the value at stack index 3; absent → assignment is an error. */
   readonly setField?: (self: T, name: string, a: Args) => void;
   readonly toString?: (self: T) => string;
+  /**
+   * Methods that also work called with a dot (`provium.vm_fixture(path)`, as the reference's
+   * reserved keys do): without a receiver they run on `receiver(rt)`.
+   */
+  readonly dotCalls?: { readonly names: readonly string[]; readonly receiver: (rt: BindingRuntime) => T };
 }
 
 /** File-scope settings (`provium.timeout = ...`) and one-shot state. */
@@ -54,6 +59,10 @@ export interface BindingRuntime {
   readonly fileConfig: FileConfig;
   /** Where resources created now are registered: the running test's scope, else the file's. */
   readonly currentScope: ResourceScope;
+  /** The file's root lab (`provium` at file scope): a Lab, typed loosely to keep args.ts below lab.ts. */
+  readonly rootLab: object;
+  /** Runs `fn` with resources registered at file scope. */
+  inFileScope<T>(fn: () => T): T;
   /** Registry ref of the value `t:skip` raises. */
   readonly skipSentinelRef: number;
   /** Pushes the userdata of `obj`; the same object always gives the same userdata. */

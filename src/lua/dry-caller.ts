@@ -88,6 +88,17 @@ export class DryCaller implements Caller {
         return {};
       case 'lab.barrier':
         return { released: true };
+      case 'fixture.prepare': {
+        // Listing runs no build: a placeholder of the kind asked for, with one VM to hand back.
+        const kind = (args as { kind: 'vm' | 'lab' }).kind;
+        return { path: '', manifest: { version: 1, lab: 'dry', fixture: kind, vms: kind === 'vm' ? [{ name: 'fixture', profile: 'minimal', state: 'booted', file: null, disks: [] }] : [], bridges: [] } };
+      }
+      case 'lab.restore':
+        return { vms: [], bridges: [] };
+      case 'lab.snapshot':
+        return { path: '', bytes: 0, vms: [] };
+      case 'lab.snapshot_info':
+        return { manifest: { version: 1, lab: 'dry', vms: [], bridges: [] } };
       default:
         return undefined;
     }

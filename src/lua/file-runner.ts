@@ -16,9 +16,10 @@ import { LuaRuntime } from './runtime.js';
 import { installSandbox } from './sandbox.js';
 import { ResourceScope } from './scope.js';
 import { TestRunner } from './test-runner.js';
-import { key } from './values.js';
+import { LabSnapshotClass, SnapshotClass } from './snapshot.js';
+import { key, typeName } from './values.js';
 
-export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly'>;
+export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly' | 'fixture'>;
 
 export function runFile(task: FileRunInput, caller: Caller, report: (report: FileReport) => void): void {
   const fatalErrors: FatalError[] = [];
@@ -58,7 +59,11 @@ export function runFile(task: FileRunInput, caller: Caller, report: (report: Fil
       fatalErrors.push({ message: syntaxError, ...withLocation(locationFromMessage(syntaxError)) });
       return;
     }
-    const failure = rt.callProtected(0, 0);
+    const failure = rt.callProtected(0, task.fixture ? 1 : 0);
+    if (task.fixture && !failure) {
+      keepFixtureSnapshot(rt, runner, task.displayPath, fatalErrors);
+      return;
+    }
     // What registered before an error is still declared (listing shows it; a run reports it).
     runner.declare();
     if (failure) {
@@ -98,6 +103,31 @@ export function runFile(task: FileRunInput, caller: Caller, report: (report: Fil
     }
     // 5. The one end of the file, however it ended.
     report({ type: 'file_done', fatalErrors });
+  }
+}
+
+/**
+ * A fixture's builder: the chunk's one result must be a Snapshot (vm:snapshot()) or a LabSnapshot
+ * (provium:snapshot()), which the broker keeps as the fixture; a fixture declares no tests.
+ */
+function keepFixtureSnapshot(rt: LuaRuntime, runner: TestRunner, displayPath: string, fatalErrors: FatalError[]): void {
+  const vmSnap = rt.toObject(rt.L, -1, SnapshotClass);
+  const labSnap = vmSnap ? undefined : rt.toObject(rt.L, -1, LabSnapshotClass);
+  const got = typeName(rt.L, -1);
+  lua.lua_pop(rt.L, 1);
+  if (runner.tests.length > 0) {
+    fatalErrors.push({ message: `${displayPath}: a fixture declares no tests (found test \`${runner.tests[0]!.name}\`); put tests in a *.test.lua file` });
+    return;
+  }
+  const snap = vmSnap ?? labSnap;
+  if (!snap) {
+    fatalErrors.push({ message: `${displayPath}: a fixture must end with \`return vm:snapshot()\` or \`return provium:snapshot()\`; it returned ${got}` });
+    return;
+  }
+  try {
+    rt.rpc.call('fixture.built', { kind: vmSnap ? 'vm' : 'lab', path: snap.path });
+  } catch (err) {
+    fatalErrors.push({ message: `${displayPath}: ${(err as Error).message}` });
   }
 }
 

@@ -3,7 +3,7 @@
 // parent chain. lab:boot() posts every boot at once (SyncCaller.callMany) so VMs boot together.
 
 import { lua, type lua_State } from 'fengari';
-import type { BootOptions, RpcArgs, RpcReply } from '../protocol/rpc.js';
+import type { BootOptions, LabSnapshotManifest, RpcArgs, RpcReply } from '../protocol/rpc.js';
 import { R, type Args, type BindingRuntime, type LuaClass, type Method } from './args.js';
 import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
@@ -132,16 +132,10 @@ function passThrough(fnName: 'pack' | 'unpack'): Method<Lab> {
     lua.lua_getglobal(L, 'string');
     lua.lua_getfield(L, -1, fnName);
     lua.lua_remove(L, -2);
-    lua.lua_insert(L, 2);
-    // Stack: receiver, function, fmt, values...; results replace everything above the receiver.
-    lua.lua_call(L, lua.lua_gettop(L) - 2, lua.LUA_MULTRET);
-    return lua.lua_gettop(L) - 1;
-  };
-}
-
-function notYet(what: string): Method<Lab> {
-  return (_lab, a) => {
-    throw a.error(`${what} are not supported yet in this build`);
+    lua.lua_insert(L, a.base + 1);
+    // Stack: [receiver,] function, fmt, values...; results replace everything above the receiver.
+    lua.lua_call(L, lua.lua_gettop(L) - a.base - 1, lua.LUA_MULTRET);
+    return lua.lua_gettop(L) - a.base;
   };
 }
 
@@ -359,12 +353,47 @@ export const LabClass: LuaClass<Lab> = {
       const snap = a.rt.toObject(a.L, a.idx(1), LabSnapshotClass);
       const dir = snap ? snap.path : a.string(1, 'snapshot (a LabSnapshot or its directory)');
       a.noMoreThan(1, 'lab:restore(snap_or_dir)');
-      restoreLab(lab, a, dir);
+      let manifest;
+      try {
+        manifest = a.rt.rpc.call('lab.snapshot_info', { path: dir }).manifest;
+      } catch (err) {
+        throw a.error((err as Error).message);
+      }
+      restoreLab(lab, a, dir, manifest);
       return pushSelf(a);
     },
-    vm_fixture: notYet('fixtures'),
-    lab_fixture: notYet('fixtures'),
+    /** provium:vm_fixture(path, name?) / provium.vm_fixture(path): a booted VM from the fixture, at file scope. */
+    vm_fixture(_lab, a) {
+      const ref = a.string(1, 'path');
+      const name = a.isNil(2) ? undefined : a.string(2, 'name');
+      a.noMoreThan(2, 'provium:vm_fixture(path, name?)');
+      const root = a.rt.rootLab as Lab;
+      const { path: dir, manifest } = prepareFixture(a, ref, 'vm');
+      const saved = manifest.vms[0]!;
+      // The file root, whichever scope asked: a fixture's VM lives until the file ends.
+      const vm = a.rt.inFileScope(() => {
+        const created = createVm(root, a, name ?? freeName(root, saved.name), saved.profile, {});
+        restoreLab(root, a, dir, manifest, new Map([[saved.name, created]]));
+        return created;
+      });
+      a.rt.push(VmClass, vm, a.L);
+      return 1;
+    },
+    /** provium:lab_fixture(path) / provium.lab_fixture(path): a new sub-lab holding the fixture's VMs and bridges. */
+    lab_fixture(lab, a) {
+      const ref = a.string(1, 'path');
+      a.noMoreThan(1, 'provium:lab_fixture(path)');
+      const { path: dir, manifest } = prepareFixture(a, ref, 'lab');
+      const name = lab.nextAutoName();
+      const sub = new Lab(a.rt, name, `${lab.path}/${name}`, null);
+      sub.owner = lab;
+      lab.subLabs.set(name, sub);
+      restoreLab(sub, a, dir, manifest);
+      a.rt.push(LabClass, sub, a.L);
+      return 1;
+    },
   },
+  dotCalls: { names: ['vm_fixture', 'lab_fixture', 'pack', 'unpack'], receiver: (rt) => rt.rootLab as Lab },
   getField(lab, name, L) {
     const config = lab.rt.fileConfig;
     if (name === 'timeout') {
@@ -443,14 +472,8 @@ function createBridge(lab: Lab, a: Args, name: string, subnet: string | undefine
 }
 
 /** Restores the lab snapshot at `dir` onto `lab`: its VMs and bridges by name, created when absent. */
-export function restoreLab(lab: Lab, a: Args, dir: string): { vms: Vm[]; bridges: Bridge[] } {
-  let manifest;
-  try {
-    manifest = a.rt.rpc.call('lab.snapshot_info', { path: dir }).manifest;
-  } catch (err) {
-    throw a.error((err as Error).message);
-  }
-  const vms = manifest.vms.map((v) => lab.vms.get(v.name) ?? createVm(lab, a, v.name, v.profile, {}));
+export function restoreLab(lab: Lab, a: Args, dir: string, manifest: LabSnapshotManifest, preset: Map<string, Vm> = new Map()): { vms: Vm[]; bridges: Bridge[] } {
+  const vms = manifest.vms.map((v) => preset.get(v.name) ?? lab.vms.get(v.name) ?? createVm(lab, a, v.name, v.profile, {}));
   const bridges = manifest.bridges.map((b) => {
     const own = lab.bridges.get(b.name);
     return own && !own.closed ? own : createBridge(lab, a, b.name, b.subnet, b.addressing);
@@ -459,7 +482,8 @@ export function restoreLab(lab: Lab, a: Args, dir: string): { vms: Vm[]; bridges
   try {
     reply = a.rt.rpc.call('lab.restore', {
       path: dir,
-      vms: vms.map((vm) => ({ name: vm.name, vmId: vm.vmId })),
+      // By the names the snapshot knows them by (a fixture's VM may be named otherwise here).
+      vms: vms.map((vm, i) => ({ name: manifest.vms[i]!.name, vmId: vm.vmId })),
       bridges: bridges.map((b) => ({ name: b.name, bridgeId: b.bridgeId })),
     });
   } catch (err) {
@@ -476,6 +500,24 @@ export function restoreLab(lab: Lab, a: Args, dir: string): { vms: Vm[]; bridges
     }
   }
   return { vms, bridges };
+}
+
+/** The fixture `ref` as a lab snapshot directory of this file's (built first when needed). */
+function prepareFixture(a: Args, ref: string, kind: 'vm' | 'lab'): RpcReply<'fixture.prepare'> {
+  try {
+    return a.rt.rpc.call('fixture.prepare', { ref, kind });
+  } catch (err) {
+    throw a.error((err as Error).message);
+  }
+}
+
+/** `base`, or `base_2`, `base_3`, … when the lab already has that name. */
+function freeName(lab: Lab, base: string): string {
+  const taken = (n: string) => lab.findVm(n) !== undefined || lab.findSubLab(n) !== undefined;
+  if (!taken(base)) return base;
+  let i = 2;
+  while (taken(`${base}_${i}`)) i++;
+  return `${base}_${i}`;
 }
 
 function pushSelf(a: Args): number {

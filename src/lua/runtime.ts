@@ -55,6 +55,17 @@ export class LuaRuntime implements BindingRuntime {
   fileScope!: ResourceScope<Vm>;
   currentTest: TestContext | null = null;
   readonly fileConfig: FileConfig = { resetBetweenTests: false, claimTaken: false };
+
+  /** Runs `fn` with resources registered at file scope (a fixture's VMs live until the file ends). */
+  inFileScope<T>(fn: () => T): T {
+    const was = this.currentScope;
+    this.currentScope = this.fileScope;
+    try {
+      return fn();
+    } finally {
+      this.currentScope = was;
+    }
+  }
   /** Registry ref of the value `t:skip` raises. */
   skipSentinelRef = 0;
 
@@ -208,6 +219,10 @@ export class LuaRuntime implements BindingRuntime {
     const label = `${cls.selfName}:${name}`;
     return (L) => {
       const self = this.toObject(L, 1, cls);
+      if (!self && cls.dotCalls?.names.includes(name)) {
+        const dotLabel = `${cls.selfName}.${name}`;
+        return this.protect(L, dotLabel, () => method(cls.dotCalls!.receiver(this), new Args(this, L, dotLabel, 0)));
+      }
       if (!self) return raise(L, `${label}: call it with a colon, as ${label}(...) (got ${typeName(L, 1)} as self)`);
       return this.protect(L, label, () => method(self, new Args(this, L, label, 1)));
     };

@@ -146,6 +146,8 @@ export interface BridgePolicy {
 export interface LabSnapshotManifest {
   version: 1;
   lab: string;
+  /** Set in a fixture's entry: what its builder returned (vm:snapshot() or provium:snapshot()). */
+  fixture?: 'vm' | 'lab';
   /** Every direct VM; `file` (beside lab.json) is null for a VM that was not running. */
   vms: { name: string; profile: string; state: VmState; file: string | null; disks: DiskSpec[] }[];
   bridges: {
@@ -285,6 +287,10 @@ export interface RpcOps {
     args: { path: string; vms: { name: string; vmId: number }[]; bridges: { name: string; bridgeId: number }[] };
     reply: { vms: VmView[]; bridges: { bridgeId: number; bridge: BridgeView; nics: { vmId: number; nic: NicView }[] }[] };
   };
+  /** A fixture's builder returned this snapshot (only in a fixture build's session). */
+  'fixture.built': { args: { kind: 'vm' | 'lab'; path: string }; reply: Record<string, never> };
+  /** The fixture `ref`, built when needed, as a lab snapshot directory of this file's to restore. */
+  'fixture.prepare': { args: { ref: string; kind: 'vm' | 'lab' }; reply: { path: string; manifest: LabSnapshotManifest } };
   /** Tear down everything the given VMs and bridges own (scope end). */
   'scope.close': { args: { vmIds: number[]; bridgeIds?: number[] }; reply: { vms: VmView[] } };
 }

@@ -29,6 +29,8 @@ export interface FileTask {
   retries: number;
   /** Collect the file's tests without running them (`provium list`). */
   listOnly: boolean;
+  /** Run the file as a fixture's builder: its chunk returns the snapshot to keep, and it has no tests. */
+  fixture?: boolean;
   /** The broker end of this file's session. */
   port: MessagePort;
   signalBuffer: SharedArrayBuffer;

@@ -15,6 +15,8 @@ import { attachFileSink, attachSocketSink, attachStreamSink, type EventSinkHandl
 import { EVENTS_PROTOCOL_VERSION } from '../protocol/events.js';
 import type { TestSelection } from '../protocol/task.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
+import { fixtureBuilder } from './fixture-builds.js';
+import { displayPathOf } from './discovery.js';
 import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import type { RunOutputs } from './reporter.js';
@@ -177,8 +179,14 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       unavailableProfiles: config.unavailableProfiles,
       resources: sizing.total,
       cacheDir: config.cacheDir,
+      cacheMaxBytes: config.cacheMaxSizeBytes,
+      roots: config.roots,
+      displayPathOf: (file) => displayPathOf(file, io.cwd),
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
+    broker.setFixtureBuilder?.(
+      fixtureBuilder({ broker, createWorkerPool: deps.createWorkerPool, workerFile: deps.workerFile, roots: config.roots, selection: options.selection, timeoutMs: options.timeoutMs }),
+    );
     workers = deps.createWorkerPool({ threads, workerFile: deps.workerFile });
     dispatcher = new Dispatcher({
       files,

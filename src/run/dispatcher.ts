@@ -15,7 +15,7 @@ import type { Reporter } from './reporter.js';
 
 /** What the dispatcher needs of the broker: its public session interface (src/broker/broker.ts). */
 export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close' | 'seed'> &
-  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState'>>;
+  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState' | 'setFixtureBuilder'>>;
 
 /** What the dispatcher needs of piscina. */
 export interface WorkerPool {

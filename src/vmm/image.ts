@@ -10,9 +10,10 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
+import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
 import { agentBinaryPath, downloadsDir, imageDir, profileScript } from './paths.js';
 
 const kProfile = 'minimal';
@@ -104,7 +105,7 @@ export async function buildImage(opts: BuildImageOptions = {}): Promise<BuiltIma
 
   // 2. Serialize builders (two CLI runs, or setup.sh racing a test run), then check again:
   //    the other builder may have just produced what we need.
-  const release = await acquireLock(`${dir}.lock`, log);
+  const release = await lockImage(`${dir}.lock`, log);
   try {
     if (!opts.force) {
       const fresh = await checkFresh(dir, agentPath, () => {});
@@ -320,44 +321,18 @@ function missingAgent(path: string): ImageBuildError {
   return new ImageBuildError(`the guest agent binary ${path} does not exist — build it with \`make -C agent\` (or \`npm run build\`), or point PROVIUM_AGENT_BIN at one`);
 }
 
-/** A lock file holding the owner's pid; a dead owner's lock is taken over. */
-async function acquireLock(path: string, log: (line: string) => void): Promise<() => Promise<void>> {
-  await mkdir(join(path, '..'), { recursive: true });
-  const deadline = Date.now() + kLockWaitMs;
-  let told = false;
-  for (;;) {
-    try {
-      const fh = await open(path, 'wx');
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return async () => { await rm(path, { force: true }); };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isFinite(owner) ? !isAlive(owner) : await olderThan(path, 10_000)) {
-      // Stale: the owner died mid-build (or never wrote its pid). Remove and retry the create.
-      await rm(path, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new ImageBuildError(`waited ${kLockWaitMs / 60_000} min for another image build (pid ${owner}, lock ${path}) — stop it or remove the lock`);
-    }
-    if (!told) { log(`waiting for another image build (pid ${owner})`); told = true; }
-    await new Promise((r) => setTimeout(r, kLockPollMs));
-  }
-}
-
-async function olderThan(path: string, ms: number): Promise<boolean> {
-  const st = await stat(path).catch(() => undefined);
-  return st !== undefined && Date.now() - st.mtimeMs > ms;
-}
-
-function isAlive(pid: number): boolean {
+/** The build lock of the image (src/vmm/file-lock.ts); a timeout keeps this module's error class. */
+async function lockImage(path: string, log: (line: string) => void): Promise<() => Promise<void>> {
   try {
-    process.kill(pid, 0);
-    return true;
+    return await acquireFileLock(path, {
+      holder: `image build of \`${kProfile}\``,
+      onWait: (heldBy) => log(`waiting for another image build (pid ${heldBy.pid})`),
+      timeoutMs: kLockWaitMs,
+      pollMs: kLockPollMs,
+    });
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if (!(e instanceof FileLockTimeoutError)) throw e;
+    throw new ImageBuildError(`waited ${kLockWaitMs / 60_000} min for another image build (pid ${e.heldBy.pid}, ` +
+      `lock ${path}) — stop it or remove the lock`, { cause: e });
   }
 }
