@@ -150,6 +150,7 @@ export class Broker {
   close(): Promise<void> {
     this._closed ??= (async () => {
       await Promise.all([...this._sessions.keys()].map((id) => this.closeSession(id)));
+      await this._fixtures.close();
     })();
     return this._closed;
   }

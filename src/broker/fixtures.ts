@@ -62,6 +62,8 @@ export class Fixtures {
   private readonly _cache: FixtureCache;
   private _builder: FixtureBuilder | undefined;
   private _extra: Promise<string[]> | undefined;
+  /** Each entry this run restores from, extracted once, by key. */
+  private readonly _extracted = new Map<string, Promise<string>>();
   /** Builds that failed in this run, by key: later users fail at once with the same error. */
   private readonly _failed = new Map<string, string>();
 
@@ -128,25 +130,46 @@ export class Fixtures {
   }
 
   /**
-   * The fixture `ref`, built if no valid entry exists, extracted into `intoDir` (a lab snapshot
-   * directory). `requestedBy` (a file's display path) is shown to other builders who wait.
+   * The fixture `ref`, built if no valid entry exists, as a lab snapshot directory to restore
+   * from. One extraction per entry serves the whole run: restores only read it. `requestedBy` (a
+   * file's display path) is shown to other builders who wait.
    */
-  async materialize(ref: string, requestedBy: string, intoDir: string): Promise<{ manifest: LabSnapshotManifest; key: FixtureKey }> {
+  async materialize(ref: string, requestedBy: string): Promise<{ dir: string; manifest: LabSnapshotManifest; key: FixtureKey }> {
     const key = await this._key(ref);
+    let extracted = this._extracted.get(key.key);
+    if (!extracted) {
+      extracted = this._extract(key, requestedBy);
+      this._extracted.set(key.key, extracted);
+      // A failed extraction is not kept: the next user tries again.
+      extracted.catch(() => this._extracted.delete(key.key));
+    }
+    const dir = await extracted;
+    return { dir, manifest: await readLabManifest(dir), key };
+  }
+
+  /** Removes this run's extracted entries. */
+  async close(): Promise<void> {
+    const dirs = await Promise.all([...this._extracted.values()].map((p) => p.catch(() => undefined)));
+    this._extracted.clear();
+    await Promise.all(dirs.map((d) => (d ? rm(d, { recursive: true, force: true }) : undefined)));
+  }
+
+  private async _extract(key: FixtureKey, requestedBy: string): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       const entry = await this._entry(key, requestedBy);
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-fixture-'));
       try {
-        await this._cache.extract(entry, intoDir);
+        await this._cache.extract(entry, dir);
+        return dir;
       } catch (err) {
+        await rm(dir, { recursive: true, force: true });
         // A corrupt entry is gone now (the cache removed it): build it again, once.
         if (err instanceof FixtureCorruptError && attempt === 0) {
-          process.emitWarning(`fixture \`${ref}\`: ${err.message}; rebuilding it`);
-          await rm(intoDir, { recursive: true, force: true });
+          process.emitWarning(`fixture \`${key.ref}\`: ${err.message}; rebuilding it`);
           continue;
         }
         throw err;
       }
-      return { manifest: await readLabManifest(intoDir), key };
     }
   }
 

@@ -3,8 +3,7 @@
 // VM carries the broker's view of it (`VmView`): the Lua side never guesses a VM's state.
 
 import { constants } from 'node:fs';
-import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
@@ -46,7 +45,7 @@ export class Session {
   private readonly _tempSnapshots = new Set<string>();
   /** The VM that wrote each snapshot path (a fixture's builder returns one). */
   private readonly _snapshotOwners = new Map<string, ManagedVm>();
-  /** Extracted fixtures: removed with the file; a restore from one is a `fixture_cache_hit`. */
+  /** Fixture directories this file restores from (the broker's, shared): a restore from one is a `fixture_cache_hit`. */
   private readonly _fixtureDirs = new Map<string, string>();
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
@@ -239,9 +238,7 @@ export class Session {
       },
       'lab.snapshot_info': async ({ path: dir }) => ({ manifest: await readLabManifest(dir) }),
       'fixture.prepare': async ({ ref, kind }) => {
-        const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-fixture-use-'));
-        this._fixtureDirs.set(dir, ref);
-        const { manifest, key } = await this._deps.fixtures.materialize(ref, this.displayPath, dir);
+        const { dir, manifest, key } = await this._deps.fixtures.materialize(ref, this.displayPath);
         this._fixtureDirs.set(dir, this._deps.fixtures.displayPathOf(key.file));
         if (manifest.fixture !== kind) {
           const other = kind === 'vm' ? `provium:lab_fixture("${ref}"): its builder returned provium:snapshot()` : `provium:vm_fixture("${ref}"): its builder returned vm:snapshot()`;
@@ -421,7 +418,6 @@ export class Session {
       await this._network.close().catch(() => undefined);
       await this._disks.close().catch(() => undefined);
       await Promise.all([...this._tempSnapshots].map((f) => deleteSnapshot(f).catch(() => undefined)));
-      await Promise.all([...this._fixtureDirs.keys()].map((d) => rm(d, { recursive: true, force: true })));
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);
     })();
