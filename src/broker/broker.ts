@@ -15,6 +15,7 @@ import { BootCache } from './boot-cache.js';
 import { ResourcePool } from './resources.js';
 import { Fixtures, type FixtureBuilder } from './fixtures.js';
 import { Session } from './session.js';
+import { WarmPool } from './warm-pool.js';
 
 export { sizePool, type PoolSizing } from './resources.js';
 export type { SchedulerView } from './barriers.js';
@@ -37,6 +38,8 @@ export interface BrokerOptions {
   roots?: string[];
   /** How reports show a path; defaults to relative to the cwd. */
   displayPathOf?: (file: string) => string;
+  /** Keep restored spares running for the next boots (default true; --no-warm-pool). */
+  warmPool?: boolean;
   /** The run's seed for every random fault decision (network drops, jitter); printed so `--seed` replays it. */
   seed?: bigint;
 }
@@ -57,6 +60,8 @@ export class Broker {
   private readonly _pool: ResourcePool;
   private readonly _barriers = new Barriers();
   private readonly _fixtures: Fixtures;
+  private readonly _warm: WarmPool;
+  private _scheduler: SchedulerView = { slots: 1, queued: () => 0 };
   private _subnets = 0;
   /** The run's seed (given, or drawn at random). */
   readonly seed: bigint;
@@ -65,6 +70,8 @@ export class Broker {
     this._bootCache = new BootCache(_opts.cacheDir);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
     this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();
+    this._warm = new WarmPool({ pool: this._pool, bootCache: this._bootCache, enabled: _opts.warmPool ?? true, scheduler: () => this._scheduler });
+    this._pool.setReclaimer(() => this._warm.reclaim());
     this._fixtures = new Fixtures({
       bus: _opts.bus,
       cacheDir: _opts.cacheDir,
@@ -102,6 +109,7 @@ export class Broker {
       seed: this.seed,
       nextSubnetIndex: () => this._subnets++,
       fixtures: this._fixtures,
+      warm: this._warm,
       ...(file.fixtureOut !== undefined ? { fixtureOut: file.fixtureOut } : {}),
     };
     const session = new Session(this._nextSessionId++, file.path, file.displayPath, deps, onReport);
@@ -130,6 +138,7 @@ export class Broker {
 
   /** What the scheduler still plans to run, for the barriers' never-fill checks. */
   setScheduler(view: SchedulerView): void {
+    this._scheduler = view;
     this._barriers.setScheduler(view);
   }
 
@@ -149,6 +158,7 @@ export class Broker {
    */
   close(): Promise<void> {
     this._closed ??= (async () => {
+      await this._warm.close();
       await Promise.all([...this._sessions.keys()].map((id) => this.closeSession(id)));
       await this._fixtures.close();
     })();

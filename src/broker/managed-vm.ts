@@ -24,11 +24,20 @@ import { ConsoleLink } from './streams.js';
 /** What a VM needs from the session that owns it. */
 export interface VmOwner {
   bus: EventBus;
-  pool: ResourcePool;
+  pool: Pick<ResourcePool, 'acquire'>;
+  /** Running spares to take instead of restoring (absent for the pool's own spares). */
+  warm?: SpareSource;
   sessionId: number;
   /** The test file, as reports show it. */
   displayPath: string;
   bootCache: BootCache;
+}
+
+/** What a boot needs of the warm pool (warm-pool.ts): a running spare of its key, and to say it booted one. */
+export interface SpareSource {
+  readonly enabled: boolean;
+  take(key: string): ManagedVm | undefined;
+  keep(key: string, profile: Profile, boot: BootOptions): void;
 }
 
 const CONSOLE_EXCERPT_BYTES = 4096;
@@ -104,6 +113,7 @@ export class ManagedVm {
       cpus,
     });
     let restored = false;
+    let pooled = false;
     try {
       // 2. Build the launch; per-boot files make it uncacheable.
       const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes, cpus };
@@ -115,8 +125,21 @@ export class ManagedVm {
       const timeoutMs = opts.agentTimeoutMs ?? this.profile.agentTimeoutMs;
       const cache = this._owner.bootCache;
       const key = await cache.key(spec, qemuBinary());
-      // 3. Restore the boot snapshot of this key when there is one, else boot cold and save one.
-      const snapshot = key ? await cache.lookup(key) : undefined;
+      // 3. Take a running spare of this key (the warm pool), else restore the boot snapshot of
+      //    this key when there is one, else boot cold and save one. A seeded boot needs its own
+      //    QEMU (-seed): never a spare.
+      const warm = this._owner.warm;
+      const spare = key && warm?.enabled && spec.rngSeed === undefined ? warm.take(key) : undefined;
+      if (warm?.enabled && key) {
+        if (spare) this._owner.bus.emit('pool_hit', { file: this._owner.displayPath, vm_name: this.name });
+        else this._owner.bus.emit('pool_miss', { file: this._owner.displayPath, vm_name: this.name, reason: spec.rngSeed !== undefined ? 'rng_seed' : 'no spare ready' });
+      }
+      if (spare) {
+        this._adopt(spare);
+        pooled = true;
+        restored = true;
+      }
+      const snapshot = key && !spare ? await cache.lookup(key) : undefined;
       const stopAndKeepResources = async () => {
         await this._finish('created');
         this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: memoryBytes, cpus });
@@ -142,9 +165,11 @@ export class ManagedVm {
           restored = true;
         }
       }
-      // 4. Clones must not share random state or a stale clock.
-      if (restored) await this._afterRestore(opts);
+      // 4. Clones must not share random state or a stale clock (a spare had both done when it
+      //    was restored; its clock has run since). Then spares of this key for the next files.
+      if (restored && (!pooled || opts.initialTime !== undefined)) await this._afterRestore(opts);
       this._launched = spec;
+      if (key && spec.rngSeed === undefined) warm?.keep(key, this.profile, spareBootOptions(opts));
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const tail = await this._consoleTailSafe();
@@ -166,6 +191,57 @@ export class ManagedVm {
       restored,
     });
     return { bootMs, restored };
+  }
+
+  /**
+   * A warm-pool spare: restored from the boot snapshot of `key` (never a cold boot), reseeded,
+   * its clock set, and one command run so its first real one does not pay for a cold TCG
+   * translation cache.
+   */
+  async bootSpare(opts: BootOptions, key: string): Promise<void> {
+    const memoryBytes = opts.memoryBytes ?? this.profile.memoryBytes;
+    const cpus = opts.cpus ?? this.profile.cpus;
+    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: memoryBytes, cpus });
+    try {
+      const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes, cpus };
+      if (opts.kernelCmdline !== undefined) spec.cmdlineReplace = opts.kernelCmdline;
+      if (opts.kernelCmdlineAppend !== undefined) spec.cmdlineAppend = opts.kernelCmdlineAppend;
+      const cache = this._owner.bootCache;
+      const snapshot = (await cache.key(spec, qemuBinary())) === key ? await cache.lookup(key) : undefined;
+      if (!snapshot) throw new Error(`no boot snapshot of key ${key}`);
+      await this._restoreFrom(spec, snapshot, opts.agentTimeoutMs ?? this.profile.agentTimeoutMs);
+      await this._afterRestore({});
+      await this._agent!.request('exec', { argv: ['/bin/sh', '-c', 'true'], env: {}, env_clear: false, stdin: new Uint8Array() }, { timeoutMs: 10_000 });
+      this._launched = spec;
+    } catch (err) {
+      await this._finish('created');
+      throw err;
+    }
+    this._started();
+  }
+
+  /** Takes a spare's running guest over: its QEMU, agent link and console become this VM's. */
+  private _adopt(spare: ManagedVm): void {
+    const qemu = spare._qemu!;
+    const agent = spare._agent!;
+    // The spare lets go first: its exit and link watchers then ignore this guest.
+    spare._qemu = undefined;
+    spare._agent = undefined;
+    spare.state = 'shutdown';
+    spare.dropResources();
+    this._stopping = false;
+    this._qemu = qemu;
+    this._agent = agent;
+    qemu.rename(this.name);
+    this._watchExit(qemu);
+    agent.on('closed', (reason: string) => void this._onAgentClosed(qemu, reason));
+  }
+
+  /** Gives the VM's pool room back now (a spare being reclaimed: a file waits for that room). */
+  dropResources(): void {
+    const release = this._releaseResources;
+    this._releaseResources = undefined;
+    release?.();
   }
 
   /** A new guest runs: a new cid and generation, nothing of the previous one survives. */
@@ -670,4 +746,15 @@ async function writeFilesArchive(files: BootFile[]): Promise<string> {
   const file = path.join(dir, 'files.cpio');
   await writeFile(file, buildFilesCpio(files), { mode: 0o600 });
   return file;
+}
+
+/** What a spare of a boot needs: the launch, not the per-boot values (seed, time, disks). */
+function spareBootOptions(opts: BootOptions): BootOptions {
+  const out: BootOptions = {};
+  if (opts.memoryBytes !== undefined) out.memoryBytes = opts.memoryBytes;
+  if (opts.cpus !== undefined) out.cpus = opts.cpus;
+  if (opts.kernelCmdline !== undefined) out.kernelCmdline = opts.kernelCmdline;
+  if (opts.kernelCmdlineAppend !== undefined) out.kernelCmdlineAppend = opts.kernelCmdlineAppend;
+  if (opts.agentTimeoutMs !== undefined) out.agentTimeoutMs = opts.agentTimeoutMs;
+  return out;
 }

@@ -67,6 +67,7 @@ export class ResourcePool {
   private _used: ResourceAmount = kZero;
   private readonly _sessions = new Map<number, Holding>();
   private readonly _queue: Waiter[] = [];
+  private _reclaim: (() => boolean) | undefined;
 
   constructor(
     total: ResourceAmount,
@@ -133,6 +134,31 @@ export class ResourcePool {
       this._used = sub(this._used, need);
       this._pump();
     };
+  }
+
+  /**
+   * Takes `amount` only if it fits now and nobody waits (the warm pool's spares: they must never
+   * make a file wait). The holder's id is its own; release like acquire's.
+   */
+  tryAcquire(sessionId: number, path: string, amount: ResourceAmount): (() => void) | undefined {
+    if (!validAmount(amount) || this._queue.length > 0 || !fits(amount, sub(this._total, this._used))) return undefined;
+    const holding = this._holding(sessionId, path);
+    this._used = add(this._used, amount);
+    holding.fromPool = add(holding.fromPool, amount);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (this._sessions.get(sessionId) !== holding) return;
+      holding.fromPool = sub(holding.fromPool, amount);
+      this._used = sub(this._used, amount);
+      this._pump();
+    };
+  }
+
+  /** Called when a file must wait: frees room held for later (warm spares); true when it freed some. */
+  setReclaimer(reclaim: () => boolean): void {
+    this._reclaim = reclaim;
   }
 
   /**
@@ -206,6 +232,7 @@ export class ResourcePool {
   }
 
   private _take(sessionId: number, path: string, need: ResourceAmount, signal?: AbortSignal): Promise<void> {
+    if (this._queue.length === 0) this._reclaimFor(need);
     // FIFO: nobody overtakes a waiter, so a big request is never starved.
     if (this._queue.length === 0 && fits(need, sub(this._total, this._used))) {
       this._used = add(this._used, need);
@@ -241,6 +268,13 @@ export class ResourcePool {
       }
       this._breakDeadlock();
     });
+  }
+
+  /** Room held for later (warm spares) goes before anyone waits; a reclaim returns it synchronously. */
+  private _reclaimFor(need: ResourceAmount): void {
+    while (!fits(need, sub(this._total, this._used)) && this._reclaim?.()) {
+      // One spare's room came back; look again.
+    }
   }
 
   /**

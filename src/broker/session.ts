@@ -9,7 +9,7 @@ import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
-import { ManagedVm } from './managed-vm.js';
+import { ManagedVm, type SpareSource } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { Fixtures } from './fixtures.js';
 import type { AgentOp } from '../protocol/agent.js';
@@ -33,6 +33,7 @@ export interface SessionDeps {
   unavailableProfiles?: Record<string, string>;
   bootCache: BootCache;
   fixtures: Fixtures;
+  warm?: SpareSource;
   /** Set for a fixture build's session: where its builder's snapshot goes (fixture.built). */
   fixtureOut?: string;
 }

@@ -34,6 +34,8 @@ export interface RawFlags {
   retries?: string;
   seed?: string;
   failFast?: boolean;
+  /** commander's --no-warm-pool: false. */
+  warmPool?: boolean;
   verbose?: boolean;
   quiet?: boolean;
   json?: boolean;
@@ -83,6 +85,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--retries <n>', 'rerun a failed test up to N times; a later pass is reported flaky', '0')
     .option('--seed <n>', 'the seed of every random fault decision (network drops, jitter); a run prints its seed, and the same seed replays it')
     .option('--fail-fast', 'stop starting files after the first failure')
+    .option('--no-warm-pool', 'restore every VM when it boots instead of keeping restored spares running ahead')
     .option('--junit <file>', 'write a JUnit XML report to FILE')
     .option('--no-progress', 'plain lines even on an interactive terminal')
     .option('--save-events <file>', 'write the event stream (msgpack frames) to FILE')
@@ -140,6 +143,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
     timeoutMs: unit('--timeout', () => parseDuration(raw.timeout ?? '300', '--timeout')),
     retries: integer('--retries', raw.retries ?? '0', 0, 100)!,
     failFast: raw.failFast === true,
+    warmPool: raw.warmPool !== false,
     verbosity: raw.verbose ? 'verbose' : raw.quiet ? 'quiet' : 'normal',
     json: raw.json === true,
     progress: raw.progress !== false,

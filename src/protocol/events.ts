@@ -56,6 +56,10 @@ export interface EventPayloads {
   test_retry: { path: string; name: string; attempt: number; reason: string };
   test_flaky: { path: string; name: string; attempts: number };
   vm_restored: { file: string; vm_name: string; restore_ns: number; from: string };
+  /** A boot took a running spare from the warm pool. */
+  pool_hit: { file: string; vm_name: string };
+  /** A boot the warm pool could have served had none ready (or could not serve: `rng_seed`). */
+  pool_miss: { file: string; vm_name: string; reason: string };
   worker_replaced: { path: string; reason: string };
   /** A disk fault changed (a policy set or cleared) or the power was cut. */
   disk_fault: { file: string; vm_name: string; disk: string; kind: string; values: Record<string, unknown> };

@@ -57,6 +57,8 @@ export interface RunOptions {
   seed?: bigint;
   retries: number;
   failFast: boolean;
+  /** Keep restored spares running for the next boots (--no-warm-pool: false). */
+  warmPool?: boolean;
   verbosity: Verbosity;
   json: boolean;
   junitPath?: string;
@@ -182,6 +184,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       cacheMaxBytes: config.cacheMaxSizeBytes,
       roots: config.roots,
       displayPathOf: (file) => displayPathOf(file, io.cwd),
+      warmPool: options.warmPool ?? true,
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
     broker.setFixtureBuilder?.(

@@ -73,6 +73,7 @@ export class QemuVm {
   state: 'running' | 'exited' = 'running';
   readonly agentSocketPath: string;
   readonly consoleSocketPath: string;
+  private _name: string | undefined;
   readonly consoleLogPath: string;
   readonly qmpSocketPath: string;
   readonly stderrPath: string;
@@ -104,7 +105,12 @@ export class QemuVm {
   }
 
   get name(): string {
-    return this.spec.name;
+    return this._name ?? this.spec.name;
+  }
+
+  /** A warm spare handed to a VM takes that VM's name in messages. */
+  rename(name: string): void {
+    this._name = name;
   }
 
   get qmp(): QmpClient {

@@ -1,0 +1,73 @@
+// The warm pool with the real CLI and real guests: a later file's boot takes a spare restored
+// while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
+// a clone of its own (its own random bytes), and --no-warm-pool keeps none.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+
+interface Run {
+  code: number;
+  out: string;
+  events: { kind: string; payload: Record<string, unknown> }[];
+}
+
+function provium(cwd: string, args: string[], eventsFile: string): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, '--no-progress', '--json', '--save-events', eventsFile, ...args], { cwd, env: { ...process.env, CI: '1' } }, (err, stdout, stderr) => {
+      execFile(process.execPath, [cli, 'events', eventsFile], { cwd }, (_e, decoded) => {
+        const events = decoded.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run['events'][number]);
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr, events });
+      });
+    });
+  });
+}
+
+// Each file leaves a marker in its guest and logs what it found there, and its random bytes.
+const kFile = (n: number) => `
+local vm = provium:vm("v", "minimal", {memory = "128M"}):boot()
+test("file ${n}", function(t)
+  t:log("seen=" .. vm:run("ls /tmp | grep -c marker || true").stdout:gsub("%s", ""))
+  t:log("random=" .. vm:run("head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\\\n'").stdout)
+  vm:write_file("/tmp/marker-${n}", "x")
+  vm:run("sleep 1"):assert_ok()
+end)
+`;
+
+describe('the warm pool (real guests)', () => {
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'provium-warm-'));
+    await mkdir(path.join(dir, 't'));
+    await writeFile(path.join(dir, 'provium.toml'), '[provium]\nroots = ["t"]\n');
+    for (let n = 1; n <= 4; n++) await writeFile(path.join(dir, `t/f${n}.test.lua`), kFile(n));
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('later files boot from spares, each a fresh clone that saw no other file', async () => {
+    const run = await provium(dir, ['-j1'], path.join(dir, 'pool.bin'));
+    assert.equal(run.code, 0, run.out);
+    const hits = run.events.filter((e) => e.kind === 'pool_hit');
+    assert.ok(hits.length >= 1, `a spare was taken (${run.events.filter((e) => e.kind === 'pool_miss').length} misses)`);
+    assert.ok(hits.every((h) => (h.payload['vm_name'] as string) === 'v'));
+    const logs = run.out.match(/seen=\d+/g) ?? [];
+    assert.deepEqual(logs, ['seen=0', 'seen=0', 'seen=0', 'seen=0'], 'no file saw another file\'s marker');
+    const randoms = run.out.match(/random=[0-9a-f]+/g) ?? [];
+    assert.equal(new Set(randoms).size, 4, `every guest has its own random bytes: ${randoms.join(' ')}`);
+  });
+
+  it('--no-warm-pool keeps no spares', async () => {
+    const run = await provium(dir, ['-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
+    assert.equal(run.code, 0, run.out);
+    assert.equal(run.events.filter((e) => e.kind === 'pool_hit' || e.kind === 'pool_miss').length, 0);
+  });
+});
