@@ -70,7 +70,12 @@ export class Broker {
     this._bootCache = new BootCache(_opts.cacheDir);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
     this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();
-    this._warm = new WarmPool({ pool: this._pool, bootCache: this._bootCache, enabled: _opts.warmPool ?? true, scheduler: () => this._scheduler });
+    this._warm = new WarmPool({
+      pool: this._pool,
+      bootCache: this._bootCache,
+      enabled: _opts.warmPool ?? true,
+      demand: () => ({ queued: this._scheduler.queued(), running: this._sessions.size }),
+    });
     this._pool.setReclaimer(() => this._warm.reclaim());
     this._fixtures = new Fixtures({
       bus: _opts.bus,

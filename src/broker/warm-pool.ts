@@ -5,12 +5,11 @@
 //
 // Spares never cost a file anything: they take only room nobody waits for (ResourcePool's
 // tryAcquire), the pool gives that room back at once when a file waits (reclaim), and there are
-// spares only while files are queued that may use them.
+// spares only while files are queued or running that may use them.
 
 import type { Profile } from '../config/profiles.js';
 import { EventBus } from '../events/bus.js';
 import type { BootOptions } from '../protocol/rpc.js';
-import type { SchedulerView } from './barriers.js';
 import type { BootCache } from './boot-cache.js';
 import { ManagedVm } from './managed-vm.js';
 import type { ResourcePool } from './resources.js';
@@ -36,7 +35,8 @@ export interface WarmPoolOptions {
   bootCache: BootCache;
   /** Off with --no-warm-pool. */
   enabled: boolean;
-  scheduler: () => SchedulerView;
+  /** Files not started yet, and files running now (they may boot again: a VM per test). */
+  demand: () => { queued: number; running: number };
 }
 
 export class WarmPool {
@@ -95,7 +95,9 @@ export class WarmPool {
 
   /** Restores spares until the key has as many as the queue may use, room permitting. */
   private _fill(key: string, state: KeyState): void {
-    const wanted = Math.min(kSparesPerKey, this._opts.scheduler().queued());
+    // Files still to start may each want one; running files may boot again. None once all ended.
+    const { queued, running } = this._opts.demand();
+    const wanted = queued > 0 ? kSparesPerKey : running > 0 ? 1 : 0;
     while (this.enabled && state.spares.length + state.filling < wanted) {
       const spare = new ManagedVm(-this._nextId++, `warm-${key.slice(0, 8)}`, state.profile, {
         bus: this._quiet,
