@@ -1239,6 +1239,8 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
   const poolFile = path.join(work, 'pool.test.lua');
   await writeFile(restoreFile, restoreLua());
   await writeFile(poolFile, poolLua());
+  const queuedFile = path.join(work, 'queued.test.lua');
+  await writeFile(queuedFile, 'test("waits its turn", function(t) end)\n');
   const bootFile = path.join(luaDir, 'boot.test.lua');
   mustPass(await runCli([bootFile, '--no-progress'], { cwd: work, timingsFile }), 'pool warm-up');
   const alone: number[] = [];
@@ -1254,7 +1256,8 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
     const xs = spawned(r, 'x');
     const ys = spawned(r, 'y');
     xs.forEach((x, i) => pairs.push(Math.max(x, ys[i]!)));
-    const p = mustPass(await runCli([poolFile, '--no-progress'], { cwd: work, timingsFile }), 'warm pool');
+    // -j1 with a second file queued behind: spares are kept while files wait to start.
+    const p = mustPass(await runCli([poolFile, queuedFile, '--no-progress', '-j1'], { cwd: work, timingsFile }), 'warm pool');
     pooled.push(...spawned(p, 'pooled'));
     hits += p.events.filter((e) => e.kind === 'pool_hit').length;
     const c = mustPass(await runCli([bootFile, '--no-progress'], { cwd: work, timingsFile, env: { PROVIUM_BOOT_SNAPSHOTS: '0' } }), 'cold boot');

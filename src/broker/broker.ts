@@ -74,7 +74,7 @@ export class Broker {
       pool: this._pool,
       bootCache: this._bootCache,
       enabled: _opts.warmPool ?? true,
-      demand: () => ({ queued: this._scheduler.queued(), running: this._sessions.size }),
+      demand: () => ({ queued: this._scheduler.queued(), slots: this._scheduler.slots }),
     });
     this._pool.setReclaimer(() => this._warm.reclaim());
     this._fixtures = new Fixtures({

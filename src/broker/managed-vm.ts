@@ -36,8 +36,8 @@ export interface VmOwner {
 /** What a boot needs of the warm pool (warm-pool.ts): a running spare of its key, and to say it booted one. */
 export interface SpareSource {
   readonly enabled: boolean;
-  take(key: string): ManagedVm | undefined;
-  keep(key: string, profile: Profile, boot: BootOptions): void;
+  take(key: string): Promise<ManagedVm | undefined>;
+  keep(key: string, profile: Profile, start: (spare: ManagedVm) => Promise<void>): void;
 }
 
 const CONSOLE_EXCERPT_BYTES = 4096;
@@ -129,7 +129,7 @@ export class ManagedVm {
       //    this key when there is one, else boot cold and save one. A seeded boot needs its own
       //    QEMU (-seed): never a spare.
       const warm = this._owner.warm;
-      const spare = key && warm?.enabled && spec.rngSeed === undefined ? warm.take(key) : undefined;
+      const spare = key && warm?.enabled && spec.rngSeed === undefined ? await warm.take(key) : undefined;
       if (warm?.enabled && key) {
         if (spare) this._owner.bus.emit('pool_hit', { file: this._owner.displayPath, vm_name: this.name });
         else this._owner.bus.emit('pool_miss', { file: this._owner.displayPath, vm_name: this.name, reason: spec.rngSeed !== undefined ? 'rng_seed' : 'no spare ready' });
@@ -169,7 +169,10 @@ export class ManagedVm {
       //    was restored; its clock has run since). Then spares of this key for the next files.
       if (restored && (!pooled || opts.initialTime !== undefined)) await this._afterRestore(opts);
       this._launched = spec;
-      if (key && spec.rngSeed === undefined) warm?.keep(key, this.profile, spareBootOptions(opts));
+      if (key && spec.rngSeed === undefined) {
+        const spareOpts = spareBootOptions(opts);
+        warm?.keep(key, this.profile, (spare) => spare.bootSpare(spareOpts, key));
+      }
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const tail = await this._consoleTailSafe();
@@ -211,12 +214,31 @@ export class ManagedVm {
       if (!snapshot) throw new Error(`no boot snapshot of key ${key}`);
       await this._restoreFrom(spec, snapshot, opts.agentTimeoutMs ?? this.profile.agentTimeoutMs);
       await this._afterRestore({});
-      await this._agent!.request('exec', { argv: ['/bin/sh', '-c', 'true'], env: {}, env_clear: false, stdin: new Uint8Array() }, { timeoutMs: 10_000 });
       this._launched = spec;
     } catch (err) {
       await this._finish('created');
       throw err;
     }
+    this._started();
+    await this.warmUp();
+  }
+
+  /** One command, so the next one does not pay for a restored guest's cold TCG translation cache. */
+  async warmUp(): Promise<void> {
+    await this.requireAgent('warm up').request('exec', { argv: ['/bin/sh', '-c', 'true'], env: {}, env_clear: false, stdin: new Uint8Array() }, { timeoutMs: 10_000 });
+  }
+
+  /**
+   * A restore served by a spare already restored from the same snapshot (a fixture's VM, warm):
+   * its guest becomes this VM's.
+   */
+  async restoreFromSpare(spare: ManagedVm): Promise<void> {
+    if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
+    const launched = spare._launched!;
+    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: launched.memoryBytes, cpus: launched.cpus });
+    this._adopt(spare);
+    this._launched = { ...launched, name: this.name };
+    this._owner.bus.emit('pool_hit', { file: this._owner.displayPath, vm_name: this.name });
     this._started();
   }
 

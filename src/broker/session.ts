@@ -149,6 +149,21 @@ export class Session {
    */
   private async _restoreVm(vm: ManagedVm, file: string): Promise<void> {
     const devices = await ManagedVm.snapshotDevices(file);
+    // A fixture's lone VM (no NICs, no disks) can come from the warm pool, and keeps spares there.
+    const warm = this._deps.warm;
+    const pooled = warm?.enabled && devices.length === 0 && this._fixtureDirs.has(path.dirname(file)) ? `fixture:${file}` : undefined;
+    if (pooled) {
+      const spare = await warm!.take(pooled);
+      if (!spare) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
+      if (spare) await vm.restoreFromSpare(spare);
+      else await vm.restore(file, []);
+      warm!.keep(pooled, vm.profile, async (s) => {
+        await s.restore(file, []);
+        await s.warmUp();
+      });
+      await this._started(vm, {});
+      return;
+    }
     const current: SlotDevice[] = [];
     for (const d of devices) {
       let device: SlotDevice = d;

@@ -5,28 +5,32 @@
 //
 // Spares never cost a file anything: they take only room nobody waits for (ResourcePool's
 // tryAcquire), the pool gives that room back at once when a file waits (reclaim), and there are
-// spares only while files are queued or running that may use them.
+// spares only while files are queued that may use them.
 
 import type { Profile } from '../config/profiles.js';
 import { EventBus } from '../events/bus.js';
-import type { BootOptions } from '../protocol/rpc.js';
 import type { BootCache } from './boot-cache.js';
 import { ManagedVm } from './managed-vm.js';
 import type { ResourcePool } from './resources.js';
 
-/** Spares kept per launch key: enough for the files that start next, at -j2 or so. */
+/** Spares kept per key at most: one per file slot (-j), up to this. */
 const kSparesPerKey = 2;
 /** Keys kept warm at once: the most recently booted. */
 const kWarmKeys = 2;
 /** The pool's own id in the resource pool (sessions count up from 1). */
 const kPoolSessionId = 0;
 
+/** Brings a new spare up: restored, reseeded, clock set, warmed. */
+export type SpareStart = (spare: ManagedVm) => Promise<void>;
+
 interface KeyState {
   profile: Profile;
-  boot: BootOptions;
+  start: SpareStart;
   spares: ManagedVm[];
   /** Spares being restored now. */
   filling: number;
+  /** Boots waiting for a spare being restored (rather than restoring a second guest themselves). */
+  waiters: ((spare: ManagedVm | undefined) => void)[];
   lastUsed: number;
 }
 
@@ -35,8 +39,8 @@ export interface WarmPoolOptions {
   bootCache: BootCache;
   /** Off with --no-warm-pool. */
   enabled: boolean;
-  /** Files not started yet, and files running now (they may boot again: a VM per test). */
-  demand: () => { queued: number; running: number };
+  /** Files not started yet, and how many run at once (-j). */
+  demand: () => { queued: number; slots: number };
 }
 
 export class WarmPool {
@@ -52,20 +56,29 @@ export class WarmPool {
     return this._opts.enabled && !this._closed;
   }
 
-  /** A running spare of `key`, now the caller's (its QEMU, agent and resources), or undefined. */
-  take(key: string): ManagedVm | undefined {
+  /**
+   * A running spare of `key`, now the caller's (its QEMU, agent and resources), or undefined. One
+   * being restored is waited for: restoring a second guest beside it would only slow both.
+   */
+  async take(key: string): Promise<ManagedVm | undefined> {
     const state = this._keys.get(key);
-    const spare = state?.spares.shift();
-    if (state) state.lastUsed = performance.now();
-    return spare;
+    if (!state) return undefined;
+    state.lastUsed = performance.now();
+    const ready = state.spares.shift();
+    if (ready) return ready;
+    if (state.filling <= state.waiters.length) return undefined;
+    return new Promise((resolve) => state.waiters.push(resolve));
   }
 
-  /** A file booted `key` (profile and options as given): keep spares of it ready for the next files. */
-  keep(key: string, profile: Profile, boot: BootOptions): void {
+  /**
+   * A file started a guest of `key` (a boot's launch key, or a fixture's VM): keep spares of it
+   * ready for the next files, each brought up by `start`.
+   */
+  keep(key: string, profile: Profile, start: SpareStart): void {
     if (!this.enabled) return;
     let state = this._keys.get(key);
     if (!state) {
-      state = { profile, boot, spares: [], filling: 0, lastUsed: 0 };
+      state = { profile, start, spares: [], filling: 0, waiters: [], lastUsed: 0 };
       this._keys.set(key, state);
     }
     state.lastUsed = performance.now();
@@ -88,16 +101,19 @@ export class WarmPool {
 
   async close(): Promise<void> {
     this._closed = true;
-    const spares = [...this._keys.values()].flatMap((s) => s.spares.splice(0));
+    const states = [...this._keys.values()];
+    const spares = states.flatMap((s) => s.spares.splice(0));
+    for (const s of states) for (const w of s.waiters.splice(0)) w(undefined);
     this._keys.clear();
     await Promise.all(spares.map((s) => s.shutdown().catch(() => undefined)));
   }
 
   /** Restores spares until the key has as many as the queue may use, room permitting. */
   private _fill(key: string, state: KeyState): void {
-    // Files still to start may each want one; running files may boot again. None once all ended.
-    const { queued, running } = this._opts.demand();
-    const wanted = queued > 0 ? kSparesPerKey : running > 0 ? 1 : 0;
+    // Files still to start may each want one, up to one per slot. None for the last files: a
+    // spare nobody takes is a restore for nothing.
+    const { queued, slots } = this._opts.demand();
+    const wanted = queued > 0 ? Math.min(kSparesPerKey, slots, queued) : 0;
     while (this.enabled && state.spares.length + state.filling < wanted) {
       const spare = new ManagedVm(-this._nextId++, `warm-${key.slice(0, 8)}`, state.profile, {
         bus: this._quiet,
@@ -107,21 +123,33 @@ export class WarmPool {
         bootCache: this._opts.bootCache,
       });
       state.filling++;
-      void spare
-        .bootSpare(state.boot, key)
+      void state
+        .start(spare)
         .then(
           () => {
-            if (this._closed || this._keys.get(key) !== state) return spare.shutdown();
-            state.spares.push(spare);
+            state.filling--;
+            if (this._closed || this._keys.get(key) !== state) {
+              this._release(state);
+              return spare.shutdown();
+            }
+            const waiter = state.waiters.shift();
+            if (waiter) waiter(spare);
+            else state.spares.push(spare);
             return undefined;
           },
-          () => spare.shutdown(),
+          () => {
+            state.filling--;
+            this._release(state);
+            return spare.shutdown();
+          },
         )
-        .catch(() => undefined)
-        .finally(() => {
-          state.filling--;
-        });
+        .catch(() => undefined);
     }
+  }
+
+  /** Waiters beyond the spares still coming restore their own guest. */
+  private _release(state: KeyState): void {
+    while (state.waiters.length > state.filling) state.waiters.pop()!(undefined);
   }
 
   private async _tryAcquire(amount: { memory_bytes: number; cpus: number }): Promise<() => void> {
@@ -133,6 +161,7 @@ export class WarmPool {
   private _dropColdKeys(): void {
     const byUse = [...this._keys.entries()].sort(([, a], [, b]) => b.lastUsed - a.lastUsed);
     for (const [key, state] of byUse.slice(kWarmKeys)) {
+      if (state.waiters.length > 0) continue;
       this._keys.delete(key);
       for (const spare of state.spares.splice(0)) void spare.shutdown().catch(() => undefined);
     }
