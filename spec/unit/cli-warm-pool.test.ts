@@ -65,6 +65,28 @@ describe('the warm pool (real guests)', () => {
     assert.equal(new Set(randoms).size, 4, `every guest has its own random bytes: ${randoms.join(' ')}`);
   });
 
+  it('reset_between_tests restores from a spare kept while later tests remain', async () => {
+    const test = path.join(dir, 'reset.test.lua');
+    await writeFile(
+      test,
+      [
+        'provium.reset_between_tests = true',
+        'local vm = provium:vm("r", "minimal", {memory = "128M"}):boot()',
+        'for i = 1, 3 do',
+        '  test("t" .. i, function(t)',
+        '    t:assert_eq(vm:run("ls /tmp | grep -c dirty || true").stdout, "0\\n")',
+        '    vm:write_file("/tmp/dirty" .. i, "x")',
+        '    vm:run("sleep 1"):assert_ok()',
+        '  end)',
+        'end',
+        '',
+      ].join('\n'),
+    );
+    const run = await provium(dir, [test], path.join(dir, 'reset.bin'));
+    assert.equal(run.code, 0, run.out);
+    assert.ok(run.events.some((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 'r'), 'a reset took a spare');
+  });
+
   it('--no-warm-pool keeps no spares', async () => {
     const run = await provium(dir, ['-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
     assert.equal(run.code, 0, run.out);

@@ -37,7 +37,8 @@ export interface VmOwner {
 export interface SpareSource {
   readonly enabled: boolean;
   take(key: string): Promise<ManagedVm | undefined>;
-  keep(key: string, profile: Profile, start: (spare: ManagedVm) => Promise<void>): void;
+  keep(key: string, profile: Profile, start: (spare: ManagedVm) => Promise<void>, wanted?: number): void;
+  drop(key: string): void;
 }
 
 const CONSOLE_EXCERPT_BYTES = 4096;

@@ -44,6 +44,8 @@ export class Session {
   private readonly _disks: SessionDisks;
   /** Snapshots written to the temp dir (vm:snapshot() with no path): transient, gone with the file. */
   private readonly _tempSnapshots = new Set<string>();
+  /** Snapshots a file restores again and again (reset_between_tests): the warm pool keeps a spare. */
+  private readonly _resets = new Set<string>();
   /** The VM that wrote each snapshot path (a fixture's builder returns one). */
   private readonly _snapshotOwners = new Map<string, ManagedVm>();
   /** Fixture directories this file restores from (the broker's, shared): a restore from one is a `fixture_cache_hit`. */
@@ -147,20 +149,25 @@ export class Session {
    * Restores `vm` from `file` (vm:restore, lab:restore). The NICs and disks the snapshot had come
    * back on their slots, connected to where their bridges and disks are now in this file.
    */
-  private async _restoreVm(vm: ManagedVm, file: string): Promise<void> {
+  private async _restoreVm(vm: ManagedVm, file: string, again = false): Promise<void> {
     const devices = await ManagedVm.snapshotDevices(file);
-    // A fixture's lone VM (no NICs, no disks) can come from the warm pool, and keeps spares there.
+    // A guest with no NICs or disks can come from the warm pool: a fixture's lone VM (while files
+    // wait to start), or a reset_between_tests snapshot (while later tests will want it again).
     const warm = this._deps.warm;
-    const pooled = warm?.enabled && devices.length === 0 && this._fixtureDirs.has(path.dirname(file)) ? `fixture:${file}` : undefined;
+    const fixture = this._fixtureDirs.has(path.dirname(file));
+    if (again && devices.length === 0) this._resets.add(file);
+    const pooled = warm?.enabled && devices.length === 0 && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
     if (pooled) {
       const spare = await warm!.take(pooled);
       if (!spare) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
       if (spare) await vm.restoreFromSpare(spare);
       else await vm.restore(file, []);
-      warm!.keep(pooled, vm.profile, async (s) => {
+      const start = async (s: ManagedVm) => {
         await s.restore(file, []);
         await s.warmUp();
-      });
+      };
+      if (fixture) warm!.keep(pooled, vm.profile, start);
+      else warm!.keep(pooled, vm.profile, start, again ? 1 : 0);
       await this._started(vm, {});
       return;
     }
@@ -235,7 +242,7 @@ export class Session {
           this._snapshotOwners.set(target, vm);
           return this._snapshotVm(vm, target);
         }),
-      'vm.restore': ({ vmId, path: file }) => this._onVm(vmId, async (vm) => (await this._restoreVm(vm, file), {})),
+      'vm.restore': ({ vmId, path: file, again }) => this._onVm(vmId, async (vm) => (await this._restoreVm(vm, file, again === true), {})),
       'snapshot.size': async ({ path: file }) => ({ bytes: await snapshotBytes(file) }),
       'lab.snapshot': async ({ lab, dir, vmIds, bridgeIds }) => {
         const vms = vmIds.map((id) => this._vm(id));
@@ -321,6 +328,7 @@ export class Session {
         return { vms: [...vmOf.values()].map((vm) => this._view(vm)), bridges: bridgeViews };
       },
       'snapshot.delete': async ({ path: file }) => {
+        if (this._resets.delete(file)) this._deps.warm?.drop(`restore:${file}`);
         await deleteSnapshot(file);
         this._tempSnapshots.delete(file);
         return empty;
@@ -433,6 +441,7 @@ export class Session {
       // After the VMs: nothing is left to unplug, the switches just close.
       await this._network.close().catch(() => undefined);
       await this._disks.close().catch(() => undefined);
+      for (const file of this._resets) this._deps.warm?.drop(`restore:${file}`);
       await Promise.all([...this._tempSnapshots].map((f) => deleteSnapshot(f).catch(() => undefined)));
       this._deps.pool.releaseSession(this.id);
       this._deps.barriers.sessionEnded(this.id);

@@ -29,6 +29,8 @@ interface KeyState {
   spares: ManagedVm[];
   /** Spares being restored now. */
   filling: number;
+  /** How many to keep when the user of the key says (a reset snapshot: 1 while tests remain); else by the queue. */
+  wanted?: number;
   /** Boots waiting for a spare being restored (rather than restoring a second guest themselves). */
   waiters: ((spare: ManagedVm | undefined) => void)[];
   lastUsed: number;
@@ -74,7 +76,7 @@ export class WarmPool {
    * A file started a guest of `key` (a boot's launch key, or a fixture's VM): keep spares of it
    * ready for the next files, each brought up by `start`.
    */
-  keep(key: string, profile: Profile, start: SpareStart): void {
+  keep(key: string, profile: Profile, start: SpareStart, wanted?: number): void {
     if (!this.enabled) return;
     let state = this._keys.get(key);
     if (!state) {
@@ -82,8 +84,18 @@ export class WarmPool {
       this._keys.set(key, state);
     }
     state.lastUsed = performance.now();
+    state.wanted = wanted;
     this._dropColdKeys();
     this._fill(key, state);
+  }
+
+  /** Spares of `key` are of no more use (their snapshot is gone). */
+  drop(key: string): void {
+    const state = this._keys.get(key);
+    if (!state) return;
+    this._keys.delete(key);
+    for (const w of state.waiters.splice(0)) w(undefined);
+    for (const spare of state.spares.splice(0)) void spare.shutdown().catch(() => undefined);
   }
 
   /** Gives one spare's room back to the resource pool (a file waits for it). False when there is none. */
@@ -113,7 +125,7 @@ export class WarmPool {
     // Files still to start may each want one, up to one per slot. None for the last files: a
     // spare nobody takes is a restore for nothing.
     const { queued, slots } = this._opts.demand();
-    const wanted = queued > 0 ? Math.min(kSparesPerKey, slots, queued) : 0;
+    const wanted = state.wanted ?? (queued > 0 ? Math.min(kSparesPerKey, slots, queued) : 0);
     while (this.enabled && state.spares.length + state.filling < wanted) {
       const spare = new ManagedVm(-this._nextId++, `warm-${key.slice(0, 8)}`, state.profile, {
         bus: this._quiet,

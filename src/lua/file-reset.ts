@@ -43,12 +43,12 @@ export class FileReset {
     return reset;
   }
 
-  /** Puts every saved VM back as it was saved. */
-  restore(): void {
+  /** Puts every saved VM back as it was saved; `again`: a later test will want them back too. */
+  restore(again: boolean): void {
     for (const { vm, path } of this._saved) {
       try {
         vm.shutdown(kWhat);
-        vm.apply(this._rt.rpc.call('vm.restore', { vmId: vm.vmId, path }).vm);
+        vm.apply(this._rt.rpc.call('vm.restore', { vmId: vm.vmId, path, again }).vm);
       } catch (err) {
         throw translateRpcError(vm, err, kWhat);
       }

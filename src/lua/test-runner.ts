@@ -134,7 +134,8 @@ export class TestRunner {
       if (reset && dirty && this.skipReason(def) === null) {
         dirty = false;
         try {
-          reset.restore();
+          // Another test may need the saved VMs again after this one.
+          reset.restore(this.tests.slice(i + 1).some((d) => this.skipReason(d) === null));
         } catch (err) {
           this._failedBeforeStart(def, (err as Error).message);
           return;

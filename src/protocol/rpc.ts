@@ -229,7 +229,8 @@ export interface RpcOps {
   'vm.power_button': { args: { vmId: number }; reply: { vm: VmView; graceful: boolean } };
   'vm.info': { args: { vmId: number }; reply: { vm: VmView } };
   'vm.snapshot': { args: { vmId: number; path?: string }; reply: { vm: VmView; path: string; bytes: number } };
-  'vm.restore': { args: { vmId: number; path: string }; reply: { vm: VmView } };
+  /** `again`: this snapshot will be restored again (reset_between_tests): keep a spare of it ready. */
+  'vm.restore': { args: { vmId: number; path: string; again?: boolean }; reply: { vm: VmView } };
   /** A snapshot file's size now (0 once it is gone). Only the broker touches snapshot files. */
   'snapshot.size': { args: { path: string }; reply: { bytes: number } };
   /** Deletes a snapshot vm:snapshot wrote, with its sidecar. Idempotent. */
