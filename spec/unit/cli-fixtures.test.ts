@@ -2,34 +2,14 @@
 // the cross-process lock and restored by every user; rebuilt exactly when an input changes; a
 // corrupt entry rebuilt. Read back from each run's saved event stream.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { appendFile, mkdir, mkdtemp, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { runProvium, type CliRun } from './cli-run.js';
 import { cacheDir } from '../../src/config/cache-dir.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
-
-interface Run {
-  code: number;
-  out: string;
-  events: { kind: string; payload: Record<string, unknown> }[];
-}
-
-function provium(cwd: string, args: string[], eventsFile: string): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, '--no-progress', '--save-events', eventsFile, ...args], { cwd, env: { ...process.env, CI: '1' } }, (err, stdout, stderr) => {
-      execFile(process.execPath, [cli, 'events', eventsFile], { cwd }, (_e, decoded) => {
-        const events = decoded.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run['events'][number]);
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr, events });
-      });
-    });
-  });
-}
-
-const count = (run: Run, kind: string) => run.events.filter((e) => e.kind === kind).length;
+const count = (run: CliRun, kind: string) => run.events.filter((e) => e.kind === kind).length;
 
 const kFixture = `
 local vm = provium:vm("svc", "minimal", {memory = "128M"})
@@ -81,7 +61,7 @@ describe('fixtures across files, runs and processes (real guests)', () => {
   });
 
   it('two runs at once on a fresh cache build it once; every file restores it', async () => {
-    const [one, two] = await Promise.all([provium(dir, ['-j2', 't/a.test.lua', 't/b.test.lua'], events()), provium(dir, ['-j2', 't/b.test.lua', 't/c.test.lua'], events())]);
+    const [one, two] = await Promise.all([runProvium(dir, ['-j2', 't/a.test.lua', 't/b.test.lua'], events()), runProvium(dir, ['-j2', 't/b.test.lua', 't/c.test.lua'], events())]);
     assert.equal(one.code, 0, one.out);
     assert.equal(two.code, 0, two.out);
     assert.equal(count(one, 'fixture_build_started') + count(two, 'fixture_build_started'), 1, 'one build in all');
@@ -95,7 +75,7 @@ describe('fixtures across files, runs and processes (real guests)', () => {
 
   it('a later run reuses it, and an unrelated edit changes nothing', async () => {
     await appendFile(path.join(dir, 't/unrelated.txt'), 'y');
-    const run = await provium(dir, ['t/c.test.lua'], events());
+    const run = await runProvium(dir, ['t/c.test.lua'], events());
     assert.equal(run.code, 0, run.out);
     assert.equal(count(run, 'fixture_build_started'), 0);
     assert.equal(count(run, 'fixture_cache_hit'), 1);
@@ -103,12 +83,12 @@ describe('fixtures across files, runs and processes (real guests)', () => {
 
   it('a pushed host file and the fixture source are in the key', async () => {
     await writeFile(path.join(dir, 't/fx/data.txt'), 'two');
-    const pushed = await provium(dir, ['t/c.test.lua', '--json'], events());
+    const pushed = await runProvium(dir, ['t/c.test.lua', '--json'], events());
     assert.equal(pushed.code, 0, pushed.out);
     assert.equal(count(pushed, 'fixture_build_started'), 1, 'the pushed file changed');
     assert.match(pushed.out, /data=two/);
     await appendFile(path.join(dir, 't/fx/svc.fixture.lua'), '-- edited\n');
-    const edited = await provium(dir, ['t/c.test.lua'], events());
+    const edited = await runProvium(dir, ['t/c.test.lua'], events());
     assert.equal(edited.code, 0, edited.out);
     assert.equal(count(edited, 'fixture_build_started'), 1, 'the fixture changed');
   });
@@ -126,7 +106,7 @@ describe('fixtures across files, runs and processes (real guests)', () => {
       }
       await truncate(biggest.file, Math.floor(biggest.size / 2));
     }
-    const run = await provium(dir, ['t/c.test.lua'], events());
+    const run = await runProvium(dir, ['t/c.test.lua'], events());
     assert.equal(run.code, 0, run.out);
     assert.equal(count(run, 'fixture_build_started'), 1, 'rebuilt');
     assert.match(run.out, /corrupt/);

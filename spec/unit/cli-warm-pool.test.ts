@@ -2,31 +2,11 @@
 // while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
 // a clone of its own (its own random bytes), and --no-warm-pool keeps none.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
-
-interface Run {
-  code: number;
-  out: string;
-  events: { kind: string; payload: Record<string, unknown> }[];
-}
-
-function provium(cwd: string, args: string[], eventsFile: string): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, '--no-progress', '--json', '--save-events', eventsFile, ...args], { cwd, env: { ...process.env, CI: '1' } }, (err, stdout, stderr) => {
-      execFile(process.execPath, [cli, 'events', eventsFile], { cwd }, (_e, decoded) => {
-        const events = decoded.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run['events'][number]);
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr, events });
-      });
-    });
-  });
-}
+import { runProvium } from './cli-run.js';
 
 // Each file leaves a marker in its guest and logs what it found there, and its random bytes.
 const kFile = (n: number) => `
@@ -54,7 +34,7 @@ describe('the warm pool (real guests)', () => {
   });
 
   it('later files boot from spares, each a fresh clone that saw no other file', async () => {
-    const run = await provium(dir, ['-j1'], path.join(dir, 'pool.bin'));
+    const run = await runProvium(dir, ['--json', '-j1'], path.join(dir, 'pool.bin'));
     assert.equal(run.code, 0, run.out);
     const hits = run.events.filter((e) => e.kind === 'pool_hit');
     assert.ok(hits.length >= 1, `a spare was taken (${run.events.filter((e) => e.kind === 'pool_miss').length} misses)`);
@@ -82,13 +62,13 @@ describe('the warm pool (real guests)', () => {
         '',
       ].join('\n'),
     );
-    const run = await provium(dir, [test], path.join(dir, 'reset.bin'));
+    const run = await runProvium(dir, ['--json', test], path.join(dir, 'reset.bin'));
     assert.equal(run.code, 0, run.out);
     assert.ok(run.events.some((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 'r'), 'a reset took a spare');
   });
 
   it('--no-warm-pool keeps no spares', async () => {
-    const run = await provium(dir, ['-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
+    const run = await runProvium(dir, ['--json', '-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
     assert.equal(run.code, 0, run.out);
     assert.equal(run.events.filter((e) => e.kind === 'pool_hit' || e.kind === 'pool_miss').length, 0);
   });

@@ -22,7 +22,7 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
-import { acquireFileLock, removeStaleFileLock, type FileLockOptions } from '../vmm/file-lock.js';
+import { acquireFileLock, isProcessAlive, removeStaleFileLock, type FileLockOptions } from '../vmm/file-lock.js';
 
 const kManifestVersion = 1;
 const kManifestName = 'manifest.json';
@@ -661,7 +661,7 @@ async function removeIfLeftover(path: string, name: string): Promise<void> {
   const pid = Number(name.split('-')[1]); // .tmp-<pid>-<rand>-<key>
   const st = await stat(path).catch(() => undefined);
   if (st === undefined) return;
-  if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && Date.now() - st.mtimeMs < kLeftoverMs) return;
+  if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid) && Date.now() - st.mtimeMs < kLeftoverMs) return;
   await rm(path, { recursive: true, force: true });
 }
 
@@ -701,14 +701,7 @@ function zstdMissing(name: string): FixtureCacheError {
     'run scripts/setup.sh or `apt-get install zstd`');
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+
 
 /** Runs `fn` over `items`, `limit` at a time; on the first rejection calls `onFail`, lets the rest settle, rethrows. */
 async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>, onFail?: () => void): Promise<void> {

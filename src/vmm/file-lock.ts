@@ -114,7 +114,7 @@ export async function readFileLock(path: string): Promise<FileLockOwner | undefi
   if (!Number.isFinite(pid) || pid <= 0) {
     stale = Date.now() - mtimeMs > kNoPidStaleMs;
   } else {
-    stale = (machine !== '' && machine !== await thisMachine()) || !isAlive(pid);
+    stale = (machine !== '' && machine !== await thisMachine()) || !isProcessAlive(pid);
   }
   return { pid, holder, stale };
 }
@@ -199,7 +199,8 @@ function thisMachine(): Promise<string> {
   return machineId;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether process `pid` exists (on this machine). */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
