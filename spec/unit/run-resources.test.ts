@@ -132,3 +132,37 @@ describe('sizePool', () => {
     assert.deepEqual(sizePool({ memoryBytes: 16 * G, cpus: 2, cpuOvercommit: 4 }), { total: { memory_bytes: 16 * G, cpus: 8 }, defaultJobs: 2 });
   });
 });
+
+describe('ResourcePool room held for later (warm spares)', () => {
+  it('tryAcquire takes only free room, never while someone waits', async () => {
+    const { pool } = setup(512, 2);
+    const spare = pool.tryAcquire(0, '(warm pool)', amount(256, 1));
+    assert.ok(spare, 'free room is taken');
+    assert.equal(pool.tryAcquire(0, '(warm pool)', amount(512, 1)), undefined, 'more than is free is refused');
+    const r1 = await pool.acquire(1, 'a', amount(256, 1));
+    const waiting = pool.acquire(2, 'b', amount(256, 1));
+    await tick();
+    spare!();
+    const r2 = await waiting;
+    assert.equal(pool.tryAcquire(0, '(warm pool)', amount(1, 0)), undefined, 'nothing is free');
+    r1();
+    r2();
+  });
+
+  it('a boot that would wait reclaims spares first, synchronously', async () => {
+    const { pool, kinds } = setup(512, 2);
+    const spares = [pool.tryAcquire(0, '(warm pool)', amount(256, 1))!, pool.tryAcquire(0, '(warm pool)', amount(256, 1))!];
+    let reclaimed = 0;
+    pool.setReclaimer(() => {
+      const release = spares.pop();
+      if (!release) return false;
+      release();
+      reclaimed++;
+      return true;
+    });
+    const r = await pool.acquire(1, 'a', amount(384, 1));
+    assert.equal(reclaimed, 2, 'both spares went: one alone was not enough');
+    assert.ok(!kinds().includes('file_blocked'), 'the file never waited');
+    r();
+  });
+});
