@@ -101,16 +101,19 @@ describe('provium CLI end to end (real worker threads, no VM)', () => {
     }
   });
 
-  it('exits 2 before running anything when a profile kernel is missing, naming it and the config', async () => {
+  it('exits 2 before running anything when a used profile\'s kernel is missing, naming it and the config; an unused one blocks nothing', async () => {
     const broken = await mkdtemp(path.join(os.tmpdir(), 'provium-cli-kernel-'));
     try {
       await writeFile(path.join(broken, 'provium.toml'), '[profiles.mine]\nkernel = "nope/vmlinux"\ncmdline = "console=ttyS0"\n');
-      await writeFile(path.join(broken, 'k.test.lua'), 'test("x", function(t) end)\n');
+      await writeFile(path.join(broken, 'k.test.lua'), 'local vm = provium:vm("a", "mine")\ntest("x", function(t) end)\n');
+      await writeFile(path.join(broken, 'unused.test.lua'), 'test("x", function(t) end)\n');
       const r = await provium(broken, ['k.test.lua']);
       assert.equal(r.code, 2);
-      assert.match(r.stderr, /profile `mine`: kernel .*nope\/vmlinux is missing or unreadable/);
+      assert.match(r.stderr, /profile `mine`: kernel .*nope\/vmlinux does not exist/);
       assert.match(r.stderr, /fix the paths in .*provium\.toml/);
       assert.doesNotMatch(r.stdout, /PASS|FAIL/);
+      const other = await provium(broken, ['unused.test.lua']);
+      assert.equal(other.code, 0, other.stderr);
     } finally {
       await rm(broken, { recursive: true, force: true });
     }

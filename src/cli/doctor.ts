@@ -1,9 +1,15 @@
 // `provium doctor`: checks the environment a run needs, one line per check; every failure names
-// its fix. Exit 0 when nothing failed, 2 otherwise (warnings do not fail).
+// its fix. Exit 0 when nothing failed, 2 otherwise (warnings do not fail). Unlike a run, which
+// checks only the profiles its files use, doctor checks every profile, and the config of every
+// kernel that is not the minimal image's.
 
-import { access, constants, mkdir } from 'node:fs/promises';
+import { access, constants, mkdir, open } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type ProviumConfig } from '../config/config.js';
+import { describeMissing, findKernelConfig, isElf, kernelOptionsFor, missingOptions, parseKernelConfig } from '../config/kernel-config.js';
+import { stampPath, staleReason } from '../config/profile-build.js';
+import { inspectProfileFiles } from '../config/profile-prepare.js';
+import { kMinimalProfile, type MinimalImage, type Profile } from '../config/profiles.js';
 import { paintFor, type OutputStream, colorsWanted } from '../report/screen.js';
 import { ExitCode } from '../run/outcome.js';
 import { defaultWorkerFile } from '../run/pool.js';
@@ -14,7 +20,7 @@ import { agentBinaryPath, cacheDir, qemuBinary, scratchParent } from '../vmm/pat
 import { findExecutable, kQemuFix } from './wiring.js';
 
 type Level = 'ok' | 'warn' | 'fail';
-interface Check {
+export interface Check {
   level: Level;
   what: string;
   detail: string;
@@ -67,8 +73,9 @@ export async function runChecks(opts: { configPath?: string; cwd: string; reprob
   }
 
   // 4. The configuration.
+  let config: ProviumConfig | undefined;
   try {
-    const config = await loadConfig({ ...(opts.configPath !== undefined ? { path: opts.configPath } : {}), cwd: opts.cwd, findMinimalImage: imageInfo });
+    config = await loadConfig({ ...(opts.configPath !== undefined ? { path: opts.configPath } : {}), cwd: opts.cwd, findMinimalImage: imageInfo });
     const names = Object.keys(config.profiles);
     checks.push({
       level: 'ok',
@@ -94,7 +101,10 @@ export async function runChecks(opts: { configPath?: string; cwd: string; reprob
     });
   }
 
-  // 6. The accelerator (probes KVM once per host with a real boot when it can; cached after).
+  // 6. Every profile: the files it names and its kernel's config (a run checks only what it uses).
+  if (config) checks.push(...(await profileChecks(config, image)));
+
+  // 7. The accelerator (probes KVM once per host with a real boot when it can; cached after).
   if (qemuPath && image) {
     try {
       const verdict = await autoAccel({ reprobe: opts.reprobe });
@@ -111,7 +121,7 @@ export async function runChecks(opts: { configPath?: string; cwd: string; reprob
     checks.push({ level: 'warn', what: 'accel', detail: 'not probed (needs qemu and the image)' });
   }
 
-  // 7. Writable cache and scratch directories.
+  // 8. Writable cache and scratch directories.
   for (const [what, dir] of [['cache', cacheDir()], ['scratch', scratchParent()]] as const) {
     const problem = await writable(dir);
     checks.push(
@@ -124,6 +134,90 @@ export async function runChecks(opts: { configPath?: string; cwd: string; reprob
   if (scratchParent().length > 60) {
     checks.push({ level: 'warn', what: 'scratch', detail: `${scratchParent()} is long; socket paths may exceed 107 bytes`, fix: 'set PROVIUM_RUNTIME_DIR to a short path such as /tmp' });
   }
+  return checks;
+}
+
+/**
+ * One line per profile (what it names, whether its build is current) and, for a kernel that is
+ * not the minimal image's, one for its config: each missing option named, with why it is needed.
+ */
+export async function profileChecks(config: ProviumConfig, minimal: MinimalImage | undefined): Promise<Check[]> {
+  const checks: Check[] = [];
+  const names = [...new Set([...Object.keys(config.profiles), ...Object.keys(config.unavailableProfiles)])].sort();
+  const kernelsChecked = new Set<string>();
+  for (const name of names) {
+    const unavailable = config.unavailableProfiles[name];
+    if (unavailable !== undefined) {
+      // The image line already says what the built-in needs.
+      if (name !== kMinimalProfile) checks.push({ level: 'fail', what: 'profile', detail: unavailable });
+      continue;
+    }
+    const profile = config.profiles[name]!;
+    const source = profile.firstUse?.source ?? 'provium.toml';
+
+    // 1. The build: current, or why it will run.
+    const build = profile.firstUse?.build;
+    const stale = build ? await staleReason(build, stampPath(config.cacheDir, build)) : undefined;
+    const buildNote = build ? (stale === undefined ? '; build current' : `; build will run (${stale})`) : '';
+
+    // 2. The files: under {out} and not built yet is a warning (the build makes them).
+    const files = await inspectProfileFiles(profile);
+    for (const p of files.problems) {
+      const unbuilt = p.fromBuild && stale !== undefined;
+      checks.push({
+        level: unbuilt ? 'warn' : 'fail',
+        what: 'profile',
+        detail: `${name}: ${p.key} ${p.path} ${p.problem}${unbuilt ? ' (its build has not made it yet)' : ''}`,
+        fix: p.fromBuild ? `run \`provium prepare ${name}\`; if it is still missing, make the build write it` : `fix \`${p.key.replace(/\[.*$/, '')}\` in ${source}`,
+      });
+    }
+    if (files.problems.length === 0) {
+      const kernel = `${files.kernel}${files.kernelFrom === 'root' ? ' (found in root)' : ''}`;
+      const userland = minimal && profile.initrd === minimal.initrd && files.kernel !== minimal.kernel ? ' on the minimal userland' : '';
+      checks.push({ level: 'ok', what: 'profile', detail: `${name}: kernel ${kernel}${userland}${buildNote}` });
+    }
+
+    // 3. A kernel of the user's own: the options the agent and the userland need.
+    if (!files.kernel || files.kernel === minimal?.kernel) continue;
+    const minimalUserland = minimal !== undefined && profile.initrd === minimal.initrd;
+    const key = `${files.kernel}\0${minimalUserland}\0${profile.machine}`;
+    if (kernelsChecked.has(key)) continue;
+    kernelsChecked.add(key);
+    checks.push(...(await kernelConfigChecks(name, profile, files.kernel, minimalUserland)));
+  }
+  return checks;
+}
+
+/** The kernel config check of one profile's kernel: `fail` for a missing required option, `warn` for a feature. */
+export async function kernelConfigChecks(name: string, profile: Profile, kernel: string, minimalUserland: boolean): Promise<Check[]> {
+  let found;
+  let pvh = false;
+  try {
+    found = await findKernelConfig(kernel, profile.root !== undefined ? { root: profile.root } : {});
+    const head = Buffer.alloc(4);
+    const fh = await open(kernel, 'r');
+    try { await fh.read(head, 0, 4, 0); } finally { await fh.close(); }
+    pvh = isElf(head);
+  } catch (err) {
+    return [{ level: 'warn', what: 'kernel', detail: `${name}: cannot read ${kernel}: ${(err as Error).message}` }];
+  }
+  if (!found) {
+    return [{
+      level: 'warn',
+      what: 'kernel',
+      detail: `${name}: no config found for ${kernel}, so its options are not checked`,
+      fix: 'put its config beside it as config-<release> (or `config`), or build it with CONFIG_IKCONFIG=y',
+    }];
+  }
+  const options = kernelOptionsFor({ pvh, minimalUserland, machine: profile.machine });
+  const missing = missingOptions(parseKernelConfig(found.text), options, { minimalUserland });
+  const required = missing.filter((m) => m.option.level === 'required');
+  const features = missing.filter((m) => m.option.level === 'feature');
+  const checks: Check[] = [];
+  const fix = `rebuild the kernel with these =y${minimalUserland ? ' (the minimal userland carries no modules for it)' : ''}; see the README, "Bring your own kernel"`;
+  if (required.length) checks.push({ level: 'fail', what: 'kernel', detail: `${name}: ${kernel} (config ${found.from}) lacks ${required.map(describeMissing).join(', ')}`, fix });
+  if (features.length) checks.push({ level: 'warn', what: 'kernel', detail: `${name}: ${kernel} (config ${found.from}) lacks ${features.map(describeMissing).join(', ')}`, fix });
+  if (!missing.length) checks.push({ level: 'ok', what: 'kernel', detail: `${name}: ${kernel} has every option Provium needs (config ${found.from})` });
   return checks;
 }
 

@@ -45,6 +45,7 @@ export interface RawFlags {
   eventsStdout?: boolean;
   eventsSocket?: string;
   preflight?: boolean;
+  rebuild?: boolean;
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -91,7 +92,8 @@ export function addRunFlags(cmd: Command): Command {
     .option('--save-events <file>', 'write the event stream (msgpack frames) to FILE')
     .option('--events-stdout', 'write the event stream to stdout (human output moves to stderr)')
     .option('--events-socket <path>', 'serve the event stream on a unix socket')
-    .option('--no-preflight', 'skip the environment checks');
+    .option('--no-preflight', 'skip the environment checks')
+    .option('--rebuild', "run the `build` of every profile the run uses, even when its inputs did not change");
 }
 
 function integer(flag: string, value: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {

@@ -19,14 +19,15 @@ import { fixtureCommand, type FixtureAction } from './fixture-cmd.js';
 import { timingsMergeCommand } from './timings-cmd.js';
 import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './flags.js';
 import { imageBuildCommand } from './image-cmd.js';
-import { realDeps } from './wiring.js';
+import { prepareCommand } from './prepare-cmd.js';
+import { realDeps, type RunPrepare } from './wiring.js';
 
 export interface CliIO extends RunIO {
   stdin: Readable;
 }
 
 /** Lets unit tests replace the broker and the worker pool. */
-export type DepsFactory = (opts: { skipPreflight: boolean }) => RunDeps;
+export type DepsFactory = (opts: { skipPreflight: boolean; prepare?: RunPrepare }) => RunDeps;
 
 function version(): string {
   try {
@@ -65,7 +66,8 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
   addRunFlags(program).action(async (paths: string[], raw: RawFlags) => {
     const config = await loadRunConfig(raw, io);
     const options = toRunOptions(paths, raw, config, io.env, io.cwd);
-    exitCode = await runSuite(options, io, makeDeps({ skipPreflight: raw.preflight === false }));
+    const prepare: RunPrepare = { options, cwd: io.cwd, rebuild: raw.rebuild === true, stderr: io.stderr };
+    exitCode = await runSuite(options, io, makeDeps({ skipPreflight: raw.preflight === false, prepare }));
   });
 
   addSelectionFlags(
@@ -128,6 +130,15 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     .argument('<file>', 'a file written by --save-events, or -')
     .action(async (file: string) => {
       exitCode = await eventsCommand(file, io);
+    });
+
+  program
+    .command('prepare')
+    .description("run each profile's `build` now (every profile, or those named) and check the files it names; for CI, before the run")
+    .argument('[profiles...]', 'profile names (default: every profile)')
+    .option('--config <path>', 'the config file (default ./provium.toml)')
+    .action(async (names: string[], raw: { config?: string }) => {
+      exitCode = await prepareCommand(names, await loadRunConfig(raw as RawFlags, io), io);
     });
 
   program

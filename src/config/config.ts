@@ -1,5 +1,6 @@
 // provium.toml (reference §3.1): the [provium] section (roots, cache_dir, cache_max_size) and the
-// [profiles] tables, which profiles.ts resolves. A missing default provium.toml is fine (defaults,
+// [profiles] tables and from_dir directories, which profile-sources.ts reads and profiles.ts
+// resolves. Nothing here checks a profile's files: that waits for its first use. A missing default provium.toml is fine (defaults,
 // built-in profiles only); a missing explicit --config, a parse error or an unknown key is a
 // ConfigError, which the CLI turns into exit 2. Messages name file:line where we can find it.
 
@@ -7,7 +8,16 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { cacheDir as defaultCacheDir } from './cache-dir.js';
-import { builtinProfiles, ProfileError, resolveProfiles, type MinimalImageLookup, type Profile } from './profiles.js';
+import { keyLine, ProfileSourceError, readProfileSources } from './profile-sources.js';
+import {
+  builtinProfiles,
+  kMinimalProfile,
+  ProfileError,
+  resolveProfileSources,
+  type MinimalImageLookup,
+  type Profile,
+  type ProfileSource,
+} from './profiles.js';
 import { parseSize, UnitError } from './units.js';
 
 export const kConfigFileName = 'provium.toml';
@@ -33,9 +43,12 @@ export interface ProviumConfig {
   /** Absolute cache directory (images, timings, fixtures). */
   cacheDir: string;
   cacheMaxSizeBytes: number;
-  /** Built-in profiles merged with [profiles.*] (a user profile of the same name wins). */
+  /** Built-in profiles (adjusted by a [profiles.<builtin>] table) and the user's profiles. */
   profiles: Record<string, Profile>;
-  /** Built-in profiles that could not be loaded, with the reason and fix (e.g. image not built). */
+  /**
+   * Profiles that cannot be used, with the reason and fix: a built-in whose image is not built,
+   * and any profile that extends one.
+   */
   unavailableProfiles: Record<string, string>;
 }
 
@@ -126,26 +139,44 @@ export async function loadConfig(opts: LoadConfigOptions): Promise<ProviumConfig
     throw err;
   }
 
-  // 4. Profiles: the built-ins, then the user's (which win on a name clash).
+  // 4. Profiles: the built-ins, then the user's: inline tables and from_dir directories. A table
+  //    named after a built-in adjusts it; `extends` starts from another profile.
   const profiles: Record<string, Profile> = {};
   const unavailableProfiles: Record<string, string> = {};
   if (!opts.skipProfiles) {
+    const builtins: Record<string, Profile> = {};
+    const unavailableBuiltins: Record<string, string> = {};
     try {
-      Object.assign(profiles, await builtinProfiles(opts.findMinimalImage));
+      Object.assign(builtins, await builtinProfiles(opts.findMinimalImage));
     } catch (err) {
       if (!(err instanceof ProfileError)) throw err;
-      unavailableProfiles['minimal'] = err.message;
+      unavailableBuiltins[kMinimalProfile] = err.message;
     }
+    let sources: ProfileSource[] = [];
     try {
-      Object.assign(profiles, resolveProfiles(raw['profiles'], baseDir));
+      sources = await readProfileSources(raw['profiles'], {
+        baseDir,
+        configPath: path,
+        locateInline: (name) => where(`profiles.${name}`),
+      });
+      const resolved = resolveProfileSources(sources, { builtins, unavailableBuiltins, cacheDir, env: process.env });
+      Object.assign(profiles, resolved.profiles);
+      Object.assign(unavailableProfiles, resolved.unavailable);
     } catch (err) {
+      if (err instanceof ProfileSourceError) throw new ConfigError(err.message);
       if (err instanceof ProfileError || err instanceof UnitError) {
         const name = /profile `([^`]+)`/.exec(err.message)?.[1];
+        const source = sources.find((s) => s.name === name);
+        // A from_dir profile's error names its own file; an inline one names provium.toml:line.
+        if (source && source.source !== path) {
+          const key = /`([a-z_]+)`/.exec(err.message.slice(err.message.indexOf(':') + 1))?.[1];
+          const fileText = await readFile(source.source, 'utf8').catch(() => '');
+          throw new ConfigError(`${source.source}${key ? keyLine(fileText, key) : ''}: ${err.message}`);
+        }
         throw new ConfigError(`${where(name ? `profiles.${name}` : 'profiles')}: ${err.message}`);
       }
       throw err;
     }
-    for (const name of Object.keys(profiles)) delete unavailableProfiles[name];
   }
 
   return { path: text === undefined ? null : path, baseDir, roots, cacheDir, cacheMaxSizeBytes, profiles, unavailableProfiles };

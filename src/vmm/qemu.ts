@@ -13,13 +13,15 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
+import { prepareProfile, type PrepareOptions } from '../config/profile-prepare.js';
 import { minimalProfile } from '../config/profiles.js';
 import { kKvmProbeTimeoutMs, resolveAccelWith, type KvmProbeResult } from './accel-verdict.js';
 import { agentHello } from './agent-hello.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
 import { hostTscKhz } from './host.js';
+import { acquireFileLock, isProcessAlive } from './file-lock.js';
 import { imageInfo } from './image.js';
-import { qemuBinary, scratchParent } from './paths.js';
+import { cacheDir, qemuBinary, scratchParent } from './paths.js';
 import { QmpClient } from './qmp.js';
 
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
@@ -124,6 +126,16 @@ export class QemuVm {
     const where = `VM ${spec.name} (profile ${spec.profile.name})`;
 
     // 1. Inputs that must exist: the kernel, the initrd parts. Checked here (boot time), not at load.
+    //    A profile's first use (its build, root's kernel, cmdline_file) normally happens before
+    //    dispatch (src/cli/wiring.ts); a launch nothing prepared for (a fixture command, a profile
+    //    named at run time) does it here, once per process.
+    if (spec.profile.firstUse) {
+      try {
+        await prepareProfile(spec.profile, launchBuildOptions());
+      } catch (err) {
+        throw new Error(`${where}: ${(err as Error).message}`);
+      }
+    }
     await mustExist(spec.profile.kernel, `${where}: kernel`);
     const initrdParts: string[] = [];
     if (spec.profile.initrd) initrdParts.push(await mustExist(spec.profile.initrd, `${where}: initrd`));
@@ -291,6 +303,15 @@ function lastLine(s: string): string {
   return s.trim().split('\n').pop()?.trim() ?? '';
 }
 
+/** A build started by a launch: output on stderr, the same cross-process lock as the CLI's. */
+function launchBuildOptions(): PrepareOptions {
+  return {
+    cacheDir: cacheDir(),
+    log: (line) => void process.stderr.write(`${line}\n`),
+    lock: (path, holder) => acquireFileLock(path, { holder, timeoutMs: 60 * 60_000 }),
+  };
+}
+
 /** The agent overlay cpio for profiles with inject_agent: $PROVIUM_OVERLAY or the built image's. */
 export async function agentOverlayPath(where: string): Promise<string> {
   const explicit = process.env['PROVIUM_OVERLAY'];
@@ -370,20 +391,11 @@ function sweepOnce(): void {
       const dir = join(parent, name);
       const owner = Number.parseInt(await readFile(join(dir, 'owner'), 'utf8').catch(() => ''), 10);
       const stale = Number.isFinite(owner)
-        ? owner !== process.pid && !pidAlive(owner)
+        ? owner !== process.pid && !isProcessAlive(owner)
         : Date.now() - ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Date.now()) > kSweepMinAgeMs;
       if (stale) await rm(dir, { recursive: true, force: true }).catch(() => {});
     }
   })();
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function installExitHook(): void {
