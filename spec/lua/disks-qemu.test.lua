@@ -3,25 +3,9 @@
 
 local vm = provium:vm("q", "minimal", {memory = "128M", disks = {{id = "fast", size = "16M", backend = "qemu"}}}):boot()
 local fast = vm:disk("fast")
-
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
--- 4 KiB blocks with O_DIRECT, past the guest's page cache: block n is sectors 8n to 8n+7.
-local function read_block(n, dev)
-  return vm:run("dd if=" .. (dev or "/dev/vda") .. " of=/dev/null bs=4k count=1 skip=" .. n .. " iflag=direct 2>&1")
-end
-
-local function write_block(n, text, flags)
-  return vm:run("printf '" .. text .. "' | dd of=/dev/vda bs=4k count=1 seek=" .. n .. " conv=sync" .. (flags or "") .. " oflag=direct 2>&1")
-end
-
-local function block_text(n)
-  return vm:run("dd if=/dev/vda bs=4k skip=" .. n .. " count=1 iflag=direct 2>/dev/null | head -c 16").stdout
-end
+local blocks = require("lua.lib.blocks")
+local dev = blocks.on(vm)
+local read_block, write_block, block_text, err_of = dev.read, dev.write, dev.text, blocks.err_of
 
 test("a qemu-backed disk is /dev/vda, and one hot-plugs and unplugs", function(t)
   t:assert_eq(fast:backend(), "qemu")
@@ -29,7 +13,7 @@ test("a qemu-backed disk is /dev/vda, and one hot-plugs and unplugs", function(t
   t:assert_eq(vm:run("cat /sys/block/vda/size").stdout, "32768\n")
   local hot = vm:attach_disk({id = "hot", size = "8M", backend = "qemu"})
   t:assert_eq(hot:device(), "/dev/vdb")
-  read_block(0, "/dev/vdb"):assert_ok()
+  blocks.on(vm, "/dev/vdb").read(0):assert_ok()
   hot:detach()
   t:assert(hot:is_detached())
   wait_until(function() return vm:run("test -e /sys/block/vdb").exit_code ~= 0 end, {timeout = "15s", desc = "vdb gone"})

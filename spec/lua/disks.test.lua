@@ -4,26 +4,9 @@
 
 local vm = provium:vm("d", "minimal", {memory = "128M", disks = {{id = "data", size = "16M"}}}):boot()
 local data = vm:disk("data")
-
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
--- The guest's dd goes straight to the device in 4 KiB blocks (O_DIRECT: past its page cache;
--- busybox falls back to buffered I/O for smaller direct blocks). Block n is sectors 8n to 8n+7.
-local function read_block(n)
-  return vm:run("dd if=/dev/vda of=/dev/null bs=4k count=1 skip=" .. n .. " iflag=direct 2>&1")
-end
-
-local function write_block(n, text, flags)
-  return vm:run("printf '" .. text .. "' | dd of=/dev/vda bs=4k count=1 seek=" .. n .. " conv=sync" .. (flags or "") .. " oflag=direct 2>&1")
-end
-
-local function block_text(n)
-  return vm:run("dd if=/dev/vda bs=4k skip=" .. n .. " count=1 iflag=direct 2>/dev/null | head -c 16").stdout
-end
+local blocks = require("lua.lib.blocks")
+local dev = blocks.on(vm)
+local read_block, write_block, block_text, err_of = dev.read, dev.write, dev.text, blocks.err_of
 
 test("a boot-time disk is /dev/vda and a hot-plugged one appears at once", function(t)
   t:assert_eq(data:id(), "data")
