@@ -81,12 +81,14 @@ test("a snapshot restores into a fresh lab, which gets its VMs, disks and bridge
 end)
 
 test("lab:snapshot(dir) writes there and returns the directory", function(t)
-  -- A lab with no running VM: only lab.json is written, so the kept directory stays tiny.
-  local dir = (os.getenv("TMPDIR") or "/tmp") .. "/provium-labsnap-spec-" .. os.time() .. "-" .. math.random(1, 1e6)
+  -- Kept directories stay: this one goes inside a transient snapshot's directory, removed with it.
+  local holder = provium:lab("holder"):snapshot()
+  local dir = holder:path() .. "/kept"
   local empty = provium:lab("empty")
   t:assert_eq(empty:snapshot(dir), dir)
   empty:restore(dir)
   t:assert_eq(#empty:vm_names(), 0)
+  holder:delete()
   t:assert_contains(err_of(function() provium:lab("gone"):restore("/nonexistent-provium-dir") end), "cannot restore the lab from /nonexistent-provium-dir")
 end)
 
