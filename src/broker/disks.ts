@@ -34,8 +34,7 @@ const kDeviceTimeoutMs = 15_000;
 interface VmDisk {
   vm: ManagedVm;
   id: string;
-  backend: DiskBackend;
-  /** The bytes: an NBD export of the session's server, or a raw file QEMU opens. */
+  /** The bytes: an NBD export of the session's server, or a raw file QEMU opens (backend "qemu"). */
   disk: Disk | FileDisk;
   readonly: boolean;
   /** QEMU's block node, unique per VM. */
@@ -103,7 +102,7 @@ export class SessionDisks {
 
   /** The disks of `vm` as specs (a lab snapshot records them; their contents travel with the VM's snapshot). */
   specsOf(vm: ManagedVm): DiskSpec[] {
-    return (this._disks.get(vm) ?? []).filter((d) => !d.detached).map((d) => ({ id: d.id, sizeBytes: d.disk.sizeBytes, readonly: d.readonly, backend: d.backend }));
+    return (this._disks.get(vm) ?? []).filter((d) => !d.detached).map((d) => ({ id: d.id, sizeBytes: d.disk.sizeBytes, readonly: d.readonly, backend: backendName(d) }));
   }
 
   info(vm: ManagedVm, id: string): DiskView {
@@ -214,16 +213,11 @@ export class SessionDisks {
   }
 
   /**
-   * After a restore that plugged `vm`'s disks itself (from the snapshot's argv). A "qemu" disk came
-   * back with the rules it had when the snapshot was taken; it gets the policy it has now, as an
-   * NBD disk (whose policy lives in the server) does.
+   * After a restore that plugged `vm`'s disks itself, on backends from backendOf: a "qemu" disk
+   * came back with the rules of its policy now, as an NBD disk (whose policy is the server's) does.
    */
-  async markRestored(vm: ManagedVm, serials: string[]): Promise<void> {
-    for (const vd of this._disks.get(vm) ?? []) {
-      if (!serials.includes(vd.id)) continue;
-      vd.pluggedGeneration = vm.info().generation;
-      if (vd.disk instanceof FileDisk) await this._installRules(vd, vd.disk);
-    }
+  markRestored(vm: ManagedVm, serials: string[]): void {
+    for (const vd of this._disks.get(vm) ?? []) if (serials.includes(vd.id)) vd.pluggedGeneration = vm.info().generation;
   }
 
   /** VMs gone with their scope: their disks close, and their images are removed. */
@@ -293,7 +287,7 @@ export class SessionDisks {
       });
       (await this._ensureServer()).addExport(disk);
     }
-    return { vm, id: spec.id, backend, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
+    return { vm, id: spec.id, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
   }
 
   /** Where disk `id` of `vm` is served now: a restore gives it to the new QEMU in place of the snapshot's. */
@@ -371,7 +365,7 @@ export class SessionDisks {
   private _view(vd: VmDisk): DiskView {
     return {
       id: vd.id,
-      backend: vd.backend,
+      backend: backendName(vd),
       sizeBytes: vd.disk.sizeBytes,
       readonly: vd.readonly,
       device: this._isPlugged(vd) ? vd.device : null,
@@ -406,4 +400,8 @@ export async function slotBackendGone(d: SlotDevice): Promise<boolean> {
 /** Where a snapshot keeps a disk's contents. */
 export function diskFileOf(snapshot: string, id: string): string {
   return `${snapshot}.disk-${id}`;
+}
+
+function backendName(vd: VmDisk): DiskBackend {
+  return vd.disk instanceof FileDisk ? 'qemu' : 'nbd';
 }

@@ -106,20 +106,15 @@ export class ManagedVm {
       throw this._stateError('boot', ['created', 'shutdown']);
     }
     const started = performance.now();
-    const memoryBytes = opts.memoryBytes ?? this.profile.memoryBytes;
-    const cpus = opts.cpus ?? this.profile.cpus;
+    // The launch a spare of this boot shares: no per-boot values (seed, time, files).
+    const launch = this._launchOf(opts);
     // 1. Wait for room in the resource pool.
-    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
-      memory_bytes: memoryBytes,
-      cpus,
-    });
+    await this._acquire(launch);
     let restored = false;
     let pooled = false;
     try {
       // 2. Build the launch; per-boot files make it uncacheable.
-      const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes, cpus };
-      if (opts.kernelCmdline !== undefined) spec.cmdlineReplace = opts.kernelCmdline;
-      if (opts.kernelCmdlineAppend !== undefined) spec.cmdlineAppend = opts.kernelCmdlineAppend;
+      const spec: LaunchSpec = { ...launch };
       if (opts.rngSeed !== undefined) spec.rngSeed = opts.rngSeed;
       if (opts.initialTime !== undefined) spec.initialTime = opts.initialTime;
       if (opts.files?.length) spec.extraInitrd = await writeFilesArchive(opts.files);
@@ -143,7 +138,7 @@ export class ManagedVm {
       const snapshot = key && !spare ? await cache.lookup(key) : undefined;
       const stopAndKeepResources = async () => {
         await this._finish('created');
-        this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: memoryBytes, cpus });
+        await this._acquire(launch);
       };
       if (key && snapshot) {
         try {
@@ -170,10 +165,7 @@ export class ManagedVm {
       //    was restored; its clock has run since). Then spares of this key for the next files.
       if (restored && (!pooled || opts.initialTime !== undefined)) await this._afterRestore(opts);
       this._launched = spec;
-      if (key && spec.rngSeed === undefined) {
-        const spareOpts = spareBootOptions(opts);
-        warm?.keep(key, this.profile, (spare) => spare.bootSpare(spareOpts, key));
-      }
+      if (key && spec.rngSeed === undefined) warm?.keep(key, this.profile, (spare) => spare.bootSpare(launch, key, timeoutMs));
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const tail = await this._consoleTailSafe();
@@ -189,7 +181,7 @@ export class ManagedVm {
       file: this._owner.displayPath,
       vm_name: this.name,
       profile: this.profile.name,
-      memory_bytes: memoryBytes,
+      memory_bytes: launch.memoryBytes,
       cid: this.cid!,
       boot_ns: Math.round(bootMs * 1e6),
       restored,
@@ -202,18 +194,13 @@ export class ManagedVm {
    * its clock set, and one command run so its first real one does not pay for a cold TCG
    * translation cache.
    */
-  async bootSpare(opts: BootOptions, key: string): Promise<void> {
-    const memoryBytes = opts.memoryBytes ?? this.profile.memoryBytes;
-    const cpus = opts.cpus ?? this.profile.cpus;
-    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: memoryBytes, cpus });
+  async bootSpare(launch: LaunchSpec, key: string, timeoutMs: number): Promise<void> {
+    const spec: LaunchSpec = { ...launch, name: this.name };
+    await this._acquire(spec);
     try {
-      const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes, cpus };
-      if (opts.kernelCmdline !== undefined) spec.cmdlineReplace = opts.kernelCmdline;
-      if (opts.kernelCmdlineAppend !== undefined) spec.cmdlineAppend = opts.kernelCmdlineAppend;
-      const cache = this._owner.bootCache;
-      const snapshot = (await cache.key(spec, qemuBinary())) === key ? await cache.lookup(key) : undefined;
+      const snapshot = await this._owner.bootCache.lookup(key);
       if (!snapshot) throw new Error(`no boot snapshot of key ${key}`);
-      await this._restoreFrom(spec, snapshot, opts.agentTimeoutMs ?? this.profile.agentTimeoutMs);
+      await this._restoreFrom(spec, snapshot, timeoutMs);
       await this._afterRestore({});
       this._launched = spec;
     } catch (err) {
@@ -236,10 +223,9 @@ export class ManagedVm {
   async restoreFromSpare(spare: ManagedVm): Promise<void> {
     if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
     const launched = spare._launched!;
-    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: launched.memoryBytes, cpus: launched.cpus });
+    await this._acquire(launched);
     this._adopt(spare);
     this._launched = { ...launched, name: this.name };
-    this._owner.bus.emit('pool_hit', { file: this._owner.displayPath, vm_name: this.name });
     this._started();
   }
 
@@ -258,6 +244,19 @@ export class ManagedVm {
     qemu.rename(this.name);
     this._watchExit(qemu);
     agent.on('closed', (reason: string) => void this._onAgentClosed(qemu, reason));
+  }
+
+  /** What `opts` launch, without the per-boot values (seed, time, files). */
+  private _launchOf(opts: BootOptions): LaunchSpec {
+    const launch: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: opts.memoryBytes ?? this.profile.memoryBytes, cpus: opts.cpus ?? this.profile.cpus };
+    if (opts.kernelCmdline !== undefined) launch.cmdlineReplace = opts.kernelCmdline;
+    if (opts.kernelCmdlineAppend !== undefined) launch.cmdlineAppend = opts.kernelCmdlineAppend;
+    return launch;
+  }
+
+  /** Waits for room in the resource pool for a guest of `launch`'s size; shutdown gives it back. */
+  private async _acquire(launch: Pick<LaunchSpec, 'memoryBytes' | 'cpus'>): Promise<void> {
+    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, { memory_bytes: launch.memoryBytes, cpus: launch.cpus });
   }
 
   /** Gives the VM's pool room back now (a spare being reclaimed: a file waits for that room). */
@@ -367,10 +366,7 @@ export class ManagedVm {
     if (meta.profile !== this.profile.name) {
       throw new BrokerError(`vm \`${this.name}\` has profile ${this.profile.name} but snapshot ${file} was taken with profile ${meta.profile}`);
     }
-    this._releaseResources = await this._owner.pool.acquire(this._owner.sessionId, this._owner.displayPath, {
-      memory_bytes: meta.memoryBytes,
-      cpus: meta.cpus,
-    });
+    await this._acquire(meta);
     const spec: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: meta.memoryBytes, cpus: meta.cpus };
     if (meta.cmdlineReplace !== undefined) spec.cmdlineReplace = meta.cmdlineReplace;
     if (meta.cmdlineAppend !== undefined) spec.cmdlineAppend = meta.cmdlineAppend;
@@ -769,15 +765,4 @@ async function writeFilesArchive(files: BootFile[]): Promise<string> {
   const file = path.join(dir, 'files.cpio');
   await writeFile(file, buildFilesCpio(files), { mode: 0o600 });
   return file;
-}
-
-/** What a spare of a boot needs: the launch, not the per-boot values (seed, time, disks). */
-function spareBootOptions(opts: BootOptions): BootOptions {
-  const out: BootOptions = {};
-  if (opts.memoryBytes !== undefined) out.memoryBytes = opts.memoryBytes;
-  if (opts.cpus !== undefined) out.cpus = opts.cpus;
-  if (opts.kernelCmdline !== undefined) out.kernelCmdline = opts.kernelCmdline;
-  if (opts.kernelCmdlineAppend !== undefined) out.kernelCmdlineAppend = opts.kernelCmdlineAppend;
-  if (opts.agentTimeoutMs !== undefined) out.agentTimeoutMs = opts.agentTimeoutMs;
-  return out;
 }

@@ -159,15 +159,16 @@ export class Session {
     const pooled = warm?.enabled && devices.length === 0 && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
     if (pooled) {
       const spare = await warm!.take(pooled);
-      if (!spare) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
+      if (spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
+      else this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
       if (spare) await vm.restoreFromSpare(spare);
       else await vm.restore(file, []);
       const start = async (s: ManagedVm) => {
         await s.restore(file, []);
         await s.warmUp();
       };
-      if (fixture) warm!.keep(pooled, vm.profile, start);
-      else warm!.keep(pooled, vm.profile, start, again ? 1 : 0);
+      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
+      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
       await this._started(vm, {});
       return;
     }
@@ -190,7 +191,7 @@ export class Session {
     await this._disks.loadContents(vm, file, serials);
     await vm.restore(file, current);
     this._network.markRestored(vm, current.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
-    await this._disks.markRestored(vm, serials);
+    this._disks.markRestored(vm, serials);
     await this._started(vm, {});
   }
 
@@ -284,12 +285,13 @@ export class Session {
           throw new BrokerError(`vm \`${vm.name}\` is on a bridge: a vm fixture is one VM alone; return provium:snapshot() for a lab fixture with its bridges`);
         }
         const file = `${vm.name}.snap`;
-        await copyVmSnapshot(snap, path.join(out, file), this._disks.specsOf(vm).map((d) => d.id));
+        const disks = this._disks.specsOf(vm);
+        await copyVmSnapshot(snap, path.join(out, file), disks.map((d) => d.id));
         await writeLabManifest(out, {
           version: 1,
           lab: 'fixture',
           fixture: 'vm',
-          vms: [{ name: vm.name, profile: vm.profile.name, state: 'booted', file, disks: this._disks.specsOf(vm) }],
+          vms: [{ name: vm.name, profile: vm.profile.name, state: 'booted', file, disks }],
           bridges: [],
         });
         return empty;
@@ -324,7 +326,9 @@ export class Session {
         });
         const fixture = this._fixtureDirs.get(dir);
         if (fixture !== undefined) this._deps.bus.emit('fixture_cache_hit', { path: fixture });
-        const bridgeViews = await Promise.all(manifest.bridges.map(async (b) => ({ bridgeId: bridgeOf.get(b.name)!, bridge: (await this._network.info(bridgeOf.get(b.name)!)).bridge, nics: this._network.nicViews(bridgeOf.get(b.name)!) })));
+        const bridgeViews = await Promise.all(
+          [...bridgeOf.values()].map(async (bridgeId) => ({ bridgeId, bridge: (await this._network.info(bridgeId)).bridge, nics: this._network.nicViews(bridgeId) })),
+        );
         return { vms: [...vmOf.values()].map((vm) => this._view(vm)), bridges: bridgeViews };
       },
       'snapshot.delete': async ({ path: file }) => {

@@ -92,10 +92,7 @@ export class WarmPool {
   /** Spares of `key` are of no more use (their snapshot is gone). */
   drop(key: string): void {
     const state = this._keys.get(key);
-    if (!state) return;
-    this._keys.delete(key);
-    for (const w of state.waiters.splice(0)) w(undefined);
-    for (const spare of state.spares.splice(0)) void spare.shutdown().catch(() => undefined);
+    if (state) void this._discard(key, state);
   }
 
   /** Gives one spare's room back to the resource pool (a file waits for it). False when there is none. */
@@ -113,11 +110,14 @@ export class WarmPool {
 
   async close(): Promise<void> {
     this._closed = true;
-    const states = [...this._keys.values()];
-    const spares = states.flatMap((s) => s.spares.splice(0));
-    for (const s of states) for (const w of s.waiters.splice(0)) w(undefined);
-    this._keys.clear();
-    await Promise.all(spares.map((s) => s.shutdown().catch(() => undefined)));
+    await Promise.all([...this._keys].map(([key, state]) => this._discard(key, state)));
+  }
+
+  /** A key goes: its waiters restore their own guests, its spares shut down. */
+  private async _discard(key: string, state: KeyState): Promise<void> {
+    this._keys.delete(key);
+    for (const w of state.waiters.splice(0)) w(undefined);
+    await Promise.all(state.spares.splice(0).map((spare) => spare.shutdown().catch(() => undefined)));
   }
 
   /** Restores spares until the key has as many as the queue may use, room permitting. */
@@ -141,7 +141,7 @@ export class WarmPool {
           () => {
             state.filling--;
             if (this._closed || this._keys.get(key) !== state) {
-              this._release(state);
+              this._releaseWaiters(state);
               return spare.shutdown();
             }
             const waiter = state.waiters.shift();
@@ -151,7 +151,7 @@ export class WarmPool {
           },
           () => {
             state.filling--;
-            this._release(state);
+            this._releaseWaiters(state);
             return spare.shutdown();
           },
         )
@@ -160,7 +160,7 @@ export class WarmPool {
   }
 
   /** Waiters beyond the spares still coming restore their own guest. */
-  private _release(state: KeyState): void {
+  private _releaseWaiters(state: KeyState): void {
     while (state.waiters.length > state.filling) state.waiters.pop()!(undefined);
   }
 
@@ -173,9 +173,7 @@ export class WarmPool {
   private _dropColdKeys(): void {
     const byUse = [...this._keys.entries()].sort(([, a], [, b]) => b.lastUsed - a.lastUsed);
     for (const [key, state] of byUse.slice(kWarmKeys)) {
-      if (state.waiters.length > 0) continue;
-      this._keys.delete(key);
-      for (const spare of state.spares.splice(0)) void spare.shutdown().catch(() => undefined);
+      if (state.waiters.length === 0) void this._discard(key, state);
     }
   }
 }
