@@ -14,7 +14,7 @@ import { LuaError } from './errors.js';
 import { translateRpcError, type VmHandle } from './guest.js';
 import { Nic, NicClass, type NicBridge } from './nic.js';
 import { openCaptureStream, pushStream } from './stream.js';
-import { pushIntegral, pushText, setField, typeName } from './values.js';
+import { pushIntegral, pushPlain, pushText, setField, typeName } from './values.js';
 
 /** Reads a VM argument (a VM userdata, or a VM's name in the bridge's lab). */
 export type VmReader = (a: Args, idx: number, what: string) => VmHandle;
@@ -251,13 +251,7 @@ export const BridgeClass: LuaClass<Bridge> = {
       return 0;
     },
     members(bridge, a) {
-      const L = a.L;
-      const names = [...bridge.nics.keys()];
-      lua.lua_createtable(L, names.length, 0);
-      names.forEach((n, i) => {
-        pushText(L, n);
-        lua.lua_rawseti(L, -2, i + 1);
-      });
+      pushPlain(a.L, [...bridge.nics.keys()]);
       return 1;
     },
     nic(bridge, a) {
@@ -367,7 +361,6 @@ export const BridgeClass: LuaClass<Bridge> = {
     unroute: routing('unroute'),
     /** Names of the bridges this one routes to. */
     routes(bridge, a) {
-      const L = a.L;
       if (!bridge.closed) {
         try {
           bridge.view = a.rt.rpc.call('bridge.info', { bridgeId: bridge.bridgeId }).bridge;
@@ -375,12 +368,7 @@ export const BridgeClass: LuaClass<Bridge> = {
           throw a.error((err as Error).message);
         }
       }
-      const names = bridge.closed ? [] : bridge.view.routes;
-      lua.lua_createtable(L, names.length, 0);
-      names.forEach((n, i) => {
-        pushText(L, n);
-        lua.lua_rawseti(L, -2, i + 1);
-      });
+      pushPlain(a.L, bridge.closed ? [] : bridge.view.routes);
       return 1;
     },
     /** The router's address on this bridge's subnet (the next hop for routed bridges). */

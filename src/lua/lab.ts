@@ -2,13 +2,13 @@
 // scope lab whose lookups fall back to the root. Sub-labs from lab:lab() group VMs and have no
 // parent chain. lab:boot() posts every boot at once (SyncCaller.callMany) so VMs boot together.
 
-import { lua, type lua_State } from 'fengari';
+import { lua } from 'fengari';
 import type { BootOptions, LabSnapshotManifest, RpcArgs, RpcReply } from '../protocol/rpc.js';
 import { R, type Args, type BindingRuntime, type LuaClass, type Method } from './args.js';
 import { readBootOptions } from './boot-options.js';
 import { LuaError } from './errors.js';
 import { showSeconds, translateRpcError } from './guest.js';
-import { getText, pushIntegral, pushText, setField } from './values.js';
+import { getText, pushIntegral, pushPlain, pushText, setField } from './values.js';
 import { Bridge, type VmReader } from './bridge.js';
 import { Vm, VmClass, type VmOwner } from './vm.js';
 import { LabSnapshotClass, Snapshot } from './snapshot.js';
@@ -115,14 +115,6 @@ function forEachVm<K extends FanOutOp>(
     else failures.push((translateRpcError(vm, r.error, a.label) as Error).message);
   });
   if (failures.length > 0) throw new LuaError(failures.join('\n'));
-}
-
-function pushNames(L: lua_State, names: string[]): void {
-  lua.lua_createtable(L, names.length, 0);
-  names.forEach((n, i) => {
-    pushText(L, n);
-    lua.lua_rawseti(L, -2, i + 1);
-  });
 }
 
 /** string.pack / string.unpack, callable as lab:pack(fmt, ...) or provium.pack(fmt, ...). */
@@ -247,11 +239,11 @@ export const LabClass: LuaClass<Lab> = {
       return 1;
     },
     vm_names(lab, a) {
-      pushNames(a.L, [...lab.vms.keys()]);
+      pushPlain(a.L, [...lab.vms.keys()]);
       return 1;
     },
     bridge_names(lab, a) {
-      pushNames(a.L, [...lab.bridges.values()].filter((b) => !b.closed).map((b) => b.name));
+      pushPlain(a.L, [...lab.bridges.values()].filter((b) => !b.closed).map((b) => b.name));
       return 1;
     },
     /** lab:bridge(name) looks up, and creates when absent; lab:bridge(name, opts) creates. */
@@ -275,7 +267,7 @@ export const LabClass: LuaClass<Lab> = {
       return 1;
     },
     sub_lab_names(lab, a) {
-      pushNames(a.L, [...lab.subLabs.keys()]);
+      pushPlain(a.L, [...lab.subLabs.keys()]);
       return 1;
     },
     name(lab, a) {
