@@ -5,7 +5,7 @@ local vm = provium:vm("q", "minimal", {memory = "128M", disks = {{id = "fast", s
 local fast = vm:disk("fast")
 local blocks = require("lua.lib.blocks")
 local dev = blocks.on(vm)
-local read_block, write_block, block_text, err_of = dev.read, dev.write, dev.text, blocks.err_of
+local read_block, write_block, block_text = dev.read, dev.write, dev.text
 
 test("a qemu-backed disk is /dev/vda, and one hot-plugs and unplugs", function(t)
   t:assert_eq(fast:backend(), "qemu")
@@ -68,14 +68,14 @@ test("faults blkdebug cannot give are refused, and the policy stays as it was", 
     function() fast:random_faults({eio_rate = 0.5}) end,
     function() fast:fail_range(0, 5000) end,
   }) do
-    t:assert_contains(err_of(f), 'has backend = "qemu", which')
+    t:assert_contains(t:assert_raises(f), 'has backend = "qemu", which')
   end
-  t:assert_contains(err_of(function() fast:delay(100) end), 'give the disk backend = "nbd"')
+  t:assert_contains(t:assert_raises(function() fast:delay(100) end), 'give the disk backend = "nbd"')
   local p = fast:fault_policy()
   t:assert_eq(p.fail_reads, true)
   t:assert_eq(p.delay_ms, 0)
   fast:clear_policy()
-  t:assert_contains(err_of(function() vm:attach_disk({id = "x", size = "1M", backend = "fast"}) end), '`backend` must be "nbd"')
+  t:assert_contains(t:assert_raises(function() vm:attach_disk({id = "x", size = "1M", backend = "fast"}) end), '`backend` must be "nbd"')
 end)
 
 test("a snapshot gives back the contents, and the policy set since then still holds", function(t)
@@ -111,7 +111,7 @@ test("an image is copied for a writable disk and read in place for a read-only o
     d:detach()
     local again = vm:attach_disk({id = id .. "2", image = image, readonly = true, backend = "qemu"})
     t:assert_eq(again:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
-    t:assert_contains(err_of(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
+    t:assert_contains(t:assert_raises(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
     t:assert(vm:run("echo x | dd of=" .. again:device() .. " bs=512 count=1 conv=sync oflag=direct 2>&1").exit_code ~= 0, "the guest cannot write a read-only disk")
     again:detach()
   end

@@ -6,7 +6,7 @@ local vm = provium:vm("d", "minimal", {memory = "128M", disks = {{id = "data", s
 local data = vm:disk("data")
 local blocks = require("lua.lib.blocks")
 local dev = blocks.on(vm)
-local read_block, write_block, block_text, err_of = dev.read, dev.write, dev.text, blocks.err_of
+local read_block, write_block, block_text = dev.read, dev.write, dev.text
 
 test("a boot-time disk is /dev/vda and a hot-plugged one appears at once", function(t)
   t:assert_eq(data:id(), "data")
@@ -19,7 +19,7 @@ test("a boot-time disk is /dev/vda and a hot-plugged one appears at once", funct
   t:assert_eq(vm:disk("hot"), hot)
   hot:detach()
   t:assert(hot:is_detached())
-  t:assert_contains(err_of(function() hot:read_sectors(0, 1) end), "is detached")
+  t:assert_contains(t:assert_raises(function() hot:read_sectors(0, 1) end), "is detached")
 end)
 
 test("the test and the guest see one disk, both ways", function(t)
@@ -123,19 +123,19 @@ test("a backing image (raw or qcow2) is read, and written through an overlay tha
     -- A second disk over the same image starts from the untouched file.
     local again = vm:attach_disk({id = id .. "2", image = image, readonly = true})
     t:assert_eq(again:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
-    t:assert_contains(err_of(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
+    t:assert_contains(t:assert_raises(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
     again:detach()
   end
 end)
 
 test("bad arguments name the value and the valid range", function(t)
-  t:assert_contains(err_of(function() data:read_sectors(40000, 1) end), "sector 40000 is outside the disk (sectors 0 to 32767)")
-  t:assert_contains(err_of(function() data:read_sectors(0, -1) end), "count -1 from sector 0 must be 1 to 32768")
-  t:assert_contains(err_of(function() data:write_sectors(0, "abc") end), "whole number of 512-byte sectors, got 3 bytes")
-  t:assert_contains(err_of(function() vm:disk("nope") end), "has no disk `nope`; disks: data")
-  t:assert_contains(err_of(function() data:fault_inject("melt") end), "unknown fault mode \"melt\"; modes: eio_read, eio_write, slow")
-  t:assert_contains(err_of(function() data:fail_range(0, 0) end), "must be between 1 and")
-  t:assert_contains(err_of(function() vm:attach_disk({id = "data", size = "1M"}) end), "already has a disk `data`")
-  t:assert_contains(err_of(function() vm:attach_disk({id = "x"}) end), "give `size`")
-  t:assert_contains(err_of(function() vm:attach_disk({id = "bad id!", size = "1M"}) end), "must be 1 to 20 letters")
+  t:assert_contains(t:assert_raises(function() data:read_sectors(40000, 1) end), "sector 40000 is outside the disk (sectors 0 to 32767)")
+  t:assert_contains(t:assert_raises(function() data:read_sectors(0, -1) end), "count -1 from sector 0 must be 1 to 32768")
+  t:assert_contains(t:assert_raises(function() data:write_sectors(0, "abc") end), "whole number of 512-byte sectors, got 3 bytes")
+  t:assert_contains(t:assert_raises(function() vm:disk("nope") end), "has no disk `nope`; disks: data")
+  t:assert_contains(t:assert_raises(function() data:fault_inject("melt") end), "unknown fault mode \"melt\"; modes: eio_read, eio_write, slow")
+  t:assert_contains(t:assert_raises(function() data:fail_range(0, 0) end), "must be between 1 and")
+  t:assert_contains(t:assert_raises(function() vm:attach_disk({id = "data", size = "1M"}) end), "already has a disk `data`")
+  t:assert_contains(t:assert_raises(function() vm:attach_disk({id = "x"}) end), "give `size`")
+  t:assert_contains(t:assert_raises(function() vm:attach_disk({id = "bad id!", size = "1M"}) end), "must be 1 to 20 letters")
 end)

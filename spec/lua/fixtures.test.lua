@@ -3,12 +3,6 @@
 
 local web = provium:vm_fixture("lua/fixtures/web")
 
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
 test("a vm fixture comes back booted, with its files and its running process", function(t)
   t:assert_eq(web:state(), "booted")
   t:assert_eq(web:name(), "web")
@@ -31,15 +25,15 @@ test("a lab fixture is a new sub-lab with its VMs and bridge", function(t)
   table.sort(names)
   t:assert_eq(table.concat(names, ","), "a,b")
   t:assert_eq(lab:vm("a"):read_file("/etc/role"), "primary\n")
-  wait_until(function() return lab:vm("a"):run("ping -c1 -W1 b").exit_code == 0 end, {timeout = "10s", desc = "a reaches b"})
+  require("lua.lib.net").reaches(lab:vm("a"), "b")
   lab:shutdown()
 end)
 
 test("errors name the fixture and the fix", function(t)
-  t:assert_contains(err_of(function() provium:vm_fixture("lua/fixtures/nope") end), "fixture `lua/fixtures/nope` not found in any test root")
-  t:assert_contains(err_of(function() provium:vm_fixture("lua/fixtures/pair") end), "use provium:lab_fixture(\"lua/fixtures/pair\")")
-  t:assert_contains(err_of(function() provium:vm_fixture("lua/fixtures/web.fixture.lua") end), "drop the `.fixture.lua` suffix")
-  local broken = err_of(function() provium:vm_fixture("lua/fixtures/broken") end)
+  t:assert_contains(t:assert_raises(function() provium:vm_fixture("lua/fixtures/nope") end), "fixture `lua/fixtures/nope` not found in any test root")
+  t:assert_contains(t:assert_raises(function() provium:vm_fixture("lua/fixtures/pair") end), "use provium:lab_fixture(\"lua/fixtures/pair\")")
+  t:assert_contains(t:assert_raises(function() provium:vm_fixture("lua/fixtures/web.fixture.lua") end), "drop the `.fixture.lua` suffix")
+  local broken = t:assert_raises(function() provium:vm_fixture("lua/fixtures/broken") end)
   t:assert_contains(broken, "fixture `lua/fixtures/broken`")
   t:assert_contains(broken, "failed to build")
   t:assert_contains(broken, "must end with `return vm:snapshot()` or `return provium:snapshot()`; it returned integer")

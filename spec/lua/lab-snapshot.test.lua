@@ -9,21 +9,8 @@ local net = lab:bridge("net")
 net:attach({a, b})
 lab:boot()
 
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
-local function ping_ok(from, to)
-  return from:run("ping -c1 -W1 " .. to).exit_code == 0
-end
-
--- After a partition heals, the guest's neighbour entry may take a moment to resolve again.
-local function reaches(from, to)
-  wait_until(function() return ping_ok(from, to) end, {timeout = "10s", desc = from:name() .. " reaches " .. to})
-  return true
-end
+local reach = require("lua.lib.net")
+local ping_ok, reaches = reach.ping_ok, reach.reaches
 
 test("a round trip gives back files, disks, NICs, partitions and impairments", function(t)
   a:write_file("/tmp/state", "a before")
@@ -89,11 +76,11 @@ test("lab:snapshot(dir) writes there and returns the directory", function(t)
   empty:restore(dir)
   t:assert_eq(#empty:vm_names(), 0)
   holder:delete()
-  t:assert_contains(err_of(function() provium:lab("gone"):restore("/nonexistent-provium-dir") end), "cannot restore the lab from /nonexistent-provium-dir")
+  t:assert_contains(t:assert_raises(function() provium:lab("gone"):restore("/nonexistent-provium-dir") end), "cannot restore the lab from /nonexistent-provium-dir")
 end)
 
 test("bad directories are refused with the reason", function(t)
   local busy = os.getenv("TMPDIR") or "/tmp"
-  t:assert_contains(err_of(function() lab:snapshot(busy) end), "is not empty and holds no lab.json")
-  t:assert_contains(err_of(function() lab:restore(busy) end), "was it written by lab:snapshot?")
+  t:assert_contains(t:assert_raises(function() lab:snapshot(busy) end), "is not empty and holds no lab.json")
+  t:assert_contains(t:assert_raises(function() lab:restore(busy) end), "was it written by lab:snapshot?")
 end)

@@ -10,14 +10,11 @@ a:attach(n1)
 b:attach(n2)
 provium:boot()
 
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
+local reach = require("lua.lib.net")
 
+-- Routed traffic crosses two switches and the router: give each reply two seconds.
 local function ping_ok(from, to)
-  return from:run("ping -c1 -W2 " .. to).exit_code == 0
+  return reach.ping_ok(from, to, 2)
 end
 
 test("a:route(b) forwards both ways; b's faults still apply; unroute stops it", function(t)
@@ -47,20 +44,20 @@ test("a:route(b) forwards both ways; b's faults still apply; unroute stops it", 
 end)
 
 test("bad arguments: itself, a closed bridge, not a bridge, overlapping subnets; routing again", function(t)
-  t:assert_contains(err_of(function() a:route(a) end), "cannot route bridge `a` to itself")
-  t:assert_contains(err_of(function() a:route({b, b}) end), "names a bridge twice")
-  t:assert_contains(err_of(function() a:route("b") end), "expected a bridge")
+  t:assert_contains(t:assert_raises(function() a:route(a) end), "cannot route bridge `a` to itself")
+  t:assert_contains(t:assert_raises(function() a:route({b, b}) end), "names a bridge twice")
+  t:assert_contains(t:assert_raises(function() a:route("b") end), "expected a bridge")
   local gone = provium:bridge("gone", {subnet = "192.168.50.0/24"})
   gone:close()
-  t:assert_contains(err_of(function() a:route(gone) end), "bridge `gone` is closed")
-  t:assert_contains(err_of(function() gone:route(a) end), "is closed")
+  t:assert_contains(t:assert_raises(function() a:route(gone) end), "bridge `gone` is closed")
+  t:assert_contains(t:assert_raises(function() gone:route(a) end), "is closed")
   local twin = provium:bridge("twin", {subnet = a:subnet()})
-  t:assert_contains(err_of(function() a:route(twin) end), "routed bridges need distinct subnets")
+  t:assert_contains(t:assert_raises(function() a:route(twin) end), "routed bridges need distinct subnets")
   t:assert_eq(#a:routes(), 0)
   -- Routed again after an unroute; meanwhile a's subnet is taken for any other pair.
   a:route(b)
   local third = provium:bridge("third", {subnet = "192.168.51.0/24"})
-  t:assert_contains(err_of(function() twin:route(third) end), "overlaps bridge `a`")
+  t:assert_contains(t:assert_raises(function() twin:route(third) end), "overlaps bridge `a`")
   t:assert(ping_ok(n1, n2:nic("b"):ip()), "routed again")
   a:unroute(b)
   twin:route(third)

@@ -8,21 +8,13 @@ local net = provium:bridge("net")
 net:attach({n1, n2})
 provium:boot()
 
-local function err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
 -- Packets received by `vm` on the NIC of `net`, as the guest counts them.
 local function guest_rx(vm)
   local ifname = vm:nic("net"):ifname()
   return tonumber(vm:run("cat /sys/class/net/" .. ifname .. "/statistics/rx_packets").stdout)
 end
 
-local function ping_ok(from, to)
-  return from:run("ping -c1 -W1 " .. to).exit_code == 0
-end
+local ping_ok = require("lua.lib.net").ping_ok
 
 -- Loss percentage of `count` pings from `from` to `to` (busybox prints "N% packet loss").
 local function loss_pct(from, to, count)
@@ -217,7 +209,7 @@ test("a capture holds the ping, as pcap bytes and as a pcap file", function(t)
   -- The file the switch wrote holds the same bytes (copied into a guest to read it back).
   n1:push_file(path, "/tmp/cap.pcap")
   t:assert_eq(n1:read_file("/tmp/cap.pcap"):sub(1, #bytes), bytes)
-  t:assert_contains(err_of(function() net:capture({file = "/nonexistent/dir/x.pcap"}) end), "cannot write /nonexistent/dir/x.pcap")
+  t:assert_contains(t:assert_raises(function() net:capture({file = "/nonexistent/dir/x.pcap"}) end), "cannot write /nonexistent/dir/x.pcap")
 end)
 
 test("a bridge made in a test dies with it; a VM booted later on a bridge gets its NIC at boot", function(t)
@@ -237,15 +229,15 @@ test("a bridge made in a test dies with it; a VM booted later on a bridge gets i
 end)
 
 test("bad arguments name the value and the accepted range", function(t)
-  t:assert_contains(err_of(function() net:drop_rate(150) end), "percentage from 0 to 100, got 150")
-  t:assert_contains(err_of(function() net:add_latency(-5) end), "from 0 to 600000 milliseconds, got -5")
-  t:assert_contains(err_of(function() net:partition(n1, "ghost") end), "`ghost` is not attached to bridge `net` (members: n1, n2)")
-  t:assert_contains(err_of(function() net:attach("ghost") end), "no vm named `ghost`")
+  t:assert_contains(t:assert_raises(function() net:drop_rate(150) end), "percentage from 0 to 100, got 150")
+  t:assert_contains(t:assert_raises(function() net:add_latency(-5) end), "from 0 to 600000 milliseconds, got -5")
+  t:assert_contains(t:assert_raises(function() net:partition(n1, "ghost") end), "`ghost` is not attached to bridge `net` (members: n1, n2)")
+  t:assert_contains(t:assert_raises(function() net:attach("ghost") end), "no vm named `ghost`")
   local stray = provium:vm("stray", "minimal")
-  t:assert_contains(err_of(function() net:partition(n1, stray) end), "`stray` is not attached to bridge `net`")
-  t:assert_contains(err_of(function() stray:nic("net") end), "has no NIC on a bridge or interface named `net`")
-  t:assert_contains(err_of(function() provium:bridge("x", {subnet = "10.0.0.0/33"}) end), "prefix length 8 to 29")
-  t:assert_contains(err_of(function() net:bandwidth_limit(-1) end), "at least 8 bits per second, got -1")
-  t:assert_contains(err_of(function() net:add_directional_latency(100) end), "a directional rule is a table")
-  t:assert_contains(err_of(function() net:route("other") end), "expected a bridge")
+  t:assert_contains(t:assert_raises(function() net:partition(n1, stray) end), "`stray` is not attached to bridge `net`")
+  t:assert_contains(t:assert_raises(function() stray:nic("net") end), "has no NIC on a bridge or interface named `net`")
+  t:assert_contains(t:assert_raises(function() provium:bridge("x", {subnet = "10.0.0.0/33"}) end), "prefix length 8 to 29")
+  t:assert_contains(t:assert_raises(function() net:bandwidth_limit(-1) end), "at least 8 bits per second, got -1")
+  t:assert_contains(t:assert_raises(function() net:add_directional_latency(100) end), "a directional rule is a table")
+  t:assert_contains(t:assert_raises(function() net:route("other") end), "expected a bridge")
 end)

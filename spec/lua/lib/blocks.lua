@@ -18,11 +18,4 @@ function blocks.on(vm, dev)
   return b
 end
 
--- The message of the error `f` raises (asserting that it raises).
-function blocks.err_of(f)
-  local ok, e = pcall(f)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
-
 return blocks
