@@ -2,7 +2,7 @@
 // later boots of that key restore it. The key holds everything that shapes early boot.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
@@ -87,16 +87,25 @@ export class BootCache {
 
   /**
    * Saves through `write` into a temporary file (and its console log beside it, consoleLogOf),
-   * then renames both in place, the log first: two workers may race, and a snapshot is never
-   * without its log.
+   * then puts both in place; lookup takes a snapshot only once its log is there too.
    */
   async store(key: string, write: (tmpFile: string) => Promise<void>): Promise<void> {
     await mkdir(this._dir, { recursive: true });
     const tmp = path.join(this._dir, `${key}.${process.pid}.${Date.now()}.tmp`);
+    const final = this.pathFor(key);
     try {
       await write(tmp);
-      await rename(consoleLogOf(tmp), consoleLogOf(this.pathFor(key))).catch(() => undefined);
-      await rename(tmp, this.pathFor(key));
+      // The first boot to save a key wins, so boots that raced it restore that same snapshot:
+      // clones of one snapshot start alike (VMs with one rng_seed read the same bytes).
+      if (await this.lookup(key)) return;
+      try {
+        await link(tmp, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        // What is there has no console log (an older version's): replaced.
+        await rename(tmp, final);
+      }
+      await rename(consoleLogOf(tmp), consoleLogOf(final)).catch(() => undefined);
     } finally {
       await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true })]);
     }
