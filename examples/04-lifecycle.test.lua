@@ -18,7 +18,8 @@ test("boot returns the VM (calls chain) and it answers", function(t)
 end)
 
 test("wait_until polls until a background job is done", function(t)
-  vm:run("(sleep 1; echo done > /tmp/flag) >/dev/null 2>&1 &")
+  -- Written aside and renamed: the file never exists half-written, so the poll sees all or nothing.
+  vm:run("(sleep 1; echo done > /tmp/flag.part; mv /tmp/flag.part /tmp/flag) >/dev/null 2>&1 &")
   local content = wait_until(function()
     local r = vm:run("cat /tmp/flag 2>/dev/null")
     return r:ok() and r.stdout
