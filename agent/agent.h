@@ -282,6 +282,10 @@ const char *mode_name(void);
 
 /* ---- power.c: the ACPI power button (standalone PID 1) ---- */
 #define POWER_MAX_FDS 4
+void load_module_list(const char *list_path); /* main.c */
+void seed_rng_from_fw_cfg(void);              /* main.c: fw_cfg's rng-seed into the kernel */
+bool root_wanted(void);                       /* root.c: provium.root= given, not yet switched */
+void root_switch(void) __attribute__((noreturn));
 void power_init(void);
 void power_pollfds(void);
 void power_tick(int64_t now, int64_t *dl);

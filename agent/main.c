@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,10 +90,11 @@ static void mnt(const char *src, const char *dst, const char *type, unsigned lon
 		logmsg("mount %s on %s: %s", type, dst, strerror(errno));
 }
 
-static void load_modules(void)
+/* Loads the modules listed in `list_path` (one path a line, relative to /lib/modules/<release>). */
+void load_module_list(const char *list_path)
 {
 	static char list[65536];
-	ssize_t n = read_small("/lib/modules/provium.load", list, sizeof list - 1);
+	ssize_t n = read_small(list_path, list, sizeof list - 1);
 	if (n <= 0)
 		return;
 	list[n] = 0;
@@ -125,12 +128,25 @@ static void load_modules(void)
 	}
 }
 
-static void seed_from_fw_cfg(void)
+void seed_rng_from_fw_cfg(void)
 {
 	static char seed[4096];
 	ssize_t n = read_small(RNG_SEED_PATH, seed, sizeof seed);
 	if (n > 0 && seed_kernel_rng((const uint8_t *)seed, (size_t)n) < 0)
 		logmsg("rng seed: %s", strerror(errno));
+}
+
+/* `lo` up, as every init does: servers on localhost must be reachable inside the guest. */
+static void loopback_up(void)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0 ||
+	    (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr) < 0))
+		logmsg("bringing up lo: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 /* PID 1 with no /init (or provium.chain=0): set up the minimal system ourselves. */
@@ -152,8 +168,9 @@ static void boot_standalone(bool proc_mounted)
 	mnt("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755, false);
 	mnt("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620", 0755, true);
 	mnt("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777, true);
-	load_modules();
-	seed_from_fw_cfg();
+	load_module_list("/lib/modules/provium.load");
+	seed_rng_from_fw_cfg();
+	loopback_up();
 	power_init();
 }
 
@@ -162,6 +179,8 @@ static void boot_init(char **argv)
 {
 	mkdir("/proc", 0555);
 	bool proc_mounted = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+	if (root_wanted())
+		root_switch(); /* does not return: the agent (or systemd) starts again in the new root */
 	bool chain = access("/init", X_OK) == 0 && !cmdline_has("provium.chain=0");
 	if (!chain) {
 		boot_standalone(proc_mounted);

@@ -21,6 +21,9 @@ export LC_ALL=C
 # power button, reported as KEY_POWER) and `evdev` (its /dev/input/eventN) let the standalone
 # agent power off on QMP system_powerdown.
 kModules=(virtio_pci virtio_console virtio_blk virtio_net virtio-rng qemu_fw_cfg button evdev)
+# Loaded only for a read-only root image under an overlay (provium.root=, Debian profiles): listed
+# in provium.root.load, so a minimal boot does not pay for them.
+kRootModules=(squashfs overlay)
 kMetaPkg=linux-image-cloud-amd64
 kBusyboxPkg=busybox-static
 # Fixed mtime for every file in the cpio, so the same inputs give the same initrd bytes.
@@ -84,6 +87,60 @@ download() {
   echo "$deb"
 }
 
+# Commands the seeds' examples use that Debian's busybox-static has no applet for, as small sh
+# scripts (an applet of the same name, in a later busybox, wins: the links are made first).
+install_shims() {
+  local root=$1
+  [[ -e $root/usr/bin/printenv ]] || cat >"$root/usr/bin/printenv" <<'SH'
+#!/bin/sh
+# printenv [NAME...]: the environment, or the values of NAMEs (exit 1 when one is unset).
+[ $# -eq 0 ] && exec env
+rc=0
+for name in "$@"; do
+  case $name in ''|*[!A-Za-z0-9_]*|[0-9]*) rc=1; continue ;; esac
+  if eval "[ \"\${$name+set}\" = set ]"; then eval "printf '%s\n' \"\$$name\""; else rc=1; fi
+done
+exit $rc
+SH
+  [[ -e $root/usr/bin/pgrep ]] || cat >"$root/usr/bin/pgrep" <<'SH'
+#!/bin/sh
+# pgrep [-f] [-x] [-l] PATTERN, pkill [-SIGNAL] [-f] [-x] PATTERN: PATTERN is an extended regular
+# expression over the process name (with -f: the whole command line). Exit 1 when none matched.
+me=${0##*/} full=0 exact=0 list=0 sig=TERM
+while [ $# -gt 1 ]; do
+  case $1 in
+    -f) full=1 ;; -x) exact=1 ;; -l) list=1 ;;
+    -[0-9]*|-[A-Z]*) sig=${1#-} ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+  shift
+done
+[ $# -eq 1 ] || { echo "usage: $me [-f] [-x] PATTERN" >&2; exit 2; }
+flags=-qE; [ $exact = 1 ] && flags=-qxE
+rc=1
+for dir in /proc/[0-9]*; do
+  pid=${dir#/proc/}
+  [ "$pid" = $$ ] && continue
+  if [ $full = 1 ]; then what=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null); what=${what% }
+  else what=$(cat "$dir/comm" 2>/dev/null); fi
+  [ -n "$what" ] && printf '%s\n' "$what" | grep $flags -- "$1" || continue
+  rc=0
+  if [ "$me" = pkill ]; then kill -s "$sig" "$pid" 2>/dev/null
+  elif [ $list = 1 ]; then echo "$pid $what"
+  else echo "$pid"; fi
+done
+exit $rc
+SH
+  [[ -e $root/usr/bin/pkill ]] || ln -s pgrep "$root/usr/bin/pkill"
+  [[ -e $root/usr/bin/ss ]] || cat >"$root/usr/bin/ss" <<'SH'
+#!/bin/sh
+# ss: busybox has netstat, whose -l -t -u -x -n -p -a mean what they mean to ss.
+exec netstat "$@"
+SH
+  chmod 0755 "$root/usr/bin/printenv" "$root/usr/bin/pgrep" "$root/usr/bin/ss"
+}
+
 build() {
   local out="" agent="" dl="" kpkg="" kver="" bbver=""
   while (($#)); do
@@ -141,23 +198,26 @@ build() {
   # 4. Modules: dependency order from modprobe on the full tree, keeping what is not built in.
   local kroot="$work/kernel"
   depmod -b "$kroot" "$release" || die "depmod -b on the unpacked kernel failed — check kmod (apt-get install kmod)"
+  # module_order NAME... -> appends to `order` every module file (deps first) not already there.
+  module_order() {
+    local m line path deps
+    for m in "$@"; do
+      deps=$(modprobe -d "$kroot" -S "$release" --show-depends "$m" 2>&1) \
+        || die "resolving module $m failed: $deps — the kernel package changed its module set; update kModules in $0"
+      while read -r line; do
+        [[ $line == insmod\ * ]] || continue
+        path=${line#insmod }; path=${path%% *}; path=${path#"$kroot/lib/modules/$release/"}
+        local seen=0 p
+        for p in "${order[@]}"; do [[ $p == "$path" ]] && seen=1; done
+        ((seen)) || order+=("$path")
+      done <<<"$deps"
+    done
+  }
   local -a order=()
-  local m line path
-  for m in "${kModules[@]}"; do
-    local deps
-    deps=$(modprobe -d "$kroot" -S "$release" --show-depends "$m" 2>&1) \
-      || die "resolving module $m failed: $deps — the kernel package changed its module set; update kModules in $0"
-    while read -r line; do
-      case $line in
-        insmod\ *) path=${line#insmod }; path=${path%% *}; path=${path#"$kroot/lib/modules/$release/"} ;;
-        builtin\ *) continue ;;
-        *) continue ;;
-      esac
-      local seen=0 p
-      for p in "${order[@]}"; do [[ $p == "$path" ]] && seen=1; done
-      ((seen)) || order+=("$path")
-    done <<<"$deps"
-  done
+  module_order "${kModules[@]}"
+  local nboot=${#order[@]}
+  module_order "${kRootModules[@]}"
+  local -a boot_order=("${order[@]:0:nboot}") root_order=("${order[@]:nboot}")
   echo "modules (${#order[@]}): ${order[*]##*/}"
 
   # 5. The initramfs tree.
@@ -172,6 +232,7 @@ build() {
     [[ -e $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
   done < <("$root/bin/busybox" --list-full)
   [[ -L $root/bin/sh ]] || die "creating busybox applet links failed: no bin/sh in \`busybox --list-full\` — check the busybox-static package"
+  install_shims "$root"
   install -m 0755 "$agent" "$root/sbin/provium-agent"
   for path in "${order[@]}"; do
     mkdir -p "$root/lib/modules/$release/$(dirname "$path")"
@@ -179,7 +240,8 @@ build() {
   done
   cp "$kroot/lib/modules/$release"/modules.{builtin,builtin.modinfo,order} "$root/lib/modules/$release/"
   depmod -b "$root" "$release" || die "depmod -b on the initramfs failed — check kmod"
-  printf '%s\n' "${order[@]}" >"$root/lib/modules/provium.load"
+  printf '%s\n' "${boot_order[@]}" >"$root/lib/modules/provium.load"
+  printf '%s\n' "${root_order[@]}" >"$root/lib/modules/provium.root.load"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
   echo provium >"$root/etc/hostname"
@@ -206,7 +268,7 @@ build() {
     echo "kernel_deb_sha256=$(sha256sum "$kdeb" | cut -d' ' -f1)"
     echo "busybox_version=$bbver"
     echo "busybox_deb_sha256=$(sha256sum "$bbdeb" | cut -d' ' -f1)"
-    echo "modules=$(IFS=,; echo "${order[*]}")"
+    echo "modules=$(IFS=,; echo "${boot_order[*]}")"
   } >"$out/build-info"
   echo "built $(du -h "$out/initrd.cpio.gz" | cut -f1) initrd, $(du -h "$out/vmlinux" | cut -f1) vmlinux"
 }

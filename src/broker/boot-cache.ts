@@ -56,6 +56,7 @@ export class BootCache {
       `profile=${p.name}`,
       `kernel=${await fileStamp(p.kernel)}`,
       `initrd=${await fileStamp(p.initrd)}`,
+      `root=${p.rootImage === undefined ? 'none' : await fileStamp(p.rootImage)}`,
       `cmdline=${spec.cmdlineReplace ?? p.cmdline}|${spec.cmdlineAppend ?? ''}`,
       `machine=${p.machine}`,
       `accel=${p.accel}`,

@@ -214,6 +214,8 @@ async function profileParts(name: string, profile: Profile | undefined): Promise
     `${p}.accel=${profile.accel}`,
     `${p}.inject_agent=${profile.injectAgent}`,
     `${p}.agent_timeout_ms=${profile.agentTimeoutMs}`,
+    // The package list decides the root image (its key, src/vmm/debian-image.ts).
+    `${p}.debian=${profile.debian === undefined ? 'none' : JSON.stringify(profile.debian)}`,
   ];
   for (const [i, d] of (profile.disks ?? []).entries()) {
     const fields = [`id=${d.id}`];

@@ -7,7 +7,7 @@ import { delimiter, isAbsolute, join, relative } from 'node:path';
 import { Broker } from '../broker/broker.js';
 import type { ProviumConfig } from '../config/config.js';
 import { ProfileBuildError } from '../config/profile-build.js';
-import { prepareProfile, type PrepareOptions } from '../config/profile-prepare.js';
+import { DebianRootError, prepareProfile, type PrepareOptions } from '../config/profile-prepare.js';
 import { profilesUsedBy } from '../config/profile-use.js';
 import { ProfileError } from '../config/profiles.js';
 import { createReporters } from '../report/outputs.js';
@@ -16,6 +16,7 @@ import { UsageError } from '../run/errors.js';
 import { planOptionsOf, planRun, taskRoots } from '../run/plan.js';
 import { checkWorkerFile, createWorkerPool, defaultWorkerFile } from '../run/pool.js';
 import { autoAccel } from '../vmm/accel.js';
+import { debianRootBuilder } from '../vmm/debian-image.js';
 import { acquireFileLock, FileLockTimeoutError } from '../vmm/file-lock.js';
 import { qemuBinary } from '../vmm/paths.js';
 import { killAllQemu } from '../vmm/qemu.js';
@@ -75,6 +76,7 @@ export function buildOptionsFor(config: ProviumConfig, opts: { rebuild: boolean;
         onWait: (heldBy) => void opts.stderr.write(`provium: waiting for another ${holder} (pid ${heldBy.pid})\n`),
         timeoutMs: kBuildLockWaitMs,
       }),
+    debianRoot: debianRootBuilder((line) => void opts.stderr.write(`provium: ${line}\n`)),
   };
 }
 
@@ -110,7 +112,7 @@ export async function prepareUsedProfiles(config: ProviumConfig, prep: RunPrepar
     try {
       await prepareProfile(profile, opts);
     } catch (err) {
-      if (err instanceof ProfileBuildError) throw new UsageError(err.message);
+      if (err instanceof ProfileBuildError || err instanceof DebianRootError) throw new UsageError(err.message);
       if (err instanceof FileLockTimeoutError) throw new UsageError(`profile \`${name}\`: ${err.message}`);
       if (!(err instanceof ProfileError)) throw err;
       if (literal.has(name)) problems.push(err.message);

@@ -8,9 +8,20 @@ import { constants } from 'node:fs';
 import { access, lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { runProfileBuild, type BuildOptions, type BuildOutcome } from './profile-build.js';
-import { composeCmdline, ProfileError, type Profile, type ProfileBuild } from './profiles.js';
+import { composeCmdline, ProfileError, type DebianRoot, type Profile, type ProfileBuild } from './profiles.js';
 
-export type PrepareOptions = BuildOptions;
+export interface PrepareOptions extends BuildOptions {
+  /**
+   * Builds (or finds) a Debian profile's root image and returns its path. Injected (src/vmm's
+   * debian-image.ts), so that config does not depend on vmm; without it a Debian profile fails.
+   */
+  debianRoot?: (profile: Profile, root: DebianRoot) => Promise<string>;
+}
+
+/** A Debian root that could not be built: the run stops with exit 2, like a failed `build`. */
+export class DebianRootError extends ProfileError {
+  override name = 'DebianRootError';
+}
 
 export interface PreparedProfile {
   /** What the build did; undefined when the profile has none. */
@@ -72,11 +83,21 @@ async function prepareNow(profile: Profile, opts: PrepareOptions): Promise<Prepa
     build = await running;
   }
 
-  // 2. Files; every problem at once, each with its fix.
+  // 2. A Debian root: built once per package list, then found in the cache.
+  if (profile.debian) {
+    if (!opts.debianRoot) throw new DebianRootError(`profile \`${profile.name}\`: its Debian root cannot be built from here — run \`provium image build ${profile.name}\` first`);
+    try {
+      profile.rootImage = await opts.debianRoot(profile, profile.debian);
+    } catch (err) {
+      throw new DebianRootError((err as Error).message, { cause: err });
+    }
+  }
+
+  // 3. Files; every problem at once, each with its fix.
   const files = await inspectProfileFiles(profile);
   if (files.problems.length > 0) throw new ProfileError(describeProblems(profile, files.problems));
 
-  // 3. Applied in place: everything that boots this profile reads these two fields.
+  // 4. Applied in place: everything that boots this profile reads these two fields.
   profile.kernel = files.kernel!;
   profile.cmdline = files.cmdline;
   return build ? { build, kernel: profile.kernel, cmdline: profile.cmdline } : { kernel: profile.kernel, cmdline: profile.cmdline };

@@ -27,6 +27,27 @@ export function rdinitOf(cmdline: string): string | undefined {
 }
 
 export type MachineType = 'q35' | 'microvm' | 'pc';
+/** What runs in a Debian profile's root: the agent as PID 1, or systemd with the agent as a unit. */
+export type GuestInit = 'agent' | 'systemd';
+
+/** A Debian profile's root filesystem (`debian = { packages = [...] }`), built by src/vmm/debian-image.ts. */
+export interface DebianRoot {
+  suite: string;
+  /** mmdebstrap's --variant: which packages come before `packages`. */
+  variant: string;
+  /** Sorted, without duplicates; `systemd` is added for `init = "systemd"`. */
+  packages: string[];
+  mirror?: string;
+}
+
+/** The serial of the virtio disk holding a Debian profile's root image (the agent looks for it). */
+export const kRootDiskSerial = 'provium-root';
+export const kDebianSuiteDefault = 'bookworm';
+export const kDebianVariantDefault = 'required';
+const kDebianVariants = ['essential', 'required', 'important', 'standard'] as const;
+const kDebianKeys = ['packages', 'suite', 'variant', 'mirror'];
+const kInits: readonly GuestInit[] = ['agent', 'systemd'];
+const kDebianPackagePattern = /^[a-z0-9][a-z0-9+.-]+$/;
 export type AccelChoice = 'auto' | 'kvm' | 'tcg';
 
 export interface Profile {
@@ -55,6 +76,12 @@ export interface Profile {
   disks?: DiskSpec[];
   /** `root`: a directory holding a root filesystem and its kernel (absolute). */
   root?: string;
+  /** `debian`: the root is built from these Debian packages and mounted read-only under an overlay. */
+  debian?: DebianRoot;
+  /** With `debian`: what runs in the root (default the agent as PID 1). */
+  init?: GuestInit;
+  /** The built Debian root image (absolute), set at first use; QEMU gets it as a read-only disk. */
+  rootImage?: string;
   /** What the profile's first use must do or check; absent for the untouched built-in `minimal`. */
   firstUse?: FirstUse;
 }
@@ -98,7 +125,7 @@ const kMachines: readonly MachineType[] = ['q35', 'microvm', 'pc'];
 const kAccels: readonly AccelChoice[] = ['auto', 'kvm', 'tcg'];
 export const kProfileKeys = [
   'kernel', 'initrd', 'root', 'cmdline', 'cmdline_file', 'memory', 'cpus', 'machine', 'accel', 'inject_agent',
-  'agent_boot_timeout', 'disks', 'build', 'build_out', 'build_inputs', 'extends',
+  'agent_boot_timeout', 'disks', 'build', 'build_out', 'build_inputs', 'extends', 'debian', 'init',
 ] as const;
 const kDiskKeys = ['id', 'size', 'image', 'readonly', 'backend'];
 export const kProfileNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -325,6 +352,8 @@ interface Spec {
   agentTimeoutMs: number;
   disks?: DiskSpec[];
   build?: ProfileBuild;
+  debian?: DebianRoot;
+  init?: GuestInit;
   builtin: boolean;
   /** The nearest source up the chain, for messages and first use. */
   source?: ProfileSource;
@@ -372,12 +401,19 @@ function merge(parent: Spec, fields: Fields, source: ProfileSource): Spec {
   // A new root brings its own kernel; a new initrd does not carry the parent's agent.
   if (fields.root !== undefined && fields.kernel === undefined) delete spec.kernel;
   if (fields.initrd !== undefined) spec.agentBaked = false;
+  // A Debian root replaces a parent's `root`, and the other way round.
+  if (fields.debian !== undefined) delete spec.root;
+  if (fields.root !== undefined) delete spec.debian;
   return spec;
 }
 
 /** The Profile of a spec: the minimal userland under a bare kernel, the command line, first use. */
 function finish(name: string, spec: Spec, minimal: Profile | undefined): Profile {
   const where = `profile \`${name}\``;
+  if (spec.init !== undefined && spec.debian === undefined) {
+    throw new ProfileError(`${where}: \`init\` needs \`debian\` (it says what runs in a Debian root); remove it, or add debian = { packages = [...] }`);
+  }
+  if (spec.debian !== undefined) return finishDebian(name, spec, minimal);
   if (spec.kernel === undefined && spec.root === undefined) {
     throw new ProfileError(`${where}: \`kernel\` is required (a path to a bzImage or PVH vmlinux), or \`root\` (a root filesystem holding its kernel), or \`extends\` (a profile to start from)`);
   }
@@ -416,6 +452,70 @@ function finish(name: string, spec: Spec, minimal: Profile | undefined): Profile
   if (spec.cmdlineFile !== undefined) firstUse.cmdlineFile = spec.cmdlineFile;
   profile.firstUse = firstUse;
   return profile;
+}
+
+/**
+ * A Debian profile: minimal's kernel (or the profile's own) and initramfs, whose agent mounts the
+ * root image read-only under a tmpfs overlay and starts there (src/vmm/debian-image.ts builds it).
+ */
+function finishDebian(name: string, spec: Spec, minimal: Profile | undefined): Profile {
+  const where = `profile \`${name}\``;
+  if (spec.initrd !== undefined) throw new ProfileError(`${where}: \`debian\` boots minimal's initramfs, which mounts the Debian root; remove \`initrd\``);
+  if (!spec.injectAgent) throw new ProfileError(`${where}: \`debian\` needs the agent (it mounts the root and serves in it); remove inject_agent = false`);
+  if (minimal?.initrd === undefined) {
+    throw new ProfileError(`${where}: \`debian\` boots the minimal image's kernel and initramfs, which are not built — run \`provium image build\` (or \`npm run setup\`)`);
+  }
+  const init = spec.init ?? 'agent';
+  const rootArgs = [`provium.root=${kRootDiskSerial}`, ...(init === 'systemd' ? ['provium.init=systemd'] : [])];
+  const inlineCmdline = [spec.cmdline ?? kTunedCmdline, ...rootArgs].join(' ').trim();
+  const profile: Profile = {
+    name,
+    kernel: spec.kernel ?? minimal.kernel,
+    initrd: minimal.initrd,
+    cmdline: composeCmdline(where, '`cmdline`', inlineCmdline, true),
+    memoryBytes: spec.memoryBytes,
+    cpus: spec.cpus,
+    machine: spec.machine,
+    accel: spec.accel,
+    injectAgent: false,
+    agentTimeoutMs: spec.agentTimeoutMs,
+    builtin: false,
+    // systemd in the root is what `init = "systemd"` starts.
+    debian: init === 'systemd' && !spec.debian!.packages.includes('systemd')
+      ? { ...spec.debian!, packages: [...spec.debian!.packages, 'systemd'].sort() }
+      : spec.debian!,
+    init,
+  };
+  if (spec.disks !== undefined) profile.disks = spec.disks;
+  const src = spec.source!;
+  profile.firstUse = { source: src.source, dir: src.dir, inlineCmdline, agentRdinit: true };
+  if (spec.build !== undefined) profile.firstUse.build = spec.build;
+  if (spec.cmdlineFile !== undefined) profile.firstUse.cmdlineFile = spec.cmdlineFile;
+  return profile;
+}
+
+/** `debian = { packages = ["nginx"], suite = "bookworm", variant = "required", mirror = "…" }` */
+function debianRoot(where: string, raw: unknown): DebianRoot {
+  const example = '{ packages = ["nginx", "curl"] }';
+  if (!isTable(raw)) throw new ProfileError(`${where}: \`debian\` must be a table like ${example}, got ${describe(raw)}`);
+  for (const key of Object.keys(raw)) {
+    if (!kDebianKeys.includes(key)) throw new ProfileError(`${where}: debian: unknown key \`${key}\`; accepted keys: ${kDebianKeys.join(', ')}`);
+  }
+  const packages = raw['packages'] ?? [];
+  if (!Array.isArray(packages) || packages.some((p) => typeof p !== 'string')) {
+    throw new ProfileError(`${where}: debian.packages must be an array of Debian package names like ["nginx", "curl"], got ${describe(packages)}`);
+  }
+  for (const p of packages as string[]) {
+    if (!kDebianPackagePattern.test(p)) throw new ProfileError(`${where}: debian.packages: ${JSON.stringify(p)} is not a Debian package name (lowercase letters, digits, + - .)`);
+  }
+  const root: DebianRoot = {
+    suite: raw['suite'] === undefined ? kDebianSuiteDefault : str(where, 'debian.suite', raw['suite']),
+    variant: raw['variant'] === undefined ? kDebianVariantDefault : oneOf(where, 'debian.variant', raw['variant'], kDebianVariants),
+    packages: [...new Set(packages as string[])].sort(),
+  };
+  if (!/^[a-z][a-z0-9-]*$/.test(root.suite)) throw new ProfileError(`${where}: debian.suite must be a Debian suite or codename like "bookworm", got ${JSON.stringify(root.suite)}`);
+  if (raw['mirror'] !== undefined) root.mirror = str(where, 'debian.mirror', raw['mirror']);
+  return root;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,6 +572,8 @@ function readTable(src: ProfileSource, ctx: ResolveContext): { fields: Fields; e
     if (fields.agentTimeoutMs <= 0) throw new ProfileError(`${where}: agent_boot_timeout must be more than 0`);
   }
   if (t['disks'] !== undefined) fields.disks = disks(where, t['disks'], dir, out);
+  if (t['debian'] !== undefined) fields.debian = debianRoot(where, t['debian']);
+  if (t['init'] !== undefined) fields.init = oneOf(where, 'init', t['init'], kInits);
 
   // 4. The build.
   if (t['build'] !== undefined) {

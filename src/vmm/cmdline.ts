@@ -3,7 +3,7 @@
 // command line means (the tuned flags, the agent's rdinit) is src/config's; this file only
 // assembles a boot's line from it.
 
-import { kAgentRdinit, rdinitOf, type Profile } from '../config/profiles.js';
+import { kAgentRdinit, kRootDiskSerial, rdinitOf, type Profile } from '../config/profiles.js';
 
 /** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
 export const kAgentPortName = 'org.provium.agent';
@@ -170,6 +170,13 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
   a.push('-kernel', profile.kernel);
   if (ctx.initrdPath) a.push('-initrd', ctx.initrdPath);
   a.push('-append', kernelCmdline(spec, ctx.tscKhz));
+
+  // A Debian profile's root: read-only, so snapshots hold RAM only and clones share the file.
+  if (profile.rootImage !== undefined) {
+    a.push('-blockdev', JSON.stringify({ driver: 'file', 'node-name': 'root-file', filename: profile.rootImage, 'read-only': true }));
+    a.push('-blockdev', JSON.stringify({ driver: 'raw', 'node-name': 'root', file: 'root-file', 'read-only': true }));
+    a.push('-device', `virtio-blk-pci,drive=root,id=root-dev,serial=${kRootDiskSerial}`);
+  }
 
   // 3. QMP: QEMU dials the broker's socket (no polling for a socket file to appear).
   a.push('-chardev', `socket,id=qmp,path=${q(ctx.qmpSocketPath)}`, '-mon', 'chardev=qmp,mode=control');

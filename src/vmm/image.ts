@@ -292,7 +292,7 @@ function toBuiltImage(dir: string, m: Manifest, rebuilt: boolean): BuiltImage {
   };
 }
 
-function sha256File(path: string): Promise<string> {
+export function sha256File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const hash = createHash('sha256');
     createReadStream(path)

@@ -17,6 +17,7 @@ import { prepareProfile, type PrepareOptions } from '../config/profile-prepare.j
 import { minimalProfile } from '../config/profiles.js';
 import { kKvmProbeTimeoutMs, resolveAccelWith, type KvmProbeResult } from './accel-verdict.js';
 import { agentHello } from './agent-hello.js';
+import { debianRootBuilder } from './debian-image.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
 import { hostTscKhz } from './host.js';
 import { acquireFileLock, isProcessAlive } from './file-lock.js';
@@ -309,6 +310,7 @@ function launchBuildOptions(): PrepareOptions {
     cacheDir: cacheDir(),
     log: (line) => void process.stderr.write(`${line}\n`),
     lock: (path, holder) => acquireFileLock(path, { holder, timeoutMs: 60 * 60_000 }),
+    debianRoot: debianRootBuilder((line) => void process.stderr.write(`${line}\n`)),
   };
 }
 
