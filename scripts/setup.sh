@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 # gcc and make: musl-gcc wraps gcc, and fresh Debian images have neither.
 kPackages=(qemu-system-x86 qemu-utils busybox-static musl-tools gcc make cpio lz4 kmod zstd)
+# Debian profiles: the root filesystem from Debian's packages, packed read-only.
+kPackages+=(mmdebstrap squashfs-tools)
+# The report tests: the progress display in a real terminal (tmux), the HTML report in a real browser.
+kPackages+=(tmux chromium)
 say() { echo "setup: $*"; }
 
 # 1. Debian packages. dpkg-query is fast; apt-get runs only when something is missing.

@@ -35,7 +35,7 @@ export interface DebianRoot {
   suite: string;
   /** mmdebstrap's --variant: which packages come before `packages`. */
   variant: string;
-  /** Sorted, without duplicates; `systemd` is added for `init = "systemd"`. */
+  /** Sorted, without duplicates; systemd, udev and dbus are added for `init = "systemd"`. */
   packages: string[];
   mirror?: string;
 }
@@ -480,10 +480,7 @@ function finishDebian(name: string, spec: Spec, minimal: Profile | undefined): P
     injectAgent: false,
     agentTimeoutMs: spec.agentTimeoutMs,
     builtin: false,
-    // systemd in the root is what `init = "systemd"` starts.
-    debian: init === 'systemd' && !spec.debian!.packages.includes('systemd')
-      ? { ...spec.debian!, packages: [...spec.debian!.packages, 'systemd'].sort() }
-      : spec.debian!,
+    debian: init === 'systemd' ? withPackages(spec.debian!, kSystemdPackages) : spec.debian!,
     init,
   };
   if (spec.disks !== undefined) profile.disks = spec.disks;
@@ -492,6 +489,17 @@ function finishDebian(name: string, spec: Spec, minimal: Profile | undefined): P
   if (spec.build !== undefined) profile.firstUse.build = spec.build;
   if (spec.cmdlineFile !== undefined) profile.firstUse.cmdlineFile = spec.cmdlineFile;
   return profile;
+}
+
+/**
+ * What `init = "systemd"` needs in the root: systemd itself, udev (else every device unit, the
+ * serial console's first, waits 90 s for a device that never shows) and dbus (for logind, which
+ * turns the ACPI power button into a clean poweroff).
+ */
+const kSystemdPackages = ['dbus', 'systemd', 'udev'];
+
+function withPackages(root: DebianRoot, more: string[]): DebianRoot {
+  return { ...root, packages: [...new Set([...root.packages, ...more])].sort() };
 }
 
 /** `debian = { packages = ["nginx"], suite = "bookworm", variant = "required", mirror = "…" }` */
