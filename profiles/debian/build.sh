@@ -39,6 +39,19 @@ build() {
   [[ $(id -u) == 0 ]] || need unshare util-linux
   mkdir -p "$out" "$cache"
 
+  # A name no list knows fails in a second, not after the essential packages are installed: the
+  # host's apt lists answer when they are of the same suite (and know anything at all).
+  local host_suite
+  host_suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true
+  if [[ -n $packages && $host_suite == "$suite" && -n $(apt-cache policy dpkg 2>/dev/null) ]]; then
+    local p unknown=()
+    for p in $packages; do [[ -n $(apt-cache policy "$p" 2>/dev/null) ]] || unknown+=("$p"); done
+    if ((${#unknown[@]})); then
+      for p in "${unknown[@]}"; do echo "E: Unable to locate package $p"; done
+      die "checking the package names failed: Debian $suite has no ${unknown[*]} — fix the profile's debian.packages"
+    fi
+  fi
+
   # Global on purpose: the EXIT trap runs after this function's locals are gone.
   work=$(mktemp -d "$out/.work.XXXXXX")
   trap 'rm -rf "$work"' EXIT
