@@ -57,6 +57,22 @@ describe('kernelCmdline', () => {
   });
 });
 
+describe('buildQemuArgs: a Debian profile\'s root', () => {
+  it('adds the root image as a read-only virtio disk with the serial the agent looks for', () => {
+    const a = buildQemuArgs(spec({ profile: profile({ rootImage: '/cache/images/debian-k/root.sqfs' }) }), ctx);
+    const nodes = values(a, '-blockdev').map((j) => JSON.parse(j) as Record<string, unknown>);
+    assert.deepEqual(nodes, [
+      { driver: 'file', 'node-name': 'root-file', filename: '/cache/images/debian-k/root.sqfs', 'read-only': true },
+      { driver: 'raw', 'node-name': 'root', file: 'root-file', 'read-only': true },
+    ]);
+    assert.ok(values(a, '-device').includes('virtio-blk-pci,drive=root,id=root-dev,serial=provium-root'));
+  });
+
+  it('adds no disk for a profile without one', () => {
+    assert.deepEqual(values(buildQemuArgs(spec(), ctx), '-blockdev'), []);
+  });
+});
+
 describe('buildQemuArgs', () => {
   it('builds the q35 + PVH default', () => {
     const a = buildQemuArgs(spec(), ctx);

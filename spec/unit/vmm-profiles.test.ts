@@ -80,7 +80,7 @@ describe('resolveProfiles', () => {
   it('names the unknown key, the profile and the accepted keys', () => {
     assert.throws(() => resolveProfiles({ web: { kernel: '/k', memroy: '1G' } }, '/'), (err: Error) => {
       assert.ok(err instanceof ProfileError);
-      assert.match(err.message, /^profile `web`: unknown key `memroy`; accepted keys: kernel, initrd, root, cmdline, cmdline_file, memory, cpus, machine, accel, inject_agent, agent_boot_timeout, disks, build, build_out, build_inputs, extends$/);
+      assert.match(err.message, /^profile `web`: unknown key `memroy`; accepted keys: kernel, initrd, root, cmdline, cmdline_file, memory, cpus, machine, accel, inject_agent, agent_boot_timeout, disks, build, build_out, build_inputs, extends, debian, init$/);
       return true;
     });
   });
@@ -270,6 +270,42 @@ describe('a kernel of your own', () => {
     const p = resolveProfiles({ mine: { kernel: '/k' } }, '/')['mine']!;
     assert.equal(p.initrd, undefined);
     assert.equal(p.injectAgent, true);
+  });
+});
+
+describe('Debian profiles', () => {
+  it('boot minimal\'s kernel and initramfs with the root disk named on the command line', () => {
+    const p = resolveProfiles({ web: { debian: { packages: ['nginx', 'curl', 'nginx'] }, memory: '512M' } }, '/proj', withMinimal)['web']!;
+    assert.equal(p.kernel, image.kernel);
+    assert.equal(p.initrd, image.initrd);
+    assert.equal(p.injectAgent, false);
+    assert.deepEqual(p.debian, { suite: 'bookworm', variant: 'required', packages: ['curl', 'nginx'] });
+    assert.equal(p.init, 'agent');
+    assert.equal(p.cmdline, `${kTunedCmdline} provium.root=provium-root rdinit=${kAgentRdinit}`);
+    assert.equal(p.rootImage, undefined, 'the image is found at first use, not when the config is read');
+  });
+
+  it('init = "systemd" adds systemd, udev and dbus, and says so on the command line; extends keeps the root', () => {
+    const r = resolveProfiles({
+      web: { debian: { packages: ['nginx'], suite: 'trixie', variant: 'essential', mirror: 'http://m/debian' } },
+      sd: { extends: 'web', init: 'systemd' },
+    }, '/', withMinimal);
+    assert.deepEqual(r['sd']!.debian, { suite: 'trixie', variant: 'essential', packages: ['dbus', 'nginx', 'systemd', 'udev'], mirror: 'http://m/debian' });
+    assert.match(r['sd']!.cmdline, / provium\.root=provium-root provium\.init=systemd rdinit=/);
+    assert.deepEqual(r['web']!.debian!.packages, ['nginx']);
+  });
+
+  it('refuses what cannot work, naming the key and the fix', () => {
+    const bad = (table: Record<string, unknown>, re: RegExp) =>
+      assert.throws(() => resolveProfiles({ x: table }, '/', withMinimal), (e: Error) => e instanceof ProfileError && re.test(e.message));
+    bad({ kernel: '/k', init: 'systemd' }, /`init` needs `debian`/);
+    bad({ debian: { packages: ['Nginx!'] } }, /"Nginx!" is not a Debian package name/);
+    bad({ debian: { packages: 'nginx' } }, /debian\.packages must be an array/);
+    bad({ debian: { pkgs: [] } }, /debian: unknown key `pkgs`; accepted keys: packages, suite, variant, mirror/);
+    bad({ debian: { variant: 'huge' } }, /debian\.variant` must be one of "essential", "required", "important", "standard"/);
+    bad({ debian: {}, initrd: '/i' }, /remove `initrd`/);
+    bad({ debian: {}, init: 'upstart' }, /`init` must be one of "agent", "systemd"/);
+    assert.throws(() => resolveProfiles({ x: { debian: {} } }, '/'), /minimal image's kernel and initramfs, which are not built — run `provium image build`/);
   });
 });
 

@@ -9,12 +9,13 @@ import { loadConfig, type ProviumConfig } from '../config/config.js';
 import { describeMissing, findKernelConfig, isElf, kernelOptionsFor, missingOptions, parseKernelConfig } from '../config/kernel-config.js';
 import { stampPath, staleReason } from '../config/profile-build.js';
 import { inspectProfileFiles } from '../config/profile-prepare.js';
-import { kMinimalProfile, type MinimalImage, type Profile } from '../config/profiles.js';
+import { kMinimalProfile, type DebianRoot, type MinimalImage, type Profile } from '../config/profiles.js';
 import { paintFor, type OutputStream, colorsWanted } from '../report/screen.js';
 import { ExitCode } from '../run/outcome.js';
 import { defaultWorkerFile } from '../run/pool.js';
 import { autoAccel } from '../vmm/accel.js';
 import { qemuVersion } from '../vmm/host.js';
+import { debianImageInfo } from '../vmm/debian-image.js';
 import { imageInfo } from '../vmm/image.js';
 import { agentBinaryPath, cacheDir, qemuBinary, scratchParent } from '../vmm/paths.js';
 import { findExecutable, kQemuFix } from './wiring.js';
@@ -173,11 +174,14 @@ export async function profileChecks(config: ProviumConfig, minimal: MinimalImage
     }
     if (files.problems.length === 0) {
       const kernel = `${files.kernel}${files.kernelFrom === 'root' ? ' (found in root)' : ''}`;
-      const userland = minimal && profile.initrd === minimal.initrd && files.kernel !== minimal.kernel ? ' on the minimal userland' : '';
+      const userland = minimal && profile.initrd === minimal.initrd && files.kernel !== minimal.kernel && !profile.debian ? ' on the minimal userland' : '';
       checks.push({ level: 'ok', what: 'profile', detail: `${name}: kernel ${kernel}${userland}${buildNote}` });
     }
 
-    // 3. A kernel of the user's own: the options the agent and the userland need.
+    // 3. A Debian root: built, or what building it needs.
+    if (profile.debian) checks.push(await debianRootCheck(name, profile.debian));
+
+    // 4. A kernel of the user's own: the options the agent and the userland need.
     if (!files.kernel || files.kernel === minimal?.kernel) continue;
     const minimalUserland = minimal !== undefined && profile.initrd === minimal.initrd;
     const key = `${files.kernel}\0${minimalUserland}\0${profile.machine}`;
@@ -186,6 +190,21 @@ export async function profileChecks(config: ProviumConfig, minimal: MinimalImage
     checks.push(...(await kernelConfigChecks(name, profile, files.kernel, minimalUserland)));
   }
   return checks;
+}
+
+/** A Debian profile's root: built (its size), or whether this machine can build it at first use. */
+async function debianRootCheck(name: string, root: DebianRoot): Promise<Check> {
+  const built = await debianImageInfo(root);
+  const what = 'profile';
+  if (built) return { level: 'ok', what, detail: `${name}: Debian root built (${(built.bytes / 1048576).toFixed(0)} MiB, ${Object.keys(built.packages).length} packages): ${built.image}` };
+  const missing = [];
+  for (const [tool, pkg] of [['mmdebstrap', 'mmdebstrap'], ['mksquashfs', 'squashfs-tools']] as const) {
+    if (!(await findExecutable(tool))) missing.push(pkg);
+  }
+  if (missing.length > 0) {
+    return { level: 'fail', what, detail: `${name}: its Debian root is not built, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed to build it`, fix: `apt-get install -y ${missing.join(' ')} (or run scripts/setup.sh)` };
+  }
+  return { level: 'warn', what, detail: `${name}: Debian root not built yet (${root.suite}: ${root.packages.join(' ')}); its first use builds it (about a minute)`, fix: `\`provium image build ${name}\` builds it now` };
 }
 
 /** The kernel config check of one profile's kernel: `fail` for a missing required option, `warn` for a feature. */

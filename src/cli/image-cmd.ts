@@ -23,7 +23,8 @@ export async function imageBuildCommand(opts: ImageBuildOptions, io: { stdout: W
   const log = (line: string): void => { if (!opts.quiet) io.stderr.write(`${line}\n`); };
   const started = performance.now();
   try {
-    const image = await buildImage({ force: opts.force, log });
+    // With profiles named, --force is for their roots: minimal is built only when stale.
+    const image = await buildImage({ force: opts.force && !opts.profiles?.length, log });
     const took = formatDuration(performance.now() - started);
     io.stdout.write(
       image.rebuilt
