@@ -19,7 +19,7 @@
 // sandbox, so per-call costs are test durations minus the duration of an empty test (the network
 // and disk figures are the guests' own measurements, which the tests print: read back from `--json`).
 //
-// `--only net` (or any of boot, calls, dispatch, suite, shards, net, disk, pool, comma-separated) runs those
+// `--only net` (or any of boot, calls, dispatch, suite, shards, net, disk, pool, debian, comma-separated) runs those
 // sections only and prints them without touching BENCHMARKS.md.
 //
 // The output (stdout) is also written to BENCHMARKS.md. Every QEMU and CLI started here is killed
@@ -27,7 +27,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, createReadStream, existsSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -1299,6 +1299,71 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 13. Debian profiles: boot to agent-ready beside minimal (same memory, same run), and the root
+// image build from an empty cache and with the downloaded packages kept.
+
+const kDebianRounds = 3;
+const kDebianPackages = ['python3'];
+
+async function benchDebian(work: string, timingsFile: string): Promise<void> {
+  const dir = path.join(work, 'debian');
+  await mkdir(dir, { recursive: true });
+  const packages = kDebianPackages.map((p) => JSON.stringify(p)).join(', ');
+  await writeFile(path.join(dir, 'provium.toml'), `[provium]\nroots = ["."]\n\n[profiles.bench-debian]\ndebian = { packages = [${packages}] }\nmemory = "256M"\n`);
+  const files = {
+    minimal: path.join(luaDir, 'boot.test.lua'),
+    debian: path.join(dir, 'debian-boot.test.lua'),
+  };
+  await writeFile(files.debian, 'local vm = provium:vm("bench-debian", "bench-debian"):boot()\ntest("first-run", function(t) vm:run("true"):assert_ok() end)\n');
+
+  // 1. The image build, in a cache of its own: first empty, then with the packages downloaded.
+  const cache = path.join(dir, 'cache');
+  await mkdir(path.join(cache, 'images'), { recursive: true });
+  const minimal = await imageInfo();
+  if (!minimal) throw new Error('debian: the minimal image is not built');
+  await symlink(minimal.dir, path.join(cache, 'images', 'minimal'));
+  const build = async (what: string) => {
+    const t = performance.now();
+    await execFileP(process.execPath, [cliMain, 'image', 'build', 'bench-debian', '--force', '--quiet'], { cwd: dir, env: { ...process.env, PROVIUM_CACHE_DIR: cache } });
+    const took = performance.now() - t;
+    log(`debian: ${what} took ${secs(took)}`);
+    return took;
+  };
+  const emptyMs = await build('image build, empty cache');
+  const warmMs = await build('image build, packages downloaded');
+
+  // 2. Boots: cold and from the boot snapshot, minimal and Debian back to back in each round.
+  const boot = async (file: string, cold: boolean, warmUp = false) => {
+    const run = mustPass(await runCli([file, '--no-progress'], { cwd: dir, timingsFile, env: { PROVIUM_CACHE_DIR: cache, ...(cold ? { PROVIUM_BOOT_SNAPSHOTS: '0' } : {}) } }), `boot ${file}`);
+    const v = vmSpawned(run.events);
+    if (!warmUp && v.restored === cold) problems.push(`debian: a ${cold ? 'cold' : 'snapshot'} boot of ${path.basename(file)} reported restored=${v.restored}`);
+    return v.bootMs;
+  };
+  // The warm-ups save the boot snapshots (this cache starts empty).
+  await boot(files.minimal, false, true);
+  await boot(files.debian, false, true);
+  const got = { minimalCold: [] as number[], debianCold: [] as number[], minimalSnap: [] as number[], debianSnap: [] as number[] };
+  for (let i = 0; i < kDebianRounds; i++) {
+    got.minimalCold.push(await boot(files.minimal, true));
+    got.debianCold.push(await boot(files.debian, true));
+    got.minimalSnap.push(await boot(files.minimal, false));
+    got.debianSnap.push(await boot(files.debian, false));
+    log(`debian round ${i + 1}/${kDebianRounds}: cold ${ms(got.minimalCold.at(-1)!)} / ${ms(got.debianCold.at(-1)!)}, snapshot ${ms(got.minimalSnap.at(-1)!)} / ${ms(got.debianSnap.at(-1)!)}`);
+  }
+  const snaps = await readdir(path.join(cache, 'boot-snapshots')).catch(() => [] as string[]);
+  const sizes = await Promise.all(snaps.filter((f) => f.endsWith('.snap')).map(async (f) => (await stat(path.join(cache, 'boot-snapshots', f))).size));
+
+  const out = section(`13. Debian profiles (debian = { packages = [${packages}] }, 256 MiB; floor: minimal in the same run)`);
+  const ratio = (a: number[], b: number[]) => median(a.map((x, i) => x / b[i]!));
+  const snapRatio = ratio(got.debianSnap, got.minimalSnap);
+  out.push({ figure: 'cold boot: Debian / minimal', floor: secs(median(got.minimalCold)), harness: secs(median(got.debianCold)), ratio: times(ratio(got.debianCold, got.minimalCold)), note: 'mount the image, overlay, switch root, agent again' });
+  out.push({ figure: 'boot from the boot snapshot: Debian / minimal', floor: secs(median(got.minimalSnap)), harness: secs(median(got.debianSnap)), ratio: times(snapRatio), note: `target ≤ 1.30×: ${snapRatio <= 1.3 ? 'met' : 'MISSED'}` });
+  out.push({ figure: '  boot snapshot sizes', floor: '', harness: '', ratio: '', note: sizes.map((b) => `${(b / 1048576).toFixed(0)} MiB`).join(', ') });
+  out.push({ figure: 'root image build: empty cache', floor: '', harness: secs(emptyMs), ratio: '', note: 'mmdebstrap (download + unpack + configure) and mksquashfs' });
+  out.push({ figure: 'root image build: packages downloaded', floor: '', harness: secs(warmMs), ratio: times(warmMs / emptyMs), note: 'the same list again (--force), .debs kept in <cache>/downloads' });
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function machineHeader(): Promise<string[]> {
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
@@ -1314,7 +1379,7 @@ async function machineHeader(): Promise<string[]> {
   ];
 }
 
-const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net', 'disk', 'pool'] as const;
+const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net', 'disk', 'pool', 'debian'] as const;
 type SectionName = (typeof kSectionNames)[number];
 
 /** `--only NAME[,NAME...]`: run those sections only, print, and leave BENCHMARKS.md alone. */
@@ -1358,6 +1423,7 @@ async function main(): Promise<void> {
       net: () => benchNetwork(work, timingsFile),
       disk: () => benchDisk(work, timingsFile),
       pool: () => benchPool(work, timingsFile),
+      debian: () => benchDebian(work, timingsFile),
     };
     for (const name of kSectionNames) if (!only || only.has(name)) await steps[name]();
   } finally {

@@ -56,9 +56,12 @@ build() {
   work=$(mktemp -d "$out/.work.XXXXXX")
   trap 'rm -rf "$work"' EXIT
 
-  # 1. The root filesystem. The apt cache goes in before apt runs and comes out after, so later
-  #    builds reuse every .deb. Daemons are not started in the chroot (mmdebstrap's policy-rc.d).
-  local -a args=(--variant="$variant" --format=directory
+  # 1. The root filesystem. The apt cache goes in before apt runs and comes out after (the
+  #    essential packages' too), so later builds reuse every .deb. Daemons are not started in the
+  #    chroot (mmdebstrap's policy-rc.d).
+  #    dpkg need not fsync (the tree is packed right after) and apt needs no translations.
+  local -a args=(--variant="$variant" --format=directory --skip=essential/unlink
+    --dpkgopt=force-unsafe-io --aptopt='Acquire::Languages "none"'
     --setup-hook='mkdir -p "$1"/var/cache/apt/archives/'
     --setup-hook="sync-in '$cache' /var/cache/apt/archives/"
     --customize-hook="sync-out /var/cache/apt/archives '$cache'"
