@@ -256,3 +256,31 @@ describe('fixtureKey', () => {
     await expectChange('commented', () => writeFile(join(rootA, 'lib', 'helpers.lua'), 'return { v = 3 }\n'), true);
   });
 });
+
+describe('legacy fixtures (seed 002: provium.fixture("name") → fixtures/<name>.lua)', () => {
+  it('resolves a ref ending in .lua as the file itself', async () => {
+    const file = await put(join(rootA, 'suite', 'fixtures', 'db.lua'), 'local vm = provium.create("minimal")\nvm:boot()\nreturn vm\n');
+    assert.equal(await resolveFixture('suite/fixtures/db.lua', [rootA, rootB]), file);
+    await assert.rejects(resolveFixture('suite/fixtures/none.lua', [rootA]), /looked for suite\/fixtures\/none\.lua under/);
+  });
+
+  it('keys a fixture with the legacy fixtures it uses, found from its own directory', async () => {
+    await put(join(rootA, 'suite', 'fixtures', 'base.lua'), 'local vm = provium.create("minimal")\nvm:boot()\nreturn vm\n');
+    await put(join(rootA, 'suite', 'fixtures', 'warm.lua'), 'local vm = provium.fixture("base")\nvm:exec("warm")\nreturn vm\n');
+    const key = await fixtureKey('suite/fixtures/warm.lua', inputs());
+    assert.deepEqual(key.deps, ['suite/fixtures/base.lua']);
+    assert.ok(key.parts.some((p) => p.startsWith('dep=suite/fixtures/base.lua ')));
+    const base = await fixtureKey('suite/fixtures/base.lua', inputs());
+    assert.ok(base.parts.some((p) => p.startsWith('profile.minimal.kernel=')), 'provium.create("minimal") folds the profile in');
+    await expectChange('suite/fixtures/warm.lua', () => put(join(rootA, 'suite', 'fixtures', 'base.lua'), 'local vm = provium.create("minimal")\nvm:boot()\nvm:exec("v2")\nreturn vm\n'));
+  });
+
+  it('names a legacy fixture that is missing, and where it looked', async () => {
+    await put(join(rootA, 'suite', 'fixtures', 'broken.lua'), 'local vm = provium:fixture("absent")\nreturn vm\n');
+    await assert.rejects(fixtureKey('suite/fixtures/broken.lua', inputs()), (e: Error) => {
+      assert.ok(e instanceof FixtureNotFoundError);
+      assert.match(e.message, /fixture `suite\/fixtures\/broken\.lua` uses fixture `absent`: no fixtures\/absent\.lua \(looked for .*suite\/fixtures\/fixtures\/absent\.lua/);
+      return true;
+    });
+  });
+});

@@ -140,6 +140,7 @@ export class FakeBroker {
         return { vm: this.view(args.vmId), bootMs: 1, restored: false };
       }
       case 'vm.shutdown':
+      case 'vm.kill':
         this.setState(args.vmId, 'shutdown');
         return { vm: this.view(args.vmId) };
       case 'vm.power_button':

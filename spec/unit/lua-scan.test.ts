@@ -59,6 +59,22 @@ describe('scanLua: fixtures and requires', () => {
   });
 });
 
+describe('scanLua: legacy fixtures', () => {
+  it('takes the literal name of provium.fixture / provium:fixture, not other fixture fields', () => {
+    const s = scanLua([
+      'local a = provium.fixture("kacs")',
+      "local b = provium:fixture('warm')",
+      'local c = provium.fixture("kacs")',
+      'local d = other.fixture("no")',
+      'local e = x.provium.fixture("no")',
+      'local f = provium.fixture(name)',
+      '-- provium.fixture("commented")',
+    ].join('\n'));
+    assert.deepEqual(s.legacyFixtures, ['kacs', 'warm']);
+    assert.deepEqual(s.fixtures, []);
+  });
+});
+
 describe('scanLua: profiles', () => {
   it('takes the literal second argument of :vm(...) and legacy provium.create', () => {
     const s = scanLua([

@@ -3,7 +3,8 @@
 // everything that could change what its build produces, and nothing else:
 //   1. the fixture's source bytes;
 //   2. the caller's `extra` parts (qemu binary, agent overlay, protocol version…);
-//   3. `dep=` the key of each fixture it uses, recursively, in source order;
+//   3. `dep=` the key of each fixture it uses, recursively, in source order (legacy
+//      provium.fixture names after the others);
 //   4. each `require`d module found where the sandbox's `require` looks (the roots, then the
 //      fixture's directory), recursively: its path there and its content hash;
 //   5. each profile it boots (literal names; all of them when a profile is computed): everything
@@ -21,6 +22,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { scanLua, type LuaStatics } from '../config/lua-scan.js';
 import { kFixtureSuffix } from '../config/config.js';
+import { legacyFixtureBase, legacyFixtureCandidates, legacyFixtureRefOf } from '../config/legacy-fixtures.js';
 import type { Profile } from '../config/profiles.js';
 
 /** Bumped when the way the key is computed changes, so that old cache entries stop matching. */
@@ -58,15 +60,19 @@ export function checkFixtureRef(ref: string): void {
   if (ref.split(/[\\/]/).includes('..')) throw new FixtureRefError(`fixture \`${ref}\` climbs out of the test root with \`..\`: ${kRefHint}`);
 }
 
-/** `ref` → the absolute path of `<root>/<ref>.fixture.lua`, first root wins. */
+/**
+ * `ref` → the absolute path of `<root>/<ref>.fixture.lua`, first root wins. A ref ending in `.lua`
+ * names its file as is: the legacy `fixtures/<name>.lua` of provium.fixture (seed 002).
+ */
 export async function resolveFixture(ref: string, roots: string[]): Promise<string> {
   checkFixtureRef(ref);
+  const file = ref.endsWith('.lua') ? ref : `${ref}${kFixtureSuffix}`;
   for (const root of roots) {
-    const candidate = path.resolve(root, `${ref}${kFixtureSuffix}`);
+    const candidate = path.resolve(root, file);
     if (await isFile(candidate)) return candidate;
   }
   const where = roots.length ? roots.join(', ') : '(no test roots configured)';
-  throw new FixtureNotFoundError(`fixture \`${ref}\` not found in any test root (looked for ${ref}${kFixtureSuffix} under: ${where})`);
+  throw new FixtureNotFoundError(`fixture \`${ref}\` not found in any test root (looked for ${file} under: ${where})`);
 }
 
 export interface FixtureKeyInputs {
@@ -125,9 +131,12 @@ async function keyOf(ref: string, inputs: FixtureKeyInputs, stack: string[], don
   // 3. Modules, depth first in source order (scanned here, folded in after the deps).
   const moduleParts = await scanModules(scanned, moduleDirs(inputs.roots, file));
 
-  // 4. Dep fixtures, from the fixture and its modules, in source order.
+  // 4. Dep fixtures, from the fixture and its modules, in source order; the legacy names of
+  //    provium.fixture after them, found from the fixture's directory as the binding finds them.
+  const legacy: string[] = [];
+  for (const name of unique(scanned.flatMap((s) => s.statics.legacyFixtures))) legacy.push(await legacyRef(ref, name, fixtureDir, inputs.roots));
   const deps: string[] = [];
-  for (const dep of unique(scanned.flatMap((s) => s.statics.fixtures))) {
+  for (const dep of unique([...scanned.flatMap((s) => s.statics.fixtures), ...legacy])) {
     const sub = await keyOf(dep, inputs, [...stack, ref], done);
     parts.push(`dep=${dep} ${sub.key}`);
     for (const d of [dep, ...sub.deps]) if (!deps.includes(d)) deps.push(d);
@@ -276,6 +285,15 @@ function absent(err: unknown): string {
 
 function sha256(bytes: Uint8Array): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/** The ref of the legacy fixture `name` that the fixture `parent` (in `dir`) uses. */
+async function legacyRef(parent: string, name: string, dir: string, roots: string[]): Promise<string> {
+  const base = legacyFixtureBase(name);
+  if (base === null) throw new FixtureRefError(`fixture \`${parent}\` uses provium.fixture(${JSON.stringify(name)}), which cannot name fixtures/<name>.lua below a test root`);
+  const candidates = legacyFixtureCandidates(dir, roots, base);
+  for (const c of candidates) if (await isFile(c.file)) return legacyFixtureRefOf(c);
+  throw new FixtureNotFoundError(`fixture \`${parent}\` uses fixture \`${name}\`: no fixtures/${base}.lua (looked for ${unique(candidates.map((c) => c.file)).join(', ')})`);
 }
 
 async function isFile(p: string): Promise<boolean> {

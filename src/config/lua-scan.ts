@@ -27,6 +27,8 @@ export interface HostFileRef {
 export interface LuaStatics {
   /** Literal first arguments of vm_fixture(...) / lab_fixture(...), either call form (`provium:vm_fixture("x")`, `provium.vm_fixture("x")`, `lab:lab_fixture "x"`), in source order, deduplicated. */
   fixtures: string[];
+  /** Literal names of the legacy `provium.fixture("name")` (seed 002; the file is fixtures/<name>.lua near the source), in source order, deduplicated. */
+  legacyFixtures: string[];
   /** Literal module names of require("a.b") / require "a.b", in source order, deduplicated. */
   requires: string[];
   /** Literal profile names: the second argument of `:vm("name", "profile", ...)` calls (and `provium.create("profile")` of the legacy API), in source order, deduplicated. */
@@ -45,6 +47,7 @@ export interface LuaStatics {
 export function scanLua(text: string): LuaStatics {
   const { tokens, code } = tokenize(text);
   const fixtures = new OrderedSet<string>();
+  const legacyFixtures = new OrderedSet<string>();
   const requires = new OrderedSet<string>();
   const profiles = new OrderedSet<string>();
   const hostFiles = new OrderedSet<string>();
@@ -87,10 +90,16 @@ export function scanLua(text: string): LuaStatics {
         else profiles.add(profile);
         break;
       }
+      case 'fixture': {
+        // The legacy API (seed 002): provium.fixture("name") or provium:fixture("name").
+        if (!(field || method) || !onProvium(tokens, i)) break;
+        const name = literal(callArgs(tokens, i + 1)?.args[0]);
+        if (named(name)) legacyFixtures.add(name);
+        break;
+      }
       case 'create': {
         // The legacy API (seed 002): provium.create("profile").
-        const owner = tokens[i - 2];
-        if (!field || owner?.kind !== 'name' || owner.text !== 'provium' || tokens[i - 3]?.text === '.' || tokens[i - 3]?.text === ':') break;
+        if (!field || !onProvium(tokens, i)) break;
         const call = callArgs(tokens, i + 1);
         if (!call || call.args.length === 0) break;
         const profile = literal(call.args[0]);
@@ -126,6 +135,7 @@ export function scanLua(text: string): LuaStatics {
   }
   return {
     fixtures: fixtures.values(),
+    legacyFixtures: legacyFixtures.values(),
     requires: requires.values(),
     profiles: profiles.values(),
     dynamicProfiles,
@@ -133,6 +143,13 @@ export function scanLua(text: string): LuaStatics {
     hostFileRefs: refs,
     claim: literalClaim(code),
   };
+}
+
+/** Whether the name token at `i` is a field of the global `provium` (`provium.x`, `provium:x`, not `a.provium.x`). */
+function onProvium(tokens: Token[], i: number): boolean {
+  const owner = tokens[i - 2];
+  const before = tokens[i - 3];
+  return owner?.kind === 'name' && owner.text === 'provium' && !(before?.kind === 'op' && (before.text === '.' || before.text === ':'));
 }
 
 /** The source with every comment blanked out (same length, newlines kept), for textual matches. */

@@ -43,6 +43,8 @@ export interface FileConfig {
   /** Accepted and stored; lab snapshots between tests are not implemented yet. */
   resetBetweenTests: boolean;
   claimTaken: boolean;
+  /** How many tests the file has declared so far (test-runner.ts). */
+  declaredTests?: number;
 }
 
 /**
@@ -56,6 +58,8 @@ export interface BindingRuntime {
   readonly file: string;
   /** Its path as reports show it. */
   readonly displayPath: string;
+  /** The test roots (absolute or relative to the cwd). */
+  readonly roots: string[];
   readonly fileConfig: FileConfig;
   /** Where resources created now are registered: the running test's scope, else the file's. */
   readonly currentScope: ResourceScope;
@@ -63,6 +67,8 @@ export interface BindingRuntime {
   readonly rootLab: object;
   /** Runs `fn` with resources registered at file scope. */
   inFileScope<T>(fn: () => T): T;
+  /** The running test's context (test-context.ts), null while the file's top level runs. */
+  readonly currentTest: object | null;
   /** Registry ref of the value `t:skip` raises. */
   readonly skipSentinelRef: number;
   /** Pushes the userdata of `obj`; the same object always gives the same userdata. */

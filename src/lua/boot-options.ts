@@ -48,9 +48,9 @@ export const kBootSpec = {
   disks: R.array(readDiskSpec, '{id, size?, image?, readonly?} table'),
 };
 
-/** Reads user argument `n` as boot options (nil → {}). */
-export function readBootOptions(a: Args, n: number, name: string): BootOptions {
-  const o = a.options(n, name, kBootSpec);
+/** Reads user argument `n` as boot options (nil → {}); `spec` may read some keys differently (seed 002). */
+export function readBootOptions(a: Args, n: number, name: string, spec: typeof kBootSpec = kBootSpec): BootOptions {
+  const o = a.options(n, name, spec);
   const out: BootOptions = {};
   if (o.memory !== undefined) {
     if (o.memory < 16 * 1024 * 1024) throw a.error(`option \`memory\` must be at least 16M, got ${o.memory} bytes`);

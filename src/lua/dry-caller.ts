@@ -63,6 +63,7 @@ export class DryCaller implements Caller {
       case 'vm.pause':
         return { vm: view('paused') };
       case 'vm.shutdown':
+      case 'vm.kill':
         return { vm: view('shutdown') };
       case 'vm.power_button':
         return { vm: view('shutdown'), graceful: true };

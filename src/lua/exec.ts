@@ -10,7 +10,7 @@
 // A table with any non-array key is options; mixing array entries with option keys is an error.
 
 import { lua } from 'fengari';
-import type { ExecSpec } from '../protocol/agent.js';
+import type { AgentOps, ExecSpec } from '../protocol/agent.js';
 import { R, readOptions, type Args } from './args.js';
 import { agentCall, type AgentTarget } from './guest.js';
 import { ProcessClass, Process } from './process.js';
@@ -105,21 +105,31 @@ export function parseExec(a: Args, n: number, mode: 'run' | 'async'): ExecReques
   return { spec, display, ...(timeoutMs !== undefined ? { timeoutMs: Math.ceil(timeoutMs) } : {}) };
 }
 
-/** `target:run(...)`: pushes a RunResult. */
-export function runMethod(target: AgentTarget, a: Args): number {
+/** Runs the command given as user arguments 1 and 2 to completion (run's call shapes). */
+export function execCommand(target: AgentTarget, a: Args): { result: AgentOps['exec']['res']; display: string } {
   const req = parseExec(a, 1, 'run');
   const data = req.timeoutMs !== undefined ? { ...req.spec, timeout_ms: req.timeoutMs } : req.spec;
-  const result = agentCall(target, a.label, 'exec', data, { boundMs: req.timeoutMs, context: req.display });
-  pushRunResult(a.rt, a.L, result, req.display);
+  return { result: agentCall(target, a.label, 'exec', data, { boundMs: req.timeoutMs, context: req.display }), display: req.display };
+}
+
+/** Starts the command given as user arguments 1 and 2 (run_async's call shapes), owned by the current scope. */
+export function startProcess(target: AgentTarget, a: Args): Process {
+  const req = parseExec(a, 1, 'async');
+  const reply = agentCall(target, a.label, 'spawn', req.spec, { context: req.display });
+  const proc = new Process(target, reply.handle, reply.pid, req.display);
+  a.rt.currentScope.add(proc);
+  return proc;
+}
+
+/** `target:run(...)`: pushes a RunResult. */
+export function runMethod(target: AgentTarget, a: Args): number {
+  const { result, display } = execCommand(target, a);
+  pushRunResult(a.rt, a.L, result, display);
   return 1;
 }
 
 /** `target:run_async(...)`: pushes a Process. */
 export function runAsyncMethod(target: AgentTarget, a: Args): number {
-  const req = parseExec(a, 1, 'async');
-  const reply = agentCall(target, a.label, 'spawn', req.spec, { context: req.display });
-  const proc = new Process(target, reply.handle, reply.pid, req.display);
-  a.rt.currentScope.add(proc);
-  a.rt.push(ProcessClass, proc, a.L);
+  a.rt.push(ProcessClass, startProcess(target, a), a.L);
   return 1;
 }

@@ -10,6 +10,7 @@ import type { FatalError, FileReport, FileTask } from '../protocol/task.js';
 import { DryCaller } from './dry-caller.js';
 import { locationFromMessage } from './errors.js';
 import { installJson } from './json.js';
+import { installLegacyGlobals } from './legacy/globals.js';
 import { Lab, LabClass } from './lab.js';
 import type { Caller } from './rpc.js';
 import { LuaRuntime } from './runtime.js';
@@ -17,6 +18,7 @@ import { installSandbox } from './sandbox.js';
 import { ResourceScope } from './scope.js';
 import { TestRunner } from './test-runner.js';
 import { LabSnapshotClass, SnapshotClass } from './snapshot.js';
+import { VmClass } from './vm.js';
 import { key, typeName } from './values.js';
 
 export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly' | 'fixture'>;
@@ -35,6 +37,7 @@ export function runFile(task: FileRunInput, caller: Caller, report: (report: Fil
     });
     installSandbox(rt);
     installJson(rt);
+    installLegacyGlobals(rt);
     const runner = new TestRunner(rt, task, report);
     runner.install();
     rt.rootLab = new Lab(rt, 'provium', 'provium', null);
@@ -113,6 +116,8 @@ export function runFile(task: FileRunInput, caller: Caller, report: (report: Fil
 function keepFixtureSnapshot(rt: LuaRuntime, runner: TestRunner, displayPath: string, fatalErrors: FatalError[]): void {
   const vmSnap = rt.toObject(rt.L, -1, SnapshotClass);
   const labSnap = vmSnap ? undefined : rt.toObject(rt.L, -1, LabSnapshotClass);
+  // A legacy fixture (fixtures/<name>.lua, seed 002) may return its VM instead of a snapshot.
+  const vm = vmSnap || labSnap ? null : rt.toObject(rt.L, -1, VmClass);
   const got = typeName(rt.L, -1);
   lua.lua_pop(rt.L, 1);
   if (runner.tests.length > 0) {
@@ -120,12 +125,13 @@ function keepFixtureSnapshot(rt: LuaRuntime, runner: TestRunner, displayPath: st
     return;
   }
   const snap = vmSnap ?? labSnap;
-  if (!snap) {
+  if (!snap && !vm) {
     fatalErrors.push({ message: `${displayPath}: a fixture must end with \`return vm:snapshot()\` or \`return provium:snapshot()\`; it returned ${got}` });
     return;
   }
   try {
-    rt.rpc.call('fixture.built', { kind: vmSnap ? 'vm' : 'lab', path: snap.path });
+    const snapPath = snap ? snap.path : rt.rpc.call('vm.snapshot', { vmId: vm!.vmId }).path;
+    rt.rpc.call('fixture.built', { kind: labSnap ? 'lab' : 'vm', path: snapPath });
   } catch (err) {
     fatalErrors.push({ message: `${displayPath}: ${(err as Error).message}` });
   }

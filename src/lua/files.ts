@@ -91,18 +91,24 @@ function tailStart(vm: VmHandle, a: Args, p: string): 'beginning' | 'end' | numb
   return Math.max(0, size + n);
 }
 
+/** `read_file(path)` of a VM or a legacy worker. */
+export function readFileMethod(target: AgentTarget, a: Args): number {
+  const p = a.string(1, 'path');
+  pushBytes(a.L, agentCall(target, a.label, 'read_file', { path: p }, { context: p }).data);
+  return 1;
+}
+
+/** `write_file(path, data)` of a VM or a legacy worker. */
+export function writeFileMethod(target: AgentTarget, a: Args): number {
+  const p = a.string(1, 'path');
+  const data = a.bytes(2, 'data');
+  agentCall(target, a.label, 'write_file', { path: p, data }, { context: p });
+  return 0;
+}
+
 export const kVmFileMethods: Record<string, (vm: VmHandle, a: Args) => number> = {
-  read_file(vm, a) {
-    const p = a.string(1, 'path');
-    pushBytes(a.L, agentCall(vm, a.label, 'read_file', { path: p }, { context: p }).data);
-    return 1;
-  },
-  write_file(vm, a) {
-    const p = a.string(1, 'path');
-    const data = a.bytes(2, 'data');
-    agentCall(vm, a.label, 'write_file', { path: p, data }, { context: p });
-    return 0;
-  },
+  read_file: readFileMethod,
+  write_file: writeFileMethod,
   push_file(vm, a) {
     const hostPath = a.string(1, 'host_path');
     const guestPath = a.string(2, 'guest_path');

@@ -11,13 +11,14 @@
 
 import { lua, type lua_State } from 'fengari';
 import { LuaError } from './errors.js';
-import type { LuaRuntime } from './runtime.js';
+import type { BindingRuntime } from './args.js';
 import { eachPair, getText, key, pushIntegral, pushText, typeName } from './values.js';
 
 const kMaxDepth = 200;
 const kStrictDecoder = new TextDecoder('utf-8', { fatal: true });
 
-export function installJson(rt: LuaRuntime): void {
+/** `rt` is the file's runtime (runtime.ts), seen through the binding surface so legacy/ may use pushDecoded. */
+export function installJson(rt: BindingRuntime & { readonly L: lua_State }): void {
   const L = rt.L;
   lua.lua_createtable(L, 0, 2);
   lua.lua_pushcfunction(
@@ -31,19 +32,23 @@ export function installJson(rt: LuaRuntime): void {
   lua.lua_pushcfunction(
     L,
     rt.fn('json.decode', (a) => {
-      const text = a.bytes(1, 'text');
-      let source: string;
-      try {
-        source = kStrictDecoder.decode(text);
-      } catch {
-        throw a.error('input is not valid UTF-8');
-      }
-      if (!new Decoder(a.L, source).decodeDocument()) lua.lua_pushnil(a.L);
+      pushDecoded(a.L, a.bytes(1, 'text'), a.label);
       return 1;
     }),
   );
   lua.lua_setfield(L, -2, key('decode'));
   lua.lua_setglobal(L, key('json'));
+}
+
+/** Pushes the Lua value of JSON `text` (nil for `null`). Throws LuaError prefixed with `label`. */
+export function pushDecoded(L: lua_State, text: Uint8Array, label: string): void {
+  let source: string;
+  try {
+    source = kStrictDecoder.decode(text);
+  } catch {
+    throw new LuaError(`${label}: input is not valid UTF-8`);
+  }
+  if (!new Decoder(L, source).decodeDocument()) lua.lua_pushnil(L);
 }
 
 /** JSON text of the Lua value at `idx`. Throws LuaError naming the offending path. */

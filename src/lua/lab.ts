@@ -12,6 +12,9 @@ import { getText, pushIntegral, pushPlain, pushText, setField } from './values.j
 import { Bridge, type VmReader } from './bridge.js';
 import { Vm, VmClass, type VmOwner } from './vm.js';
 import { LabSnapshotClass, Snapshot } from './snapshot.js';
+import { legacyFixtureRef } from './legacy/fixture.js';
+import { legacyPack, legacyUnpack, legacyWords } from './legacy/pack.js';
+import { legacyShutdown } from './legacy/vm.js';
 
 const kBarrierDefaultMs = 60_000;
 const kNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -117,9 +120,14 @@ function forEachVm<K extends FanOutOp>(
   if (failures.length > 0) throw new LuaError(failures.join('\n'));
 }
 
-/** string.pack / string.unpack, callable as lab:pack(fmt, ...) or provium.pack(fmt, ...). */
+/**
+ * lab:pack(fmt, ...) / provium.pack(fmt, ...) and unpack: a format of legacy words (`u32 u64`,
+ * seed 002) goes to legacy/pack.ts, any other to string.pack / string.unpack.
+ */
 function passThrough(fnName: 'pack' | 'unpack'): Method<Lab> {
   return (_lab, a) => {
+    const words = legacyWords(a);
+    if (words) return fnName === 'pack' ? legacyPack(a, words) : legacyUnpack(a, words);
     const L = a.L;
     lua.lua_getglobal(L, 'string');
     lua.lua_getfield(L, -1, fnName);
@@ -359,17 +367,37 @@ export const LabClass: LuaClass<Lab> = {
       const ref = a.string(1, 'path');
       const name = a.isNil(2) ? undefined : a.string(2, 'name');
       a.noMoreThan(2, 'provium:vm_fixture(path, name?)');
+      a.rt.push(VmClass, fixtureVm(a, ref, { name }), a.L);
+      return 1;
+    },
+    /** provium.create(profile) (seed 002): a legacy VM of the file's root lab, not booted, owned by the running scope. */
+    create(_lab, a) {
+      const profile = a.string(1, 'profile');
+      a.noMoreThan(1, 'provium.create(profile)');
       const root = a.rt.rootLab as Lab;
-      const { path: dir, manifest } = prepareFixture(a, ref, 'vm');
-      const saved = manifest.vms[0]!;
-      // The file root, whichever scope asked: a fixture's VM lives until the file ends.
-      const vm = a.rt.inFileScope(() => {
-        const created = createVm(root, a, name ?? freeName(root, saved.name), saved.profile, {});
-        restoreLab(root, a, dir, manifest, new Map([[saved.name, created]]));
-        return created;
-      });
+      // Named after the profile: minimal_1, minimal_2, ...
+      const base = profile.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^([^A-Za-z_])/, '_$1');
+      let n = 1;
+      while (root.findVm(`${base}_${n}`) || root.findSubLab(`${base}_${n}`)) n++;
+      const vm = createVm(root, a, `${base}_${n}`, profile, {});
+      vm.legacy = true;
       a.rt.push(VmClass, vm, a.L);
       return 1;
+    },
+    /** provium.fixture(name) (seed 002): a legacy VM restored from fixtures/<name>.lua (built when needed), owned by the running scope. */
+    fixture(_lab, a) {
+      const name = a.string(1, 'name');
+      a.noMoreThan(1, 'provium.fixture(name)');
+      const vm = fixtureVm(a, legacyFixtureRef(a, name), { scoped: true });
+      vm.legacy = true;
+      a.rt.push(VmClass, vm, a.L);
+      return 1;
+    },
+    /** provium.shutdown_all() (seed 002): the VMs the running test made (at file scope: the file's), gracefully. */
+    shutdown_all(_lab, a) {
+      a.noMoreThan(0, 'provium.shutdown_all()');
+      for (const vm of a.rt.currentScope.vms) if (vm instanceof Vm) legacyShutdown(vm, a);
+      return 0;
     },
     /** provium:lab_fixture(path) / provium.lab_fixture(path): a new sub-lab holding the fixture's VMs and bridges. */
     lab_fixture(lab, a) {
@@ -385,7 +413,7 @@ export const LabClass: LuaClass<Lab> = {
       return 1;
     },
   },
-  dotCalls: { names: ['vm_fixture', 'lab_fixture', 'pack', 'unpack'], receiver: (rt) => rt.rootLab as Lab },
+  dotCalls: { names: ['vm_fixture', 'lab_fixture', 'pack', 'unpack', 'create', 'fixture', 'shutdown_all'], receiver: (rt) => rt.rootLab as Lab },
   getField(lab, name, L) {
     const config = lab.rt.fileConfig;
     if (name === 'timeout') {
@@ -492,6 +520,23 @@ export function restoreLab(lab: Lab, a: Args, dir: string, manifest: LabSnapshot
     }
   }
   return { vms, bridges };
+}
+
+/**
+ * A booted VM restored from the vm fixture `ref`, in the file's root lab. It lives until the file
+ * ends, whichever scope asked (vm_fixture), or with the running scope (`scoped`: provium.fixture,
+ * whose VMs go with the test that resumed them, as provium.create's do).
+ */
+function fixtureVm(a: Args, ref: string, opts: { name?: string; scoped?: boolean } = {}): Vm {
+  const root = a.rt.rootLab as Lab;
+  const { path: dir, manifest } = prepareFixture(a, ref, 'vm');
+  const saved = manifest.vms[0]!;
+  const restore = () => {
+    const created = createVm(root, a, opts.name ?? freeName(root, saved.name), saved.profile, {});
+    restoreLab(root, a, dir, manifest, new Map([[saved.name, created]]));
+    return created;
+  };
+  return opts.scoped ? restore() : a.rt.inFileScope(restore);
 }
 
 /** The fixture `ref` as a lab snapshot directory of this file's (built first when needed). */

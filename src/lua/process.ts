@@ -72,6 +72,11 @@ export class Process implements ScopedResource {
     return this._result;
   }
 
+  /** Its state now, without waiting: `running`, or how it ended. */
+  status(fn: string): ExitInfo {
+    return this._result ?? agentCall(this.target, fn, 'proc_status', { handle: this.handle }, { context: this.display });
+  }
+
   /** False when there was nothing to signal (waited for, or already exited: ESRCH). */
   kill(fn: string, signal: number): boolean {
     if (this.isClosed()) return false;
@@ -171,7 +176,7 @@ export const ProcessClass: LuaClass<Process> = {
       return 1;
     },
     status(p, a) {
-      const info: ExitInfo = p.result ?? agentCall(p.target, a.label, 'proc_status', { handle: p.handle }, { context: p.display });
+      const info = p.status(a.label);
       pushText(a.L, info.status);
       if (info.status === 'running') return 1;
       lua.lua_pushinteger(a.L, info.status === 'exited' ? info.code : info.status === 'signalled' ? -1 : -2);

@@ -94,16 +94,15 @@ function isOk(L: lua_State, idx: number): boolean {
 function failureMessage(L: lua_State, idx: number): string {
   const status = field(L, idx, 'status');
   const cmd = field(L, idx, 'cmd');
-  let how: string;
-  if (status === 'signalled') {
-    const sig = Number(field(L, idx, 'signal'));
-    how = `killed by signal ${sig} (${signalName(sig)})`;
-  } else if (status === 'timed_out') {
-    how = 'timed out (exit_code -2)';
-  } else {
-    how = `exited with code ${field(L, idx, 'exit_code')}`;
-  }
+  const how = describeExit(status, field(L, idx, 'exit_code'), Number(field(L, idx, 'signal')));
   return `command ${cmd === 'nil' ? '' : cmd + ' '}failed: ${how} (status=${status})\nstdout: ${quoteTail(L, idx, 'stdout')}\nstderr: ${quoteTail(L, idx, 'stderr')}`;
+}
+
+/** How a command ended, for messages: `exited with code 3`, `killed by signal 9 (SIGKILL)`. */
+export function describeExit(status: string, exitCode: number | string, signal: number): string {
+  if (status === 'signalled') return `killed by signal ${signal} (${signalName(signal)})`;
+  if (status === 'timed_out') return 'timed out (exit_code -2)';
+  return `exited with code ${exitCode}`;
 }
 
 function quoteTail(L: lua_State, idx: number, name: string): string {

@@ -1,4 +1,5 @@
-// The `t` context a test body receives (reference §1.2). Assertions raise at the caller's line
+// The `t` context a test body receives (reference §1.2). assert_eq compares tables deeply
+// (compare.ts). Assertions raise at the caller's line
 // (`error(msg, 2)`) and also set a sticky failure, so an assertion swallowed by pcall still fails
 // the test; assert_raises saves and restores it. t:skip raises a sentinel the runner recognises.
 
@@ -6,6 +7,7 @@ import { lua } from 'fengari';
 import type { MetaMap } from '../protocol/events.js';
 import type { SourceLocation } from '../protocol/task.js';
 import type { Args, LuaClass } from './args.js';
+import { describe, deepEqual } from './compare.js';
 import { LuaError, where } from './errors.js';
 import { pushText, repr } from './values.js';
 
@@ -59,15 +61,15 @@ export const TestContextClass: LuaClass<TestContext> = {
     },
     assert_eq(t, a) {
       if (a.count() < 2) throw a.error('needs two values to compare: t:assert_eq(actual, expected, msg?)');
-      if (!lua.lua_compare(a.L, a.idx(1), a.idx(2), lua.LUA_OPEQ)) {
-        throw t.fail(a, `${optMessage(a, 3, 'assert_eq failed')}: ${repr(a.L, a.idx(1))} ~= ${repr(a.L, a.idx(2))}`);
+      if (!deepEqual(a.L, a.idx(1), a.idx(2))) {
+        throw t.fail(a, `${optMessage(a, 3, 'assert_eq failed')}: ${describe(a.L, a.idx(1))} ~= ${describe(a.L, a.idx(2))}`);
       }
       return 0;
     },
     assert_neq(t, a) {
       if (a.count() < 2) throw a.error('needs two values to compare: t:assert_neq(actual, unexpected, msg?)');
-      if (lua.lua_compare(a.L, a.idx(1), a.idx(2), lua.LUA_OPEQ)) {
-        throw t.fail(a, `${optMessage(a, 3, 'assert_neq failed')}: ${repr(a.L, a.idx(1))} == ${repr(a.L, a.idx(2))}`);
+      if (deepEqual(a.L, a.idx(1), a.idx(2))) {
+        throw t.fail(a, `${optMessage(a, 3, 'assert_neq failed')}: ${describe(a.L, a.idx(1))} == ${describe(a.L, a.idx(2))}`);
       }
       return 0;
     },

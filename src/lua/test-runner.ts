@@ -1,13 +1,14 @@
 // test() registration and running (reference §1.1–1.3): selection, per-test scope labs, the
 // deadline (meta.timeout, else provium.timeout), retries with flaky detection, console excerpts
-// for failures, and the test reports (test_begin, test_retry, test_end) on the file's channel. Also the `todo` and `wait_until` globals.
+// for failures, and the test reports (test_begin, test_retry, test_end) on the file's channel. Also
+// the `todo` global (at file scope it skips the file; inside a test, that test) and `wait_until`.
 
 import { lua } from 'fengari';
-import { sleepSync } from './sync-call.js';
 import type { MetaMap } from '../protocol/events.js';
 import type { FileReport, FileTask, TestResult } from '../protocol/task.js';
 import { R, type Args } from './args.js';
 import { findFrame, locationFromMessage, LuaError } from './errors.js';
+import { kWaitUntilDefaults, waitUntil } from './wait.js';
 import { showSeconds } from './guest.js';
 import type { FileReset } from './file-reset.js';
 import { Lab, LabClass } from './lab.js';
@@ -19,8 +20,6 @@ import { eachPair, getText, key, toPlain } from './values.js';
 import type { Vm } from './vm.js';
 
 const kConsoleExcerptBytes = 4096;
-const kWaitUntilDefaultMs = 10_000;
-const kWaitUntilIntervalMs = 100;
 
 interface Outcome {
   status: 'passed' | 'failed' | 'skipped';
@@ -51,13 +50,20 @@ export class TestRunner {
     lua.lua_pushcfunction(
       L,
       this.rt.fn('todo', (a) => {
-        if (this.rt.currentTest) throw a.error('todo() marks a whole file; inside a test use t:skip(reason)');
-        this.todoReason = a.isNil(1) ? 'todo' : a.string(1, 'reason');
-        return 0;
+        const reason = a.isNil(1) ? 'todo' : a.string(1, 'reason');
+        const running = this.rt.currentTest;
+        if (!running) {
+          this.todoReason = reason;
+          return 0;
+        }
+        // Inside a test (seed 002): that test is skipped, as t:skip(reason) would.
+        running.skipReason = reason;
+        this.rt.pushRef(this.rt.skipSentinelRef, a.L);
+        return lua.lua_error(a.L);
       }),
     );
     lua.lua_setglobal(L, key('todo'));
-    lua.lua_pushcfunction(L, this.rt.fn('wait_until', (a) => waitUntil(a)));
+    lua.lua_pushcfunction(L, this.rt.fn('wait_until', (a) => waitUntil(a, 1, kWaitUntilDefaults)));
     lua.lua_setglobal(L, key('wait_until'));
   }
 
@@ -109,6 +115,7 @@ export class TestRunner {
       slow: isSlow(meta.slow),
       tags,
     });
+    this.rt.fileConfig.declaredTests = this.tests.length;
     return 0;
   }
 
@@ -274,24 +281,4 @@ function consoleExcerpt(rt: LuaRuntime, vms: { vmId: number; label: string }[]):
     }
   }
   return parts.join('\n');
-}
-
-/** wait_until(pred, {timeout = 10, interval = 0.1, desc = "condition"}) → the first truthy value. */
-function waitUntil(a: Args): number {
-  const L = a.L;
-  const fn = a.read(1, 'predicate', R.function);
-  const o = a.options(2, 'opts', { timeout: R.duration, interval: R.duration, desc: R.string });
-  const timeoutMs = o.timeout ?? kWaitUntilDefaultMs;
-  const intervalMs = o.interval ?? kWaitUntilIntervalMs;
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    lua.lua_pushvalue(L, fn);
-    lua.lua_call(L, 0, 1);
-    if (lua.lua_toboolean(L, -1)) return 1;
-    lua.lua_pop(L, 1);
-    const left = deadline - Date.now();
-    if (left <= 0) throw new LuaError(`wait_until: ${o.desc ?? 'condition'} not met within ${showSeconds(timeoutMs)}`);
-    const testLeft = a.rt.deadline.remainingMs();
-    sleepSync(Math.max(1, Math.min(intervalMs, left, testLeft)));
-  }
 }

@@ -113,15 +113,22 @@ export function readInt64(L: lua_State, idx: number, mode: Int64Mode): bigint | 
     }
   } else if (t === lua.LUA_TSTRING) {
     const s = getText(L, idx).trim();
-    const m = /^([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)$/.exec(s);
-    if (!m) return `got string ${JSON.stringify(s)}, which is not a decimal or hex integer`;
-    v = BigInt(m[2]!);
-    if (m[1] === '-') v = -v;
+    const parsed = parseIntString(s);
+    if (parsed === null) return `got string ${JSON.stringify(s)}, which is not a decimal or hex integer`;
+    v = parsed;
   } else {
     return `got ${typeName(L, idx)}`;
   }
   if (v < kInt64Min || v > kUint64Max) return `got ${v}, outside the 64-bit range`;
   return mode === 'signed' ? BigInt.asIntN(64, v) : BigInt.asUintN(64, v);
+}
+
+/** A decimal or hex integer string (`"-1"`, `"0xC0104B00"`, spaces around allowed), or null. */
+export function parseIntString(text: string): bigint | null {
+  const m = /^([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)$/.exec(text.trim());
+  if (!m) return null;
+  const v = BigInt(m[2]!);
+  return m[1] === '-' ? -v : v;
 }
 
 // 3. Describing values for messages.

@@ -22,6 +22,7 @@ import { Snapshot, SnapshotClass } from './snapshot.js';
 import type { ScopedResource } from './scope.js';
 import { pushText } from './values.js';
 import { spawnWorkerMethod } from './worker.js';
+import { withLegacyVm } from './legacy/vm.js';
 
 /** What a VM needs of its lab: the member table. lab.ts's Lab implements it (lab.ts imports this module). */
 export interface VmOwner {
@@ -36,6 +37,8 @@ export class Vm implements VmHandle {
   generation = 0;
   /** Torn down by its scope's `scope.close`: nothing more can be done with it. */
   released = false;
+  /** Made by provium.create / provium.fixture (seed 002): boot, shutdown, syscall, ioctl answer in the legacy shapes. */
+  legacy = false;
   readonly label: string;
   readonly workerId = undefined;
   readonly openFiles = new Set<ScopedResource>();
@@ -142,8 +145,20 @@ export class Vm implements VmHandle {
     return { vmId: this.vmId, opts: mergeBootOptions(this.createOptions, bootOptions) };
   }
 
+  /** Boots with `bootOptions` over the creation options. */
+  boot(fn: string, bootOptions: BootOptions): void {
+    const args = this.bootArgs(fn, bootOptions);
+    let reply;
+    try {
+      reply = this.rt.rpc.call('vm.boot', args);
+    } catch (err) {
+      throw translateRpcError(this, err, fn);
+    }
+    this.apply(reply.vm);
+  }
+
   /** One lifecycle RPC: its reply's view is applied, and so is its error's. */
-  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button' | 'vm.info'>(fn: string, op: K): RpcReply<K> {
+  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button' | 'vm.info' | 'vm.kill'>(fn: string, op: K): RpcReply<K> {
     let reply: RpcReply<K>;
     try {
       reply = this.rt.rpc.call(op, { vmId: this.vmId });
@@ -172,15 +187,7 @@ function pushSelf(a: Args): number {
 
 const kLifecycle: Record<string, Method<Vm>> = {
   boot(vm, a) {
-    const opts = readBootOptions(a, 1, 'opts');
-    const args = vm.bootArgs(a.label, opts);
-    let reply;
-    try {
-      reply = a.rt.rpc.call('vm.boot', args);
-    } catch (err) {
-      throw translateRpcError(vm, err, a.label);
-    }
-    vm.apply(reply.vm);
+    vm.boot(a.label, readBootOptions(a, 1, 'opts'));
     return pushSelf(a);
   },
   shutdown(vm, a) {
@@ -333,7 +340,8 @@ export const VmClass: LuaClass<Vm> = {
   typeName: 'VM',
   selfName: 'vm',
   toString: (vm) => `vm(${vm.name} state=${vm.state} cid=${vm.cid ?? 'nil'})`,
-  methods: {
+  // The legacy methods (seed 002) join; where a name is in both APIs, vm.legacy picks the shape.
+  methods: withLegacyVm<Vm>({
     ...kLifecycle,
     ...kAccessors,
     ...kVmFileMethods,
@@ -344,7 +352,7 @@ export const VmClass: LuaClass<Vm> = {
     read_mem: readMemMethod,
     batch: batchMethod,
     spawn_worker: spawnWorkerMethod,
-  },
+  }),
 };
 
 /** For R-style reads of a VM argument (lab:include). */

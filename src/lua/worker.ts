@@ -121,13 +121,18 @@ export const WorkerClass: LuaClass<GuestWorker> = {
   },
 };
 
+/** Forks a worker from the agent, owned by the current scope (vm:spawn_worker, the legacy vm:spawn). */
+export function startWorker(vm: VmHandle, a: Args): GuestWorker {
+  const reply = agentCall(vm, a.label, 'spawn_worker', {});
+  const worker = new GuestWorker(vm, reply.worker, reply.pid);
+  a.rt.currentScope.add(worker);
+  return worker;
+}
+
 /** vm:spawn_worker(opts?) */
 export function spawnWorkerMethod(vm: VmHandle, a: Args): number {
   const o = a.options(1, 'opts', { thread: R.bool });
   if (o.thread) throw a.error('{thread = true} is not yet supported: workers are separate guest processes; drop the option');
-  const reply = agentCall(vm, a.label, 'spawn_worker', {});
-  const worker = new GuestWorker(vm, reply.worker, reply.pid);
-  a.rt.currentScope.add(worker);
-  a.rt.push(WorkerClass, worker, a.L);
+  a.rt.push(WorkerClass, startWorker(vm, a), a.L);
   return 1;
 }

@@ -222,6 +222,8 @@ export interface RpcOps {
   'vm.create': { args: { name: string; profile: string; labPath: string }; reply: { vmId: number } };
   'vm.boot': { args: { vmId: number; opts: BootOptions }; reply: { vm: VmView; bootMs: number; restored: boolean } };
   'vm.shutdown': { args: { vmId: number }; reply: { vm: VmView } };
+  /** QEMU is killed at once (no guest shutdown, unflushed disk writes lost), then the VM is shut down. */
+  'vm.kill': { args: { vmId: number }; reply: { vm: VmView } };
   'vm.pause': { args: { vmId: number }; reply: { vm: VmView } };
   'vm.resume': { args: { vmId: number }; reply: { vm: VmView } };
   'vm.reset': { args: { vmId: number }; reply: { vm: VmView } };

@@ -1,0 +1,51 @@
+-- Seed 002's background jobs on a real guest: vm:background, vm:job_wait (wait, poll with 0,
+-- wait up to N seconds without killing), vm:job_kill.
+
+local vm = provium.create("minimal")
+vm:boot()
+
+test("vm:background(cmd) returns {id, pid}; the pid is the guest process", function()
+  local job = vm:background("sleep 10")
+  assert(job.id >= 1)
+  assert(job.pid > 1)
+  -- Once it has exec'd: the shell (/bin/sh -c "sleep 10"), or sleep itself when the shell execs it.
+  vm:wait_until(function()
+    return vm:read_file("/proc/" .. job.pid .. "/cmdline"):gsub("%z", " "):contains("sleep 10")
+  end, {timeout = 5, interval = 0.05, desc = "job " .. job.pid .. " running sleep 10"})
+  vm:job_kill(job)
+end)
+
+test("vm:job_wait(job, timeout) returns {exit_code, stdout, stderr, running}", function()
+  local job = vm:background("echo started; sleep 0.5; echo done; echo warn >&2")
+  local r = vm:job_wait(job, 5)
+  assert_eq(false, r.running)
+  assert_eq(0, r.exit_code)
+  assert_eq("started\ndone\n", r.stdout)
+  assert_eq("warn\n", r.stderr)
+  -- Waiting again gives the same result.
+  assert_eq(r, vm:job_wait(job, 5))
+  local failing = vm:background("exit 4")
+  assert_eq(4, vm:job_wait(failing).exit_code)
+end)
+
+test("vm:job_wait(job, 0) polls; a job still running after the timeout keeps running", function()
+  local job = vm:background("sleep 2; echo finished")
+  local now = vm:job_wait(job, 0)
+  assert_eq(true, now.running)
+  assert_eq(nil, now.exit_code)
+  local later = vm:job_wait(job, 0.3)
+  assert_eq(true, later.running, "still running after 0.3 s")
+  assert(vm:exec("kill -0 " .. job.pid).ok, "job_wait with a timeout does not kill")
+  local done = vm:job_wait(job, 10)
+  assert_eq(false, done.running)
+  assert_eq("finished\n", done.stdout)
+end)
+
+test("vm:job_kill(job) kills the job and returns its result", function()
+  local job = vm:background("sleep 10")
+  local r = vm:job_kill(job)
+  assert_eq(false, r.running)
+  assert_eq(-1, r.exit_code, "killed by a signal")
+  assert_eq(9, r.signal)
+  assert(not vm:exec("kill -0 " .. job.pid .. " 2>/dev/null").ok, "the process is gone")
+end)

@@ -1,0 +1,60 @@
+-- Seed 002's workers on a real guest: vm:spawn() forks the agent into a process of its own,
+-- answering the VM's methods (except boot, shutdown, spawn); worker:kill() ends it.
+
+local SYS_getpid, SYS_getuid, SYS_setuid = 39, 102, 105
+
+local vm = provium.create("minimal")
+vm:boot()
+
+test("vm:spawn() returns a worker: its own process and credentials", function()
+  local worker = vm:spawn()
+  local wpid = worker:syscall(SYS_getpid)
+  assert(wpid > 0 and wpid ~= vm:syscall(SYS_getpid), "a separate process")
+  assert_eq(0, worker:syscall(SYS_setuid, 1000))
+  assert_eq(1000, worker:syscall(SYS_getuid))
+  assert_eq(0, vm:syscall(SYS_getuid), "the VM's agent keeps its credentials")
+  assert_eq("1000", worker:exec("id -u").stdout:trim())
+  worker:kill()
+end)
+
+test("a worker has the VM's methods", function()
+  local w = vm:spawn()
+  local r = w:exec("echo from-worker")
+  assert(r.ok)
+  assert_eq("from-worker\n", r.stdout)
+  w:write_file("/tmp/w.txt", "worker data")
+  assert_eq("worker data", vm:read_file("/tmp/w.txt"))
+  assert_eq("worker data", w:read_file("/tmp/w.txt"))
+  assert_eq({n = 1}, w:json([[echo '{"n": 1}']]))
+  assert_contains(w:dmesg(), "Linux version")
+  local job = w:background("sleep 5")
+  assert_eq(true, w:job_wait(job, 0).running)
+  assert_eq(-1, w:job_kill(job).exit_code)
+  assert_eq(5, w:syscall_buf(1, 1, "hello", 1, 0, 5), "write(1, ...) in the worker")
+  w:wait_until(function() return true end)
+  for _, name in ipairs({"boot", "shutdown", "spawn"}) do
+    assert_eq(nil, w[name], "a worker has no " .. name)
+  end
+  w:kill()
+end)
+
+test("worker:kill() ends the worker; later calls fail", function()
+  local w = vm:spawn()
+  local pid = w:syscall(SYS_getpid)
+  w:kill()
+  w:kill()
+  local ok, err = pcall(w.exec, w, "true")
+  assert(not ok)
+  assert_contains(err, "has been joined")
+  vm:wait_until(function() return not vm:exec("kill -0 " .. pid .. " 2>/dev/null").ok end, {timeout = 5, desc = "worker process gone"})
+end)
+
+test("vm:spawn({thread = true}) is refused with a clear error", function()
+  local ok, err = pcall(vm.spawn, vm, {thread = true})
+  assert(not ok)
+  assert_contains(err, "threads are not supported")
+  assert_contains(err, "use vm:spawn()")
+  local w = vm:spawn({thread = false})
+  assert(w:exec("true").ok)
+  w:kill()
+end)
