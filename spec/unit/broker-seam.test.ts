@@ -192,7 +192,7 @@ class Seam {
   async createVm(tag: string): Promise<{ vmId: number; name: string }> {
     const name = uniqueName(tag);
     this.names.push(name);
-    const { vmId } = await this.call('vm.create', { name, profile: kProfileName, labPath: 'provium' });
+    const { vmId } = await this.call('vm.create', { name, profile: kProfileName, labPath: `provium/${name}-lab` });
     return { vmId, name };
   }
 
@@ -300,6 +300,9 @@ describe('broker seam: the real broker, a QEMU stand-in, the real agent', { skip
       const spawned = s.events.filter((e) => e.kind === 'vm_spawned');
       assert.equal(spawned.length, 1);
       assert.equal(spawned[0]!.kind === 'vm_spawned' && spawned[0]!.payload.vm_name, name);
+      // vm_spawned names the test file and the VM's lab, and how it came up.
+      const payload = spawned[0]!.kind === 'vm_spawned' ? spawned[0]!.payload : undefined;
+      assert.deepEqual([payload?.file, payload?.lab, payload?.boot], ['seam.test.lua', `provium/${name}-lab`, 'cold']);
       assert.deepEqual(s.poolUsed(), { memory_bytes: kVmMemory, cpus: 1 });
     });
   });
@@ -522,8 +525,8 @@ describe('broker seam: the real broker, a QEMU stand-in, the real agent', { skip
       // The restore set the guest clock (answered by the stand-in, the host clock untouched).
       const t = await s.agent(second.vmId, 'get_time', {});
       assert.ok(Math.abs(Number(t.sec) - Date.now() / 1000) < 30, `guest time ${t.sec}`);
-      const spawned = s.events.filter((e) => e.kind === 'vm_spawned').map((e) => e.kind === 'vm_spawned' && e.payload.restored);
-      assert.deepEqual(spawned, [false, true]);
+      const spawned = s.events.filter((e) => e.kind === 'vm_spawned').map((e) => e.kind === 'vm_spawned' && [e.payload.restored, e.payload.boot]);
+      assert.deepEqual(spawned, [[false, 'cold'], [true, 'snapshot']]);
     });
   });
 

@@ -18,7 +18,7 @@ describe('event frames', () => {
       str('payload') + '81' + str('path') + str('a.test.lua');
     const length = (body.length / 2).toString(16).padStart(8, '0');
     assert.equal(encodeEvent(event).toString('hex'), length + body);
-    assert.equal(EVENTS_PROTOCOL_VERSION, 2, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
+    assert.equal(EVENTS_PROTOCOL_VERSION, 3, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
   });
 
   it('writes integers past 32 bits as 64-bit integers, not floats', () => {
@@ -33,14 +33,14 @@ describe('event frames', () => {
   it('round-trips a stream, including frames split across chunks', async () => {
     const events: AnyEvent[] = [
       { ts: 1e18, kind: 'run_started', payload: { version: 2, files: 2, workers: 1, shard: { index: 2, count: 8 }, accel: 'tcg', seed: '42' } },
-      { ts: 1e18 + 1000, kind: 'test_passed', payload: { path: 'x', name: 'ü', duration_ns: 12, meta: { tags: ['a'] }, attempt: 1 } },
+      { ts: 1e18 + 1000, kind: 'test_passed', payload: { path: 'x', name: 'ü', duration_ns: 12, meta: { tags: ['a'] }, attempt: 1, log: ['hi'], location: { file: 'x', line: 3 } } },
     ];
     const bytes = Buffer.concat(events.map(encodeEvent));
     const chunks = [...bytes].map((b) => Buffer.from([b])); // one byte at a time
     const decoded = [];
     for await (const e of readEvents(Readable.from(chunks))) decoded.push(e);
     assert.deepEqual(decoded.map((e) => e.kind), ['run_started', 'test_passed']);
-    assert.deepEqual(decoded[1]!.payload, { path: 'x', name: 'ü', duration_ns: 12, meta: { tags: ['a'] }, attempt: 1 });
+    assert.deepEqual(decoded[1]!.payload, { path: 'x', name: 'ü', duration_ns: 12, meta: { tags: ['a'] }, attempt: 1, log: ['hi'], location: { file: 'x', line: 3 } });
     assert.equal(decoded[0]!.ts, 1000000000000000000n);
   });
 

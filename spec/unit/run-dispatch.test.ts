@@ -156,10 +156,12 @@ describe('provium run (fake worker)', () => {
     assert.match(r.out, /interrupted/);
     assert.match(r.out, /^PASS t\/1-quick\.test\.lua/m);
     assert.match(r.out, /^STOP t\/2-slow\.test\.lua \(interrupted: 0 passed, 0 failed, 0 skipped, 1 not run\)/m);
-    // JUnit has every file that started: what finished (with its log), and what never ran.
+    // JUnit has every file: what finished (with its log), what never ran, and the file never started.
     const junit = parseXml(await readFile(join(dir, 'junit.xml'), 'utf8'));
-    assert.deepEqual(junit.children.map((s) => s.attrs['name']), ['t/1-quick.test.lua', 't/2-slow.test.lua']);
-    assert.equal(junit.attrs['tests'], '2');
+    assert.deepEqual(junit.children.map((s) => s.attrs['name']), ['t/1-quick.test.lua', 't/2-slow.test.lua', 't/3-never.test.lua']);
+    assert.equal(junit.attrs['tests'], '3');
+    const never = junit.children[2]!.children.find((c) => c.name === 'testcase')!;
+    assert.equal(never.children[0]!.attrs['message'], 'not run: the run was interrupted before this file started');
     const quick = junit.children[0]!.children.find((c) => c.name === 'testcase')!;
     assert.equal(quick.attrs['name'], 'quick');
     assert.equal(quick.children.find((c) => c.name === 'system-out')?.text, 'quick said hello');
@@ -200,7 +202,14 @@ describe('provium run (fake worker)', () => {
     }
     // --json: one object per file on stdout, the human summary on stderr.
     const objects = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.equal(objects.length, 3);
+    // One per file, then the run's summary record.
+    assert.equal(objects.length, 4);
+    const summary = objects.at(-1)!;
+    assert.deepEqual(summary, {
+      type: 'summary', passed: 2, failed: 2, skipped: 1, flaky: 1, not_run: 0, no_tests: 0, files: 3, files_failed: 2, files_not_run: 0,
+      duration_ms: summary['duration_ms'], shard: null, seed: summary['seed'], interrupted: false,
+    });
+    assert.match(String(summary['seed']), /^\d+$/);
     const c = objects.find((o) => o['path'] === 't/c.test.lua')!;
     assert.equal(c['timeout'], 'timed_out');
     assert.equal(c['passed'], false);
@@ -301,7 +310,8 @@ describe('provium run (fake worker)', () => {
       [['--json', '--events-stdout'], /--json and --events-stdout both want stdout/],
       [['-j', '0'], /-j\/--jobs "0": expected a whole number from 1/],
       [['--retries', '-1'], /unknown option|--retries/],
-      [['nowhere'], /nowhere: no such file or directory/],
+      [['nowhere'], /unknown command `nowhere`, and no file or directory of that name; the commands are list, /],
+      [['t/nowhere'], /t\/nowhere: no such file or directory/],
       [['--bogus'], /unknown option '--bogus'/],
       [['--tag-meta', 'novalue'], /--tag-meta "novalue": expected KEY=VALUE/],
       [['--config', 'missing.toml'], /missing\.toml: no such file \(given with --config\)/],

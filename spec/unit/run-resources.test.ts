@@ -27,7 +27,7 @@ describe('ResourcePool', () => {
     assert.deepEqual(pool.state().used, amount(0, 0));
   });
 
-  it('makes a boot wait while the pool is full (file_blocked once), then grants in FIFO order', async () => {
+  it('makes a boot wait while the pool is full (resource_wait once: the file is running), then grants in FIFO order', async () => {
     const { pool, events } = setup(512, 2);
     const r1 = await pool.acquire(1, 'a', amount(512, 1));
     const order: string[] = [];
@@ -37,7 +37,9 @@ describe('ResourcePool', () => {
     await tick();
     assert.deepEqual(order, []);
     assert.equal(pool.waiting, 3);
-    const blocked = events.filter((e) => e.kind === 'file_blocked');
+    // file_blocked belongs before dispatch; a boot waits inside a running file.
+    assert.equal(events.filter((e) => e.kind === 'file_blocked').length, 0);
+    const blocked = events.filter((e) => e.kind === 'resource_wait');
     assert.deepEqual(blocked.map((e) => (e.payload as { path: string }).path), ['b', 'c']);
     assert.deepEqual((blocked[0]!.payload as { waiting_for: unknown }).waiting_for, amount(256, 1));
     r1();
@@ -48,6 +50,27 @@ describe('ResourcePool', () => {
     assert.deepEqual(order, ['b', 'c', 'b2']);
     rel3();
     rel4();
+  });
+
+  it('reserves a declared claim before dispatch (file_blocked while it waits), and lab:claim then finds it granted', async () => {
+    const { pool, kinds } = setup(1024, 4);
+    const first = await pool.acquire(1, 'a', amount(768, 1));
+    let reserved = false;
+    const reservation = pool.reserve(2, 'b', amount(512, 1)).then(() => (reserved = true));
+    await tick();
+    assert.equal(reserved, false);
+    assert.deepEqual(kinds(), ['file_blocked']);
+    first();
+    await reservation;
+    pool.dispatched(2, 'b');
+    assert.deepEqual(kinds(), ['file_blocked', 'claim_acquired']);
+    // The file's own lab:claim of the same amount takes nothing more and emits nothing.
+    await pool.claim(2, 'b', amount(512, 1));
+    assert.deepEqual(pool.state().used, amount(512, 1));
+    assert.deepEqual(kinds(), ['file_blocked', 'claim_acquired']);
+    pool.releaseSession(2);
+    assert.deepEqual(kinds(), ['file_blocked', 'claim_acquired', 'claim_released']);
+    assert.deepEqual(pool.state().used, amount(0, 0));
   });
 
   it('rejects at once what can never fit, naming the pool and the fix', async () => {

@@ -30,6 +30,8 @@ export interface VmOwner {
   sessionId: number;
   /** The test file, as reports show it. */
   displayPath: string;
+  /** The lab the VM belongs to (`provium`, or a sub-lab's path), for vm_spawned. */
+  labPath?: string;
   bootCache: BootCache;
 }
 
@@ -179,12 +181,14 @@ export class ManagedVm {
     const bootMs = this._bootedAt - started;
     this._owner.bus.emit('vm_spawned', {
       file: this._owner.displayPath,
+      lab: this._owner.labPath ?? 'provium',
       vm_name: this.name,
       profile: this.profile.name,
       memory_bytes: launch.memoryBytes,
       cid: this.cid!,
       boot_ns: Math.round(bootMs * 1e6),
       restored,
+      boot: pooled ? 'pool' : restored ? 'snapshot' : 'cold',
     });
     return { bootMs, restored };
   }

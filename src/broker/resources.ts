@@ -31,8 +31,12 @@ interface Holding {
   claimGranted: boolean;
   /** Pool usage of this session's boots beyond its claim. */
   fromPool: ResourceAmount;
-  /** file_blocked is emitted at most once per session. */
-  blockedEmitted: boolean;
+  /** Each wait event (file_blocked before dispatch, resource_wait after) is emitted at most once per session. */
+  waitEmitted: Set<'file_blocked' | 'resource_wait'>;
+  /** The part of `claim` the runner reserved at dispatch from the file's literal lab:claim. */
+  reserved: ResourceAmount;
+  /** Dispatched: a wait is now the file's own (resource_wait), not the scheduler's (file_blocked). */
+  dispatched: boolean;
 }
 
 interface Waiter {
@@ -97,6 +101,8 @@ export class ResourcePool {
   async acquire(sessionId: number, path: string, amount: ResourceAmount, signal?: AbortSignal): Promise<() => void> {
     if (!validAmount(amount)) throw new ResourceError(`${path}: invalid VM size ${JSON.stringify(amount)}`);
     const holding = this._holding(sessionId, path);
+    // Only a running file boots.
+    holding.dispatched = true;
     // 1. Draw from the session's claim first.
     const claimFree = sub(holding.claim, holding.claimInUse);
     const fromClaim: ResourceAmount = {
@@ -166,13 +172,18 @@ export class ResourcePool {
    * boots of the session draw from it first. Emits claim_acquired; claim_released comes from
    * releaseSession.
    */
-  async claim(sessionId: number, path: string, amount: ResourceAmount, signal?: AbortSignal): Promise<void> {
-    if (!validAmount(amount)) throw new ResourceError(`lab:claim: invalid amount ${JSON.stringify(amount)}`);
+  async claim(sessionId: number, path: string, asked: ResourceAmount, signal?: AbortSignal): Promise<void> {
+    if (!validAmount(asked)) throw new ResourceError(`lab:claim: invalid amount ${JSON.stringify(asked)}`);
     const holding = this._holding(sessionId, path);
     if (holding.claimed) throw new ResourceError('lab:claim: claim already taken (a file may claim once)');
     // A failed claim still counts as the one claim: a retry in a pcall would hide the bug.
     holding.claimed = true;
-    this._checkCanEverFit(sessionId, path, `lab:claim{${describe(amount)}}`, amount);
+    holding.dispatched = true;
+    // What the runner reserved at dispatch counts; only the rest is taken now.
+    const reserved = holding.reserved;
+    const amount = { memory_bytes: Math.max(0, asked.memory_bytes - reserved.memory_bytes), cpus: Math.max(0, asked.cpus - reserved.cpus) };
+    if (holding.claimGranted && amount.memory_bytes === 0 && amount.cpus === 0) return;
+    this._checkCanEverFit(sessionId, path, `lab:claim{${describe(asked)}}`, amount);
     await this._take(sessionId, path, amount, signal);
     if (this._sessions.get(sessionId) !== holding) {
       // The session ended while the claim waited; give the room straight back.
@@ -180,9 +191,36 @@ export class ResourcePool {
       this._pump();
       throw new ResourceError('lab:claim: the file ended while the claim was waiting');
     }
+    holding.claim = add(holding.claim, amount);
+    if (!holding.claimGranted) this._bus.emit('claim_acquired', { path, amount: { ...holding.claim } });
+    holding.claimGranted = true;
+  }
+
+  /**
+   * Before dispatch: reserves a file's literal lab:claim (reference: `file_dispatched.reservation`),
+   * emitting file_blocked while it waits. The file's own lab:claim then finds it granted. Throws
+   * (and reserves nothing) when it can never fit: the file's lab:claim reports that itself.
+   */
+  async reserve(sessionId: number, path: string, amount: ResourceAmount, signal?: AbortSignal): Promise<void> {
+    if (!validAmount(amount)) throw new ResourceError(`${path}: invalid reservation ${JSON.stringify(amount)}`);
+    const holding = this._holding(sessionId, path);
+    this._checkCanEverFit(sessionId, path, `the reservation of ${describe(amount)}`, amount);
+    await this._take(sessionId, path, amount, signal);
+    if (this._sessions.get(sessionId) !== holding) {
+      this._used = sub(this._used, amount);
+      this._pump();
+      throw new ResourceError(`${path}: the file ended while its reservation was waiting`);
+    }
     holding.claim = { ...amount };
+    holding.reserved = { ...amount };
     holding.claimGranted = true;
     this._bus.emit('claim_acquired', { path, amount: { ...amount } });
+  }
+
+  /** The file was handed to a worker: from now on its waits are resource_wait, not file_blocked. */
+  dispatched(sessionId: number, path: string): void {
+    const holding = this._holding(sessionId, path);
+    holding.dispatched = true;
   }
 
   /** The file ended: release its claim and boots, fail its waiting requests. Idempotent. */
@@ -207,7 +245,17 @@ export class ResourcePool {
   private _holding(sessionId: number, path: string): Holding {
     let holding = this._sessions.get(sessionId);
     if (!holding) {
-      holding = { path, claim: kZero, claimInUse: kZero, claimed: false, claimGranted: false, fromPool: kZero, blockedEmitted: false };
+      holding = {
+        path,
+        claim: kZero,
+        claimInUse: kZero,
+        claimed: false,
+        claimGranted: false,
+        fromPool: kZero,
+        waitEmitted: new Set(),
+        reserved: kZero,
+        dispatched: false,
+      };
       this._sessions.set(sessionId, holding);
     }
     return holding;
@@ -262,9 +310,10 @@ export class ResourcePool {
       signal?.addEventListener('abort', onAbort, { once: true });
       this._queue.push(waiter);
       const holding = this._sessions.get(sessionId);
-      if (holding && !holding.blockedEmitted) {
-        holding.blockedEmitted = true;
-        this._bus.emit('file_blocked', { path, waiting_for: { ...need }, reason: 'pool_full' });
+      const kind = holding?.dispatched ? 'resource_wait' : 'file_blocked';
+      if (holding && !holding.waitEmitted.has(kind)) {
+        holding.waitEmitted.add(kind);
+        this._bus.emit(kind, { path, waiting_for: { ...need }, reason: 'pool_full' });
       }
       this._breakDeadlock();
     });

@@ -204,7 +204,7 @@ export class Session {
   private _handlers(): RpcHandlers {
     const empty = {} as Record<string, never>;
     return {
-      'vm.create': async ({ name, profile }) => {
+      'vm.create': async ({ name, profile, labPath }) => {
         const resolved = this._deps.profiles[profile];
         if (!resolved) {
           const unavailable = this._deps.unavailableProfiles?.[profile];
@@ -213,7 +213,7 @@ export class Session {
           throw new BrokerError(`unknown profile \`${profile}\` for vm \`${name}\`; known profiles: ${known}`);
         }
         const vmId = this._nextVmId++;
-        this._vms.set(vmId, new ManagedVm(vmId, name, resolved, { ...this._deps, sessionId: this.id, displayPath: this.displayPath }));
+        this._vms.set(vmId, new ManagedVm(vmId, name, resolved, { ...this._deps, sessionId: this.id, displayPath: this.displayPath, labPath }));
         return { vmId };
       },
       'vm.boot': ({ vmId, opts }) =>
@@ -222,6 +222,13 @@ export class Session {
           return this._started(vm, await vm.boot(opts));
         }),
       'vm.shutdown': ({ vmId }) => this._onVm(vmId, async (vm) => (await this._shutdownVm(vm), {})),
+      'vm.kill': ({ vmId }) =>
+        this._onVm(vmId, async (vm) => {
+          await this._closeStreamsOf(vmId);
+          await vm.powerCut();
+          await vm.shutdown();
+          return {};
+        }),
       'vm.pause': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.pause(), {})),
       'vm.resume': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.resume(), {})),
       'vm.reset': ({ vmId }) =>

@@ -10,7 +10,7 @@ import { rerunStatePath } from '../run/rerun.js';
 import type { RunOptions } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { buildSelection } from '../run/filters.js';
-import { parseShard } from '../run/shard.js';
+import { parseShard, shardFromEnv } from '../run/shard.js';
 
 /** Raw commander values. */
 export interface RawFlags {
@@ -40,6 +40,7 @@ export interface RawFlags {
   quiet?: boolean;
   json?: boolean;
   junit?: string;
+  html?: string;
   progress?: boolean;
   saveEvents?: string;
   eventsStdout?: boolean;
@@ -68,7 +69,7 @@ export function addSelectionFlags(cmd: Command): Command {
     .option('--include-slow', 'run tests marked meta.slow')
     .option('--since <file>', 'only files modified after FILE was')
     .option('--rerun-failed', "only the files that failed in the last run")
-    .option('--shard <i/n>', 'run shard i of n (1-based), balanced by recorded durations when there are any')
+    .option('--shard <i/n|auto>', 'run shard i of n (1-based), balanced by recorded durations when there are any; `auto` reads PROVIUM_SHARD=i/n or the CI\'s parallel job (GitLab, Buildkite, CircleCI)')
     .option('--timings <file>', 'timing record to balance shards and order files by (default: one per project in the cache)')
     .option('--save-timings <file>', "also write this run's updated timing record to FILE, even when sharded (merge shards with `provium timings merge`)")
     .option('-j, --jobs <n>', 'files run at once (default: what the resource pool allows)')
@@ -88,6 +89,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--fail-fast', 'stop starting files after the first failure')
     .option('--no-warm-pool', 'restore every VM when it boots instead of keeping restored spares running ahead')
     .option('--junit <file>', 'write a JUnit XML report to FILE')
+    .option('--html <dir>', 'write a self-contained HTML report (summary, failures, timeline) to DIR/index.html')
     .option('--no-progress', 'plain lines even on an interactive terminal')
     .option('--save-events <file>', 'write the event stream (msgpack frames) to FILE')
     .option('--events-stdout', 'write the event stream to stdout (human output moves to stderr)')
@@ -132,7 +134,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
     config,
     filters: raw.filter ?? [],
     rerunFailed: raw.rerunFailed === true,
-    rerunStatePath: rerunStatePath(env, config.cacheDir),
+    rerunStatePath: rerunStatePath(env, config.cacheDir, config.baseDir),
     selection: buildSelection({
       includeSlow: raw.includeSlow === true,
       tags: raw.tag ?? [],
@@ -140,7 +142,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
       tagMeta: raw.tagMeta ?? [],
       noTagMeta: raw.noTagMeta ?? [],
     }),
-    shard: raw.shard === undefined ? null : parseShard(raw.shard),
+    shard: raw.shard === undefined ? null : raw.shard.trim() === 'auto' ? shardFromEnv(env) : parseShard(raw.shard),
     cpuOvercommit: Math.min(8, Math.max(0.5, overcommit)),
     timeoutMs: unit('--timeout', () => parseDuration(raw.timeout ?? '300', '--timeout')),
     retries: integer('--retries', raw.retries ?? '0', 0, 100)!,
@@ -162,6 +164,7 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
   const cpus = integer('--cpus', raw.cpus, 1, 4096);
   if (cpus !== undefined) options.cpus = cpus;
   if (raw.junit !== undefined) options.junitPath = at(raw.junit);
+  if (raw.html !== undefined) options.htmlDir = at(raw.html);
   if (raw.saveEvents !== undefined) options.saveEvents = at(raw.saveEvents);
   if (raw.eventsSocket !== undefined) options.eventsSocket = at(raw.eventsSocket);
   if (raw.seed !== undefined) {

@@ -11,12 +11,15 @@ import { listSuite } from './list.js';
 import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { ExitCode } from '../run/outcome.js';
+import { ReportWriteError } from '../run/reporter.js';
 import { imageInfo } from '../vmm/image.js';
 import { repoRoot } from '../vmm/paths.js';
 import { doctorCommand } from './doctor.js';
 import { eventsCommand } from './events-cmd.js';
 import { fixtureCommand, type FixtureAction } from './fixture-cmd.js';
 import { timingsMergeCommand } from './timings-cmd.js';
+import { mergeCommand } from './merge-cmd.js';
+import { unknownCommandError } from './suggest.js';
 import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './flags.js';
 import { imageBuildCommand } from './image-cmd.js';
 import { prepareCommand } from './prepare-cmd.js';
@@ -39,7 +42,7 @@ function version(): string {
 
 /** Known error kinds print as one line and exit 2; anything else is a bug: stack and exit 2. */
 function reportError(err: unknown, io: CliIO): number {
-  if (err instanceof UsageError || err instanceof ConfigError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof ReportWriteError) {
     io.stderr.write(`provium: ${err.message}\n`);
     return ExitCode.usage;
   }
@@ -63,7 +66,13 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
     });
+  // `provium --config X list`: a flag before the subcommand belongs to the program; the
+  // subcommands fall back to it.
+  const withGlobal = <T extends { config?: string }>(raw: T): T => ({ ...raw, config: raw.config ?? (program.opts() as RawFlags).config });
   addRunFlags(program).action(async (paths: string[], raw: RawFlags) => {
+    // `provium lsit`: a word that is no path and no test file is a mistyped command.
+    const mistyped = await unknownCommandError(paths[0], program.commands.map((c) => c.name()), io.cwd);
+    if (mistyped) throw mistyped;
     const config = await loadRunConfig(raw, io);
     const options = toRunOptions(paths, raw, config, io.env, io.cwd);
     const prepare: RunPrepare = { options, cwd: io.cwd, rebuild: raw.rebuild === true, stderr: io.stderr };
@@ -77,7 +86,8 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
       .argument('[paths...]', 'test files or directories'),
   )
     .option('--fixtures', 'list the fixtures under the roots and their cache state instead of the tests')
-    .action(async (paths: string[], raw: RawFlags & { fixtures?: boolean }) => {
+    .action(async (paths: string[], listed: RawFlags & { fixtures?: boolean }) => {
+      const raw = withGlobal(listed);
       const config = await loadRunConfig(raw, io);
       if (raw.fixtures) {
         exitCode = await fixtureCommand('list', undefined, config, io);
@@ -93,7 +103,7 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     if (withTarget) cmd.argument('<fixture>', 'a fixture ref (db/fixtures/warm) or its *.fixture.lua path');
     cmd.action(async (...args: unknown[]) => {
       const target = withTarget ? (args[0] as string) : undefined;
-      const raw = (withTarget ? args[1] : args[0]) as { config?: string };
+      const raw = withGlobal((withTarget ? args[1] : args[0]) as { config?: string });
       exitCode = await fixtureCommand(action, target, await loadRunConfig(raw as RawFlags, io), io);
     });
   };
@@ -106,11 +116,14 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
   const image = program.command('image').description('guest images');
   image
     .command('build')
-    .description('build the built-in `minimal` profile image into the cache (no-op when up to date)')
-    .option('--force', 'rebuild even when up to date')
+    .description('build the `minimal` image, and the Debian root of each profile named, into the cache (no-op when up to date)')
+    .argument('[profiles...]', 'Debian profiles (`debian = {...}`) whose root to build as well')
+    .option('--force', 'rebuild even when up to date (with profiles named: their roots only)')
     .option('-q, --quiet', 'no build log')
-    .action(async (raw: { force?: boolean; quiet?: boolean }) => {
-      exitCode = await imageBuildCommand({ force: raw.force === true, quiet: raw.quiet === true }, io);
+    .option('--config <path>', 'the config file naming the profiles (default ./provium.toml)')
+    .action(async (names: string[], raw: { force?: boolean; quiet?: boolean; config?: string }) => {
+      const config = names.length > 0 ? () => loadRunConfig(raw as RawFlags, io) : undefined;
+      exitCode = await imageBuildCommand({ force: raw.force === true, quiet: raw.quiet === true, profiles: names, config }, io);
     });
 
   program
@@ -138,7 +151,7 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     .argument('[profiles...]', 'profile names (default: every profile)')
     .option('--config <path>', 'the config file (default ./provium.toml)')
     .action(async (names: string[], raw: { config?: string }) => {
-      exitCode = await prepareCommand(names, await loadRunConfig(raw as RawFlags, io), io);
+      exitCode = await prepareCommand(names, await loadRunConfig(withGlobal(raw) as RawFlags, io), io);
     });
 
   program
@@ -147,7 +160,18 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     .option('--config <path>', 'the config file to check (default ./provium.toml)')
     .option('--reprobe', 'probe KVM again instead of using the cached verdict')
     .action(async (raw: { config?: string; reprobe?: boolean }) => {
-      exitCode = await doctorCommand({ ...(raw.config !== undefined ? { configPath: raw.config } : {}), cwd: io.cwd, reprobe: raw.reprobe === true }, io);
+      const config = withGlobal(raw).config;
+      exitCode = await doctorCommand({ ...(config !== undefined ? { configPath: config } : {}), cwd: io.cwd, reprobe: raw.reprobe === true }, io);
+    });
+
+  program
+    .command('merge')
+    .description('combine the --save-events files of a sharded run into one JUnit file, JSON summary, timing record and HTML report in OUT_DIR')
+    .argument('<out-dir>', 'where junit.xml, results.json, timings.json and index.html go')
+    .argument('<events...>', 'the event stream each shard saved with --save-events')
+    .option('--timings <file>', 'fold the shards\' durations into this timing record (default: durations of this run only)')
+    .action(async (outDir: string, inputs: string[], raw: { timings?: string }) => {
+      exitCode = await mergeCommand(outDir, inputs, raw.timings !== undefined ? { timings: raw.timings } : {}, io);
     });
 
   try {

@@ -12,6 +12,8 @@ import { encodeEvent } from './codec.js';
 export interface EventSinkHandle {
   /** Flushes and detaches. Idempotent. */
   close(): Promise<void>;
+  /** Why the output stopped early (a write error, e.g. a full disk), or undefined: the run exits 2. */
+  failure(): string | undefined;
 }
 
 /** A socket client further behind than this is dropped rather than buffering without bound. */
@@ -24,11 +26,13 @@ function warn(message: string): void {
 /** Frames to a writable stream (stdout, or a file stream). `ownsStream` ends it on close. */
 export function attachStreamSink(bus: EventBus, stream: Writable, what: string, ownsStream = false): EventSinkHandle {
   let failed = false;
+  let failure: string | undefined;
   const onError = (err: Error): void => {
     if (failed) return;
     failed = true;
+    failure = `${what}: ${err.message}; event output stopped`;
     unsubscribe();
-    warn(`${what}: ${err.message}; event output stopped`);
+    warn(failure);
   };
   stream.on('error', onError);
   const unsubscribe = bus.subscribe((event) => {
@@ -49,6 +53,7 @@ export function attachStreamSink(bus: EventBus, stream: Writable, what: string, 
       })();
       return closed;
     },
+    failure: () => failure,
   };
 }
 
@@ -57,7 +62,7 @@ export async function attachFileSink(bus: EventBus, path: string): Promise<Event
   const stream = createWriteStream(path, { flags: 'w' });
   await new Promise<void>((resolve, reject) => {
     stream.once('open', () => resolve());
-    stream.once('error', (err) => reject(new Error(`--save-events ${path}: ${err.message}`)));
+    stream.once('error', (err) => reject(err));
   });
   return attachStreamSink(bus, stream, `--save-events ${path}`, true);
 }
@@ -118,6 +123,8 @@ export async function attachSocketSink(bus: EventBus, path: string): Promise<Eve
       })();
       return closed;
     },
+    // A client that goes away is its own business, never the run's.
+    failure: () => undefined,
   };
 }
 

@@ -2,7 +2,7 @@
 // a 4-byte big-endian length + msgpack `{ts, kind, payload}` with `ts` in ns since the epoch.
 // Changing a kind or a field changes EVENTS_PROTOCOL_VERSION (pinned by a unit test).
 
-export const EVENTS_PROTOCOL_VERSION = 2;
+export const EVENTS_PROTOCOL_VERSION = 3;
 
 export interface ResourceAmount {
   memory_bytes: number;
@@ -14,15 +14,29 @@ export type MetaMap = Record<string, unknown>;
 /** `interrupted`: the run was stopped (Ctrl-C) while the file ran; it is reported as not finished. */
 export type FileStatus = 'passed' | 'failed' | 'timed_out' | 'crashed' | 'skipped' | 'interrupted';
 
+/** Where a test was declared, or where it failed. */
+export interface EventLocation {
+  file: string;
+  line: number;
+}
+
+/** How a VM came up: a cold boot, a restore of its boot snapshot, or a running spare of the warm pool. */
+export type BootSource = 'cold' | 'snapshot' | 'pool';
+
 export interface EventPayloads {
   // Reference kinds.
-  file_discovered: { path: string; fixture_refs: string[]; declared_claim: ResourceAmount | null };
+  /** `key`: the file's stable key (relative to the project), as timing records name it. */
+  file_discovered: { path: string; fixture_refs: string[]; declared_claim: ResourceAmount | null; key: string };
   file_dispatched: { path: string; reservation: ResourceAmount; worker: number };
+  /** Before dispatch only: the file waits for room for its reservation (its declared claim). */
   file_blocked: { path: string; waiting_for: ResourceAmount; reason: 'pool_full' };
-  file_completed: { path: string; status: FileStatus; duration_ns: number };
+  /** `fatal_errors`: errors outside any test (chunk error, timeout or crash outside a test). */
+  file_completed: { path: string; status: FileStatus; duration_ns: number; fatal_errors: { message: string; location: EventLocation | null }[] };
   test_started: { path: string; name: string; meta: MetaMap; attempt: number };
-  test_skipped: { path: string; name: string; reason: string; meta: MetaMap };
-  test_passed: { path: string; name: string; duration_ns: number; meta: MetaMap; attempt: number };
+  /** `not_run`: declared but never started (its file ended first); `reason` then starts with "not run: ". */
+  test_skipped: { path: string; name: string; reason: string; meta: MetaMap; location: EventLocation | null; not_run: boolean };
+  /** `log`: the test's t:log/print lines, as in JSON. */
+  test_passed: { path: string; name: string; duration_ns: number; meta: MetaMap; attempt: number; log: string[]; location: EventLocation | null };
   test_failed: {
     path: string;
     name: string;
@@ -31,8 +45,23 @@ export interface EventPayloads {
     console_excerpt: string;
     meta: MetaMap;
     attempt: number;
+    log: string[];
+    location: EventLocation | null;
+    /** Where it failed (the assertion or error), when known. */
+    failure_location: EventLocation | null;
   };
-  vm_spawned: { file: string; vm_name: string; profile: string; memory_bytes: number; cid: number; boot_ns: number; restored: boolean };
+  /** `file`: the test file; `lab`: the lab path the VM belongs to (`provium`, or a sub-lab's). */
+  vm_spawned: {
+    file: string;
+    lab: string;
+    vm_name: string;
+    profile: string;
+    memory_bytes: number;
+    cid: number;
+    boot_ns: number;
+    restored: boolean;
+    boot: BootSource;
+  };
   vm_shutdown: { file: string; vm_name: string; duration_ns: number };
   pool_state: { used: ResourceAmount; available: ResourceAmount; running_files: number; queued_files: number };
   claim_acquired: { path: string; amount: ResourceAmount };
@@ -49,6 +78,7 @@ export interface EventPayloads {
     failed: number;
     skipped: number;
     flaky: number;
+    not_run: number;
     files: number;
     duration_ns: number;
     interrupted: boolean;
@@ -61,6 +91,8 @@ export interface EventPayloads {
   /** A boot the warm pool could have served had none ready (or could not serve: `rng_seed`). */
   pool_miss: { file: string; vm_name: string; reason: string };
   worker_replaced: { path: string; reason: string };
+  /** A running file's boot or lab:claim waits for room in the resource pool (file_blocked is before dispatch). */
+  resource_wait: { path: string; waiting_for: ResourceAmount; reason: 'pool_full' };
   /** A disk fault changed (a policy set or cleared) or the power was cut. */
   disk_fault: { file: string; vm_name: string; disk: string; kind: string; values: Record<string, unknown> };
   /** A network fault changed: a partition or heal, an impairment set or cleared, a link down or up. */

@@ -61,6 +61,8 @@ export interface TestResult {
   attempts: number;
   /** Failed at least once, then passed on a retry. */
   flaky: boolean;
+  /** The failure message of each earlier attempt, oldest first (the main thread fills it from test_retry). */
+  retryFailures?: string[];
 }
 
 /** An error outside any test (syntax, top-level code, teardown): the file fails with it. */

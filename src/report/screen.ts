@@ -73,3 +73,48 @@ export function formatDuration(ms: number): string {
   const seconds = Math.round((ms % 60_000) / 1000);
   return `${minutes}m${String(seconds).padStart(2, '0')}s`;
 }
+
+const kAnsiAt = /\u001b\[[0-9;?]*[ -/]*[@-~]/y;
+
+/** Columns `text` takes on a terminal: escape sequences take none, every code point one. */
+export function visibleWidth(text: string): number {
+  let width = 0;
+  for (let i = 0; i < text.length; ) {
+    kAnsiAt.lastIndex = i;
+    const escape = kAnsiAt.exec(text);
+    if (escape) {
+      i += escape[0].length;
+      continue;
+    }
+    i += String.fromCodePoint(text.codePointAt(i)!).length;
+    width++;
+  }
+  return width;
+}
+
+/**
+ * `text` cut to `width` columns, ending in `…` when it was longer; escape sequences are kept (and
+ * the style reset after a cut) so a cut never leaves a colour running or half a sequence.
+ */
+export function truncateToWidth(text: string, width: number): string {
+  if (visibleWidth(text) <= width) return text;
+  let out = '';
+  let used = 0;
+  let styled = false;
+  for (let i = 0; i < text.length; ) {
+    kAnsiAt.lastIndex = i;
+    const escape = kAnsiAt.exec(text);
+    if (escape) {
+      out += escape[0];
+      styled = true;
+      i += escape[0].length;
+      continue;
+    }
+    const ch = String.fromCodePoint(text.codePointAt(i)!);
+    if (used + 1 > width - 1) break;
+    out += ch;
+    used++;
+    i += ch.length;
+  }
+  return `${out}${styled ? '\u001b[0m' : ''}${width > 0 ? '…' : ''}`;
+}

@@ -1,10 +1,11 @@
 // The text reporter (reference §2.4): one PASS/FAIL line per file, each failure with its message
-// and file:line, -v adds per-test PASS/SKIP lines, -q keeps only failures and the summary. The
-// run closes with the line `N passed, N failed, N skipped` (plus `, N flaky`), alone on its line
-// so scripts can match it, and the wall time on the next line.
+// and file:line, -v adds per-test PASS/SKIP lines, -q keeps only failures and the summary. A file
+// that declares no test is a warning, not a silent PASS. The run closes with a recap of every
+// failed test (name, file:line, the message's first line), then the line `N passed, N failed,
+// N skipped` (plus `, N flaky`), alone on its line so scripts can match it, and the wall time.
 
 import { isAbsolute, relative } from 'node:path';
-import { countFile, countsLine, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
+import { countFile, countsLine, hasNoTests, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
 import type { TestResult } from '../protocol/task.js';
 import type { Reporter, RunInfo } from '../run/reporter.js';
 import { formatDuration, paintFor, sanitizeForTerminal, type Paint, type Screen } from './screen.js';
@@ -29,6 +30,8 @@ export class TextReporter implements Reporter {
   private readonly _paint: Paint;
   private _total = 0;
   private _done = 0;
+  /** One line per failed test (or file failed outside its tests), for the closing recap. */
+  private readonly _recap: string[] = [];
 
   constructor(private readonly _opts: TextReporterOptions) {
     this._paint = paintFor(_opts.screen.colors);
@@ -52,9 +55,38 @@ export class TextReporter implements Reporter {
 
   onFileEnd(outcome: FileOutcome): void {
     this._done++;
+    this._noteFailures(outcome);
     const failed = isFailure(outcome.status);
+    if (hasNoTests(outcome)) {
+      this._opts.screen.write(`provium: warning: ${outcome.file.displayPath} declares no tests (no test() call ran); nothing in it was checked\n`);
+    }
     if (this._opts.verbosity === 'quiet' && !failed) return;
     this._opts.screen.write(this.formatFile(outcome));
+  }
+
+  private _noteFailures(outcome: FileOutcome): void {
+    const where = (l: { file: string; line: number } | undefined): string => (l ? `${this._shortPath(l.file)}:${l.line}` : outcome.file.displayPath);
+    const first = (message: string, at: string): string => {
+      const line = sanitizeForTerminal(message).split('\n')[0]!.trim();
+      // Lua errors start with the place they were raised: said once is enough.
+      return line.startsWith(`${at}: `) ? line.slice(at.length + 2) : line;
+    };
+    let any = false;
+    for (const test of outcome.result.tests) {
+      if (test.status !== 'failed') continue;
+      any = true;
+      const at = where(test.failureLocation ?? test.location);
+      this._recap.push(`  ${this._paint.red('FAIL')} ${at} › ${test.name}: ${first(test.message ?? 'failed', at)}`);
+    }
+    if (!any && isFailure(outcome.status)) {
+      const fatal = outcome.result.fatalErrors[0];
+      const at = where(fatal?.location);
+      this._recap.push(`  ${this._paint.red('FAIL')} ${at} › (file): ${first(fatal?.message ?? outcome.error ?? outcome.status, at)}`);
+    }
+  }
+
+  private _shortPath(file: string): string {
+    return isAbsolute(file) ? relative(this._opts.cwd, file) || file : file;
   }
 
   /** The block for one file (exposed for tests). */
@@ -131,7 +163,9 @@ export class TextReporter implements Reporter {
       const why = summary.interrupted ? 'interrupted' : summary.failFastStopped ? '--fail-fast' : 'stopped';
       facts.push(`${summary.filesNotRun} not run (${why})`);
     }
-    this._opts.screen.write(`\n${colored}\n${facts.join(', ')} in ${formatDuration(summary.wallMs)}\n`);
+    if (summary.filesWithoutTests > 0) facts.push(`${summary.filesWithoutTests} without tests`);
+    const recap = this._recap.length > 0 ? `\n${p.bold(`Failed tests (${this._recap.length}):`)}\n${this._recap.join('\n')}\n` : '';
+    this._opts.screen.write(`${recap}\n${colored}\n${facts.join(', ')} in ${formatDuration(summary.wallMs)}\n`);
     if (summary.interrupted) this._opts.screen.write(p.yellow('provium: interrupted') + '\n');
   }
 }

@@ -28,6 +28,8 @@ export class FileJob {
   private readonly _declared = new Map<string, DeclaredTest>();
   private readonly _ended = new Map<string, TestResult>();
   private readonly _begun = new Set<string>();
+  /** name → failure messages of its earlier attempts (JUnit's flakyFailure/rerunFailure). */
+  private readonly _retryFailures = new Map<string, string[]>();
   private _running: Running | undefined;
   private _fatalErrors: FatalError[] | undefined;
 
@@ -70,6 +72,7 @@ export class FileJob {
         return;
       case 'test_retry':
         if (this._running?.name === report.name) this._running.attempt = report.attempt + 1;
+        this._retryFailures.set(report.name, [...(this._retryFailures.get(report.name) ?? []), report.reason]);
         this._bus.emit('test_retry', { path: this._path, name: report.name, attempt: report.attempt, reason: report.reason });
         return;
       case 'test_end':
@@ -117,16 +120,19 @@ export class FileJob {
     this._reporter.onTestBegin?.(this._where, { name });
   }
 
-  private _end(test: TestResult): void {
-    if (this._ended.has(test.name)) return;
-    if (!this._begun.has(test.name)) this._begin(test.name);
+  private _end(ended: TestResult): void {
+    if (this._ended.has(ended.name)) return;
+    if (!this._begun.has(ended.name)) this._begin(ended.name);
+    const retries = this._retryFailures.get(ended.name);
+    const test = retries && !ended.retryFailures ? { ...ended, retryFailures: retries } : ended;
     this._ended.set(test.name, test);
     if (this._running?.name === test.name) this._running = undefined;
+    const location = test.location ?? this._declared.get(test.name)?.location ?? null;
     const base = { path: this._path, name: test.name, meta: test.meta };
     const duration_ns = Math.round(test.durationMs * 1e6);
     switch (test.status) {
       case 'passed':
-        this._bus.emit('test_passed', { ...base, duration_ns, attempt: test.attempts });
+        this._bus.emit('test_passed', { ...base, duration_ns, attempt: test.attempts, log: test.log, location });
         if (test.flaky) this._bus.emit('test_flaky', { path: this._path, name: test.name, attempts: test.attempts });
         break;
       case 'failed':
@@ -136,14 +142,17 @@ export class FileJob {
           reason: test.message ?? 'failed',
           console_excerpt: test.consoleExcerpt ?? '',
           attempt: test.attempts,
+          log: test.log,
+          location,
+          failure_location: test.failureLocation ?? null,
         });
         break;
       case 'skipped':
-        this._bus.emit('test_skipped', { ...base, reason: test.message ?? 'skipped' });
+        this._bus.emit('test_skipped', { ...base, reason: test.message ?? 'skipped', location, not_run: false });
         break;
       case 'not_run':
         // The reference has no kind for it: a skip whose reason says why it never ran.
-        this._bus.emit('test_skipped', { ...base, reason: `not run: ${test.message ?? 'the file ended first'}` });
+        this._bus.emit('test_skipped', { ...base, reason: `not run: ${test.message ?? 'the file ended first'}`, location, not_run: true });
         break;
     }
     this._reporter.onTestEnd?.(this._where, test);

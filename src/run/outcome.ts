@@ -19,6 +19,8 @@ export interface PlannedFile extends DiscoveredFile {
   key: string;
   /** A literal lab:claim in the file, found before dispatch (file_discovered, file_dispatched). */
   declaredClaim?: ResourceAmount | null;
+  /** Its duration in the timing record (ms), when recorded: the progress display's ETA. */
+  recordedMs?: number;
 }
 
 export interface FileOutcome {
@@ -50,6 +52,11 @@ export function statusOf(result: FileResult): FileStatus {
   return 'passed';
 }
 
+/** A file that ran to its end without declaring a single test: nothing was checked (a warning). */
+export function hasNoTests(outcome: FileOutcome): boolean {
+  return outcome.status === 'passed' && outcome.result.tests.length === 0 && outcome.result.fatalErrors.length === 0;
+}
+
 export function isFailure(status: FileStatus): boolean {
   return status === 'failed' || status === 'timed_out' || status === 'crashed';
 }
@@ -74,6 +81,8 @@ export interface RunSummary extends TestCounts {
   /** Files that finished (any status but interrupted). */
   files: number;
   filesFailed: number;
+  /** Files that declared no test (see hasNoTests). */
+  filesWithoutTests: number;
   /** Files never started (fail-fast or interrupt) plus files interrupted while running. */
   filesNotRun: number;
   wallMs: number;
@@ -90,7 +99,9 @@ export function summarize(
   const total: TestCounts = { passed: 0, failed: 0, skipped: 0, flaky: 0, notRun: 0 };
   let files = 0;
   let filesFailed = 0;
+  let filesWithoutTests = 0;
   for (const outcome of outcomes) {
+    if (hasNoTests(outcome)) filesWithoutTests++;
     const c = countFile(outcome);
     total.passed += c.passed;
     total.failed += c.failed;
@@ -105,6 +116,7 @@ export function summarize(
     ...total,
     files,
     filesFailed,
+    filesWithoutTests,
     filesNotRun: opts.plannedFiles - files,
     wallMs: opts.wallMs,
     interrupted: opts.interrupted,

@@ -4,6 +4,7 @@
 // throws is reported once on stderr and detached, and the others keep receiving. `onEnd` is
 // awaited (JUnit writes then). src/report implements these; src/run never imports it.
 
+import type { AnyEvent } from '../protocol/events.js';
 import type { TestResult } from '../protocol/task.js';
 import type { FileOutcome, PlannedFile, RunSummary } from './outcome.js';
 import type { ShardSpec } from './shard.js';
@@ -26,6 +27,18 @@ export interface RunInfo {
   seed: string;
 }
 
+/**
+ * A report file could not be written (a bad path, a full disk). The run then exits 2 with this
+ * message, which names the flag, the path and the OS error.
+ */
+export class ReportWriteError extends Error {
+  override name = 'ReportWriteError';
+
+  constructor(flag: string, path: string, cause: unknown) {
+    super(`${flag} ${path}: cannot write the report: ${(cause as Error)?.message ?? String(cause)}; choose a writable path`);
+  }
+}
+
 /** Where a file runs: its worker slot (0-based). */
 export interface FileSlot {
   file: PlannedFile;
@@ -46,10 +59,13 @@ export interface Reporter {
   onNotice?(message: string): void;
   /** Ctrl-C or SIGTERM: stop drawing; teardown messages follow. */
   onInterrupt?(): void;
+  /** Every event of the run's bus, as it is emitted (the HTML timeline is drawn from them). */
+  onEvent?(event: AnyEvent): void;
+  /** Throws ReportWriteError when its file cannot be written: the run exits 2. */
   onEnd?(summary: RunSummary): void | Promise<void>;
 }
 
-type Hook = 'onBegin' | 'onFileBegin' | 'onTestBegin' | 'onTestEnd' | 'onFileEnd' | 'onNotice' | 'onInterrupt';
+type Hook = 'onBegin' | 'onFileBegin' | 'onTestBegin' | 'onTestEnd' | 'onFileEnd' | 'onNotice' | 'onInterrupt' | 'onEvent';
 
 export class ReporterFanout implements Reporter {
   private readonly _reporters: { name: string; reporter: Reporter }[];
@@ -107,15 +123,27 @@ export class ReporterFanout implements Reporter {
     this._call('onInterrupt');
   }
 
+  onEvent(event: AnyEvent): void {
+    this._call('onEvent', event);
+  }
+
   async onEnd(summary: RunSummary): Promise<void> {
+    await this.end(summary);
+  }
+
+  /** Ends every reporter; returns the reports that could not be written (each one's message). */
+  async end(summary: RunSummary): Promise<string[]> {
+    const unwritten: string[] = [];
     for (const entry of [...this._reporters]) {
       if (!entry.reporter.onEnd) continue;
       try {
         await entry.reporter.onEnd(summary);
       } catch (err) {
-        this._detach(entry, 'onEnd', err);
+        if (err instanceof ReportWriteError) unwritten.push(err.message);
+        else this._detach(entry, 'onEnd', err);
       }
     }
+    return unwritten;
   }
 }
 
@@ -128,4 +156,6 @@ export interface RunOutputs {
   warn(message: string): void;
   /** There is nothing to run: `no_files` (exit 2) or every file filtered out (exit 0). */
   nothing(reason: 'no_files' | 'no_rerun_state' | 'filtered_out', message: string): void;
+  /** Before anything runs: every report path can be written, else a ReportWriteError (exit 2). */
+  checkPaths?(): Promise<void>;
 }

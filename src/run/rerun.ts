@@ -1,17 +1,22 @@
 // The rerun state (reference §2.4, §2.5): the files that failed in the last run, as a JSON array
-// of absolute paths, installed atomically. `--rerun-failed` runs only those.
+// of absolute paths, installed atomically. `--rerun-failed` runs only those. One state per project
+// (keyed by its config's directory): a run in one project must not replace another's failures.
 
 import { readFile, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-write.js';
+import { projectStatePath } from './timings.js';
 
-/** `$PROVIUM_RERUN_STATE`, else `<cache>/rerun.json` (~/.cache/provium/rerun.json), else /tmp. */
-export function rerunStatePath(env: NodeJS.ProcessEnv, cacheDir: string | undefined): string {
+/**
+ * `$PROVIUM_RERUN_STATE`, else `<cache>/rerun/<project>-<hash>.json` for the project in
+ * `projectDir` (the config's directory), with ~/.cache/provium (or /tmp) as the cache when none.
+ */
+export function rerunStatePath(env: NodeJS.ProcessEnv, cacheDir: string | undefined, projectDir: string): string {
   if (env['PROVIUM_RERUN_STATE']) return env['PROVIUM_RERUN_STATE'];
-  if (cacheDir) return join(cacheDir, 'rerun.json');
   const home = env['HOME'] ?? homedir();
-  return home ? join(home, '.cache', 'provium', 'rerun.json') : '/tmp/provium-rerun.json';
+  const cache = cacheDir ?? (home ? join(home, '.cache', 'provium') : '/tmp/provium');
+  return projectStatePath(cache, 'rerun', projectDir);
 }
 
 /** The recorded failures, or null when there is no state (or it is unreadable: warned). */

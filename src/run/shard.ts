@@ -75,3 +75,42 @@ export function selectShard<T>(items: T[], keyOf: (item: T) => string, spec: Sha
   const mine = new Set(plan.shards[spec.index - 1]);
   return { items: items.filter((item) => mine.has(keyOf(item))), plan };
 }
+
+/** CI systems' own job index and total: [index variable, total variable, whether the index is 0-based]. */
+const kCiShardVariables: [string, string, boolean][] = [
+  ['CI_NODE_INDEX', 'CI_NODE_TOTAL', false], // GitLab `parallel:`
+  ['BUILDKITE_PARALLEL_JOB', 'BUILDKITE_PARALLEL_JOB_COUNT', true],
+  ['CIRCLE_NODE_INDEX', 'CIRCLE_NODE_TOTAL', true],
+];
+
+/**
+ * `--shard auto`: `PROVIUM_SHARD=i/n` (e.g. from a GitHub Actions matrix), else the CI system's
+ * parallel job index and total (GitLab, Buildkite, CircleCI). Without any of them it is a usage
+ * error naming the variables; a CI value that is not a whole number names the variable.
+ */
+export function shardFromEnv(env: NodeJS.ProcessEnv): ShardSpec {
+  const explicit = env['PROVIUM_SHARD'];
+  if (explicit !== undefined && explicit !== '') {
+    try {
+      return parseShard(explicit);
+    } catch (err) {
+      throw new UsageError(`PROVIUM_SHARD=${JSON.stringify(explicit)} (from --shard auto): ${(err as Error).message.replace(/^--shard [^:]*: /, '')}`);
+    }
+  }
+  for (const [indexVar, totalVar, zeroBased] of kCiShardVariables) {
+    const index = env[indexVar];
+    const total = env[totalVar];
+    if (index === undefined || total === undefined || index === '' || total === '') continue;
+    if (!/^\d+$/.test(index) || !/^\d+$/.test(total)) {
+      throw new UsageError(`--shard auto: ${indexVar}=${JSON.stringify(index)} and ${totalVar}=${JSON.stringify(total)} must be whole numbers`);
+    }
+    const spec = `${Number(index) + (zeroBased ? 1 : 0)}/${Number(total)}`;
+    try {
+      return parseShard(spec);
+    } catch (err) {
+      throw new UsageError(`--shard auto: ${indexVar}=${index}, ${totalVar}=${total} give shard ${spec}: ${(err as Error).message.replace(/^--shard [^:]*: /, '')}`);
+    }
+  }
+  const names = ['PROVIUM_SHARD=i/n', ...kCiShardVariables.map(([i, t]) => `${i}/${t}`)].join(', ');
+  throw new UsageError(`--shard auto: no CI shard variables are set (looked for ${names}); set PROVIUM_SHARD=i/n or use --shard i/n`);
+}

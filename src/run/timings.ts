@@ -31,8 +31,13 @@ export interface TimingRecord {
  * single `<cache>/timings.json` would mix the durations of unrelated projects.
  */
 export function defaultTimingsPath(cacheDir: string, projectDir: string): string {
+  return projectStatePath(cacheDir, 'timings', projectDir);
+}
+
+/** `<cache>/<kind>/<project>-<hash>.json`: state of one project (its config's directory) in the shared cache. */
+export function projectStatePath(cacheDir: string, kind: string, projectDir: string): string {
   const hash = createHash('sha256').update(projectDir).digest('hex').slice(0, 12);
-  return join(cacheDir, 'timings', `${basename(projectDir) || 'root'}-${hash}.json`);
+  return join(cacheDir, kind, `${basename(projectDir) || 'root'}-${hash}.json`);
 }
 
 /**
