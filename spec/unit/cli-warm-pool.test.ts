@@ -1,6 +1,7 @@
 // The warm pool with the real CLI and real guests: a later file's boot takes a spare restored
 // while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
-// a clone of its own (its own random bytes), and --no-warm-pool keeps none.
+// a clone of its own (its own random bytes), the first file's boot finds one when the files name
+// its profile, and --no-warm-pool keeps none.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -65,6 +66,20 @@ describe('the warm pool (real guests)', () => {
     const run = await runProvium(dir, ['--json', test], path.join(dir, 'reset.bin'));
     assert.equal(run.code, 0, run.out);
     assert.ok(run.events.some((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 'r'), 'a reset took a spare');
+  });
+
+  it('the first boot of a run takes a spare: the pool starts on the profiles the files name', async () => {
+    const plain = (n: number) => `local vm = provium:vm("p", "minimal"):boot()\ntest("plain ${n}", function(t) vm:run("true"):assert_ok() end)\n`;
+    await writeFile(path.join(dir, 'plain1.test.lua'), plain(1));
+    await writeFile(path.join(dir, 'plain2.test.lua'), plain(2));
+    // The boot snapshot of a plain minimal boot: the pool restores spares from it.
+    const warmUp = await runProvium(dir, ['--json', '--no-warm-pool', 'plain1.test.lua'], path.join(dir, 'warmup.bin'));
+    assert.equal(warmUp.code, 0, warmUp.out);
+    const run = await runProvium(dir, ['--json', '-j1', 'plain1.test.lua', 'plain2.test.lua'], path.join(dir, 'prewarm.bin'));
+    assert.equal(run.code, 0, run.out);
+    const first = run.events.find((e) => e.kind === 'pool_hit' || e.kind === 'pool_miss');
+    assert.equal(first?.kind, 'pool_hit', `the first boot: ${JSON.stringify(first)}`);
+    assert.equal(first.payload['file'], 'plain1.test.lua');
   });
 
   it('--no-warm-pool keeps no spares', async () => {

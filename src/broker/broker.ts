@@ -15,7 +15,9 @@ import { BootCache } from './boot-cache.js';
 import { ResourcePool } from './resources.js';
 import { Fixtures, type FixtureBuilder } from './fixtures.js';
 import { Session } from './session.js';
-import { WarmPool } from './warm-pool.js';
+import { kWarmKeys, WarmPool } from './warm-pool.js';
+import type { LaunchSpec } from '../vmm/cmdline.js';
+import { qemuBinary } from '../vmm/paths.js';
 
 export { sizePool, type PoolSizing } from './resources.js';
 export type { SchedulerView } from './barriers.js';
@@ -121,6 +123,40 @@ export class Broker {
     this._sessions.set(session.id, session);
     this._barriers.sessionStarted(session.id, file.displayPath);
     return { sessionId: session.id, port: session.channel.workerPort, signalBuffer: session.channel.signalBuffer };
+  }
+
+  /**
+   * Before dispatch: spares for the plain boot (`provium:vm(name, profile):boot()`) of the
+   * profiles the queued files name, most used first, when its boot snapshot is there. A boot with
+   * other options has another key: the pool learns it from that boot.
+   */
+  async prewarm(profileNames: string[]): Promise<void> {
+    if (!this._warm.enabled) return;
+    const chosen = profileNames.filter((name) => this._opts.profiles[name]).slice(0, kWarmKeys);
+    // keep() favours the key it saw last: the most used goes last.
+    for (const name of chosen.reverse()) {
+      const profile = this._opts.profiles[name]!;
+      const launch: LaunchSpec = { name: `${name}-spare`, profile, memoryBytes: profile.memoryBytes, cpus: profile.cpus };
+      const key = await this._bootCache.key(launch, qemuBinary()).catch(() => undefined);
+      if (!key || !(await this._bootCache.lookup(key))) continue;
+      this._warm.keep(key, profile, (spare) => spare.bootSpare(launch, key, profile.agentTimeoutMs));
+    }
+  }
+
+  /**
+   * Before dispatch: reserves the file's literal lab:claim, waiting (file_blocked) while the pool
+   * is full. Rejects when it can never fit (the file's own lab:claim then says why) or on abort.
+   */
+  reserve(sessionId: number, amount: ResourceAmount, signal?: AbortSignal): Promise<void> {
+    const session = this._sessions.get(sessionId);
+    if (!session) return Promise.reject(new Error(`no session ${sessionId}`));
+    return this._pool.reserve(sessionId, session.displayPath, amount, signal);
+  }
+
+  /** The file was handed to its worker: later waits for room are its own (resource_wait). */
+  dispatched(sessionId: number): void {
+    const session = this._sessions.get(sessionId);
+    if (session) this._pool.dispatched(sessionId, session.displayPath);
   }
 
   /** Delivers the reports the session's worker posted and the event loop has not yet. */

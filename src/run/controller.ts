@@ -5,6 +5,7 @@
 //   4. reports, rerun state, timing record, run_finished; tear everything down, however the run
 //      ended (Ctrl-C included: what finished is reported, then exit 130).
 
+import { randomBytes } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
 import type { Writable } from 'node:stream';
@@ -19,7 +20,7 @@ import { fixtureBuilder } from './fixture-builds.js';
 import { displayPathOf } from './discovery.js';
 import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
-import type { RunOutputs } from './reporter.js';
+import { ReportWriteError, type RunOutputs } from './reporter.js';
 import { readRerunState, writeRerunState } from './rerun.js';
 import type { ShardSpec } from './shard.js';
 import { mergeTimings, writeTimings } from './timings.js';
@@ -64,6 +65,8 @@ export interface RunOptions {
   junitPath?: string;
   /** false with --no-progress. */
   progress: boolean;
+  /** --html DIR: a self-contained index.html with the summary, failures and timeline. */
+  htmlDir?: string;
   saveEvents?: string;
   eventsStdout: boolean;
   eventsSocket?: string;
@@ -108,7 +111,8 @@ export function hostResources(): { memoryBytes: number; cpus: number } {
 async function attachSinks(options: RunOptions, bus: EventBus, io: RunIO): Promise<EventSinkHandle[]> {
   const sinks: EventSinkHandle[] = [];
   try {
-    if (options.saveEvents) sinks.push(await attachFileSink(bus, options.saveEvents));
+    const saveEvents = options.saveEvents;
+    if (saveEvents) sinks.push(await attachFileSink(bus, saveEvents).catch((err: unknown) => Promise.reject(new ReportWriteError('--save-events', saveEvents, err))));
     if (options.eventsStdout) sinks.push(attachStreamSink(bus, io.stdout, '--events-stdout'));
     if (options.eventsSocket) sinks.push(await attachSocketSink(bus, options.eventsSocket));
   } catch (err) {
@@ -126,17 +130,24 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   // 1. Preflight, outputs and the plan.
   await deps.preflight?.(config);
   const out = deps.createReporters(options, io);
+  await out.checkPaths?.();
   const plan = await planRun(planOptionsOf(options, io.cwd), out.warn);
   if (plan.kind === 'nothing') {
     out.nothing(plan.reason, plan.message);
     // No files where the user pointed is a usage problem; nothing to rerun or all filtered is not.
     return plan.reason === 'no_files' ? ExitCode.usage : ExitCode.ok;
   }
+  // An empty shard still reports (a JSON summary, a JUnit file, run_started/run_finished for
+  // `provium merge`): CI steps that expect them must not break, and the merge must see the shard.
   if (plan.files.length === 0) {
     out.write(`provium: shard ${options.shard!.index}/${options.shard!.count} has no files (${plan.selected} files in ${options.shard!.count} shards)\n`);
-    return ExitCode.ok;
   }
   const files = plan.files;
+  for (const f of files) {
+    const recorded = plan.timings?.files[f.key]?.duration_ms;
+    if (recorded !== undefined) f.recordedMs = recorded;
+  }
+  const seed = options.seed ?? randomBytes(8).readBigUInt64BE();
 
   // 2. Resources and workers.
   const host = (deps.host ?? hostResources)();
@@ -146,10 +157,11 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     cpuOvercommit: options.cpuOvercommit,
   });
   const jobs = Math.max(1, options.jobs ?? sizing.defaultJobs);
-  const threads = Math.min(jobs, files.length);
+  const threads = Math.max(1, Math.min(jobs, files.length));
 
   const bus = new EventBus();
   const sinks = await attachSinks(options, bus, io);
+  bus.subscribe((event) => out.reporter.onEvent(event));
   let broker: SessionBroker | undefined;
   let workers: WorkerPool | undefined;
   let dispatcher: Dispatcher | undefined;
@@ -185,7 +197,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       roots: config.roots,
       displayPathOf: (file) => displayPathOf(file, io.cwd),
       warmPool: options.warmPool ?? true,
-      ...(options.seed !== undefined ? { seed: options.seed } : {}),
+      seed,
     });
     broker.setFixtureBuilder?.(
       fixtureBuilder({ broker, createWorkerPool: deps.createWorkerPool, workerFile: deps.workerFile, roots: config.roots, selection: options.selection, timeoutMs: options.timeoutMs }),
@@ -230,13 +242,13 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       workers: threads,
       shard: options.shard ? { index: options.shard.index, count: options.shard.count } : null,
       accel,
-      seed: broker.seed.toString(),
+      seed: seed.toString(),
     });
     const statics = await Promise.all(files.map((f) => scanStatics(f.file)));
     files.forEach((f, i) => {
       const { fixtureRefs, declaredClaim } = statics[i]!;
       f.declaredClaim = declaredClaim;
-      bus.emit('file_discovered', { path: f.displayPath, fixture_refs: fixtureRefs, declared_claim: declaredClaim });
+      bus.emit('file_discovered', { path: f.displayPath, fixture_refs: fixtureRefs, declared_claim: declaredClaim, key: f.key });
     });
     out.reporter.onBegin({
       files,
@@ -247,7 +259,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       startedAt,
       accel,
       estimatedMs,
-      seed: broker.seed.toString(),
+      seed: seed.toString(),
     });
 
     // 4. Dispatch, with the pool state once a second.
@@ -256,7 +268,9 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       if (state) bus.emit('pool_state', { ...state, running_files: dispatcher!.running, queued_files: dispatcher!.queued() });
     }, kPoolStateIntervalMs);
     poolTimer.unref();
-    if (signalCount === 0) await dispatcher.run();
+    // The warm pool starts on the boots the files name, most named first (DESIGN §4).
+    await broker.prewarm?.(byUse(statics.map((s) => s.profiles)));
+    if (signalCount === 0 && files.length > 0) await dispatcher.run();
     finished = true;
   } finally {
     if (poolTimer) clearInterval(poolTimer);
@@ -287,13 +301,23 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     failed: summary.failed,
     skipped: summary.skipped,
     flaky: summary.flaky,
+    not_run: summary.notRun,
     files: summary.files,
     duration_ns: Math.round(summary.wallMs * 1e6),
     interrupted,
   });
-  await out.reporter.onEnd(summary);
+  const unwritten = await out.reporter.end(summary);
   await saveState(options, plan.timings, plan.timingsPath, outcomes, out.warn);
   await Promise.all(sinks.map((s) => s.close()));
+  // A report that could not be written fails the run: CI must never trust a missing file.
+  for (const sink of sinks) {
+    const failure = sink.failure();
+    if (failure) unwritten.push(failure);
+  }
+  if (unwritten.length > 0) {
+    for (const message of unwritten) io.stderr.write(`provium: ${message}\n`);
+    return ExitCode.usage;
+  }
   return summary.exitCode;
 }
 
@@ -337,4 +361,11 @@ async function saveState(
   }
   if (options.shard) return;
   await writeTimings(timingsPath, updated).catch((err: Error) => warn(`timing record ${timingsPath}: ${err.message}`));
+}
+
+/** Names by how many lists hold them, most first (ties in first-seen order). */
+function byUse(lists: string[][]): string[] {
+  const counts = new Map<string, number>();
+  for (const list of lists) for (const name of new Set(list)) counts.set(name, (counts.get(name) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([name]) => name);
 }

@@ -15,7 +15,7 @@ import type { Reporter } from './reporter.js';
 
 /** What the dispatcher needs of the broker: its public session interface (src/broker/broker.ts). */
 export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close' | 'seed'> &
-  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState' | 'setFixtureBuilder'>>;
+  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState' | 'setFixtureBuilder' | 'reserve' | 'dispatched' | 'prewarm'>>;
 
 /** What the dispatcher needs of piscina. */
 export interface WorkerPool {
@@ -154,7 +154,21 @@ export class Dispatcher {
       return;
     }
     this._running.set(slot, { file, abort });
-    job.begin(file.declaredClaim ?? { memory_bytes: 0, cpus: 0 });
+    // The file's literal lab:claim is reserved before dispatch (file_blocked while it waits), so
+    // file_dispatched carries it; one that can never fit is left to the file's lab:claim to report.
+    const claim = file.declaredClaim;
+    let reservation = { memory_bytes: 0, cpus: 0 };
+    if (claim && (claim.memory_bytes > 0 || claim.cpus > 0) && broker.reserve) {
+      try {
+        await broker.reserve(session.sessionId, claim, abort.signal);
+        reservation = { ...claim };
+      } catch {
+        // Cancelled (interrupt) or never fits: dispatch without it; the checks below see an interrupt.
+      }
+    }
+    if (this._interrupted && !abort.signal.aborted) abort.abort(new StopReason('interrupt', 'the run was interrupted'));
+    broker.dispatched?.(session.sessionId);
+    job.begin(reservation);
 
     // 2. The per-file timeout aborts the task; piscina rejects at once and terminates the worker.
     const timer =
@@ -222,7 +236,12 @@ export class Dispatcher {
     const status = ending.kind === 'acknowledged' ? statusOf(result) : ending.kind;
     const outcome: FileOutcome = { file, status, result, durationMs, worker: job.slot };
     if (ending.kind !== 'acknowledged') outcome.error = ending.message;
-    bus.emit('file_completed', { path: file.displayPath, status, duration_ns: Math.round(durationMs * 1e6) });
+    bus.emit('file_completed', {
+      path: file.displayPath,
+      status,
+      duration_ns: Math.round(durationMs * 1e6),
+      fatal_errors: result.fatalErrors.map((e) => ({ message: e.message, location: e.location ?? null })),
+    });
     if (ending.kind !== 'acknowledged' && workerLost) {
       bus.emit('worker_replaced', { path: file.displayPath, reason: ending.message });
     }

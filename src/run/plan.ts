@@ -138,10 +138,12 @@ export interface FileStatics {
   fixtureRefs: string[];
   /** A literal `claim{memory = …, cpus = …}`, or null when there is none or it is not literal. */
   declaredClaim: ResourceAmount | null;
+  /** Literal profile names of `:vm(name, "profile")` (the warm pool's guess at what the file boots). */
+  profiles: string[];
 }
 
 export async function scanStatics(file: string): Promise<FileStatics> {
   const text = await readFile(file, 'utf8').catch(() => '');
   const statics = scanLua(text);
-  return { fixtureRefs: statics.fixtures, declaredClaim: statics.claim };
+  return { fixtureRefs: statics.fixtures, declaredClaim: statics.claim, profiles: statics.profiles };
 }
