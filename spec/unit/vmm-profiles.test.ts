@@ -293,6 +293,8 @@ describe('Debian profiles', () => {
     assert.deepEqual(r['sd']!.debian, { suite: 'trixie', variant: 'essential', packages: ['dbus', 'nginx', 'systemd', 'udev'], mirror: 'http://m/debian' });
     assert.match(r['sd']!.cmdline, / provium\.root=provium-root provium\.init=systemd rdinit=/);
     assert.deepEqual(r['web']!.debian!.packages, ['nginx']);
+    assert.equal(r['sd']!.agentTimeoutMs, 120_000, 'a systemd boot waits longer by default');
+    assert.equal(r['web']!.agentTimeoutMs, 30_000);
   });
 
   it('refuses what cannot work, naming the key and the fix', () => {
