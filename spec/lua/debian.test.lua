@@ -14,7 +14,7 @@ test("a Debian profile runs python3, curl and nginx from Debian's packages", fun
   local proc = vm:run_async("nginx", {args = {"-g", "daemon off;"}})
   wait_until(function()
     return vm:run("ss -ltn | grep :80"):ok()
-  end, {timeout = "10s", desc = "nginx listening on :80"})
+  end, {timeout = "60s", desc = "nginx listening on :80"})
   r = vm:run("curl -s http://localhost/")
   r:assert_ok()
   t:assert(r.stdout:find("Welcome to nginx"))
