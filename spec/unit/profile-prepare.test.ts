@@ -233,6 +233,9 @@ describe('preflight checks only the profiles the selected files use', () => {
     await assert.rejects(viaFixture.run(), /profile `broken`: kernel .*nope\/bzImage does not exist/);
     const viaHelper = await setup('local h = require("helpers.boot")\n', { 't/helpers/boot.lua': 'return provium:vm("h", "broken")\n' });
     await assert.rejects(viaHelper.run(), /profile `broken`: kernel .*nope\/bzImage does not exist/);
+    // Seed 002: provium.fixture("db") is fixtures/db.lua beside the file, and provium.create names a profile.
+    const viaLegacy = await setup('local vm = provium.fixture("db")\n', { 't/fixtures/db.lua': 'local vm = provium.create("broken")\nvm:boot()\nreturn vm\n' });
+    await assert.rejects(viaLegacy.run(), /profile `broken`: kernel .*nope\/bzImage does not exist/);
   });
 
   it('a failed build of a used profile ends the run with its command and output', async () => {

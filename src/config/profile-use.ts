@@ -1,11 +1,13 @@
 // Which profiles a run will use, from a static read of its files (lua-scan.ts): the literal
-// profile names of `:vm(name, "profile")` in each selected file, in the fixtures it references and
+// profile names of `:vm(name, "profile")` in each selected file, in the fixtures it references (the
+// legacy `provium.fixture(name)` ones too) and
 // in the helper modules it requires, followed transitively. A computed profile name anywhere
 // means any profile may be used. Builds and path checks run for these before dispatch.
 
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { kFixtureSuffix } from './config.js';
+import { legacyFixtureBase, legacyFixtureCandidates } from './legacy-fixtures.js';
 import { scanLua } from './lua-scan.js';
 
 export interface ProfileUse {
@@ -35,6 +37,12 @@ export async function profilesUsedBy(files: UsingFile[]): Promise<ProfileUse> {
     if (statics.dynamicProfiles) dynamicIn.push(file);
     for (const ref of statics.fixtures) {
       const found = await firstFile(roots.map((r) => join(r, `${ref}${kFixtureSuffix}`)));
+      if (found) await visit(found, roots);
+    }
+    // Seed 002's provium.fixture(name): fixtures/<name>.lua, found as the binding finds it.
+    for (const name of statics.legacyFixtures) {
+      const base = legacyFixtureBase(name);
+      const found = base === null ? undefined : await firstFile(legacyFixtureCandidates(dirname(file), roots, base).map((c) => c.file));
       if (found) await visit(found, roots);
     }
     // Modules resolve from the roots, as the sandbox's require does, and beside the file.
