@@ -33,7 +33,7 @@ h1{font-size:22px;margin:20px 0 4px}h2{font-size:17px;margin:28px 0 8px;border-b
 pre{background:#f6f6f6;padding:6px 8px;overflow-x:auto;white-space:pre-wrap;margin:6px 0;font-size:12px}
 .lane{display:flex;align-items:stretch;border-top:1px solid #eee}.lane-name{width:160px;flex:none;font-size:12px;padding:4px;color:#444;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .track{position:relative;flex:1;height:58px;background:repeating-linear-gradient(90deg,#fafafa 0 10%,#fff 10% 20%)}
-.item{position:absolute;height:14px;min-width:2px;border-radius:2px;font-size:10px;line-height:14px;overflow:hidden;white-space:nowrap;color:#000;text-decoration:none;box-sizing:border-box}
+.item{position:absolute;height:14px;min-width:2px;border-radius:2px;font-size:10px;line-height:14px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;border-right:1px solid #fff;color:#000;text-decoration:none;box-sizing:border-box}
 .item.file{top:2px;background:#cfe3ff;border:1px solid #8fb6ee}.item.file.failed,.item.file.timed_out,.item.file.crashed{background:#ffd2d2;border-color:#e08a8a}
 .item.test{top:20px;background:#9bd9a9}.item.test.failed{background:#f08080}.item.test.skipped{background:#ffe08a}
 .item.test:target{outline:3px solid #000;z-index:2}
