@@ -119,6 +119,7 @@ struct conn {
 	char lost_msg[512];
 };
 void signals_init(void);
+void crash_init(void); /* crash.c: SEGV, BUS, ILL, FPE, ABRT */
 void serve(void) __attribute__((noreturn));
 bool host_room(void);               /* connected and the output queue is below OUTQ_HIGH */
 void host_send(uint64_t gen, uint8_t *p, size_t len); /* a whole frame; dropped if stale */

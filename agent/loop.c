@@ -26,16 +26,6 @@ static void on_signal(int sig)
 	errno = e;
 }
 
-/* As PID 1 a crash would panic the kernel and lose the console: log and park instead. */
-static void on_crash(int sig)
-{
-	static const char msg[] = "provium-agent: fatal signal; PID 1 halting here\n";
-	(void)sig;
-	(void)!write(A.log_fd, msg, sizeof msg - 1);
-	for (;;)
-		pause();
-}
-
 void signals_init(void)
 {
 	if (pipe2(A.sigpipe, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -48,13 +38,7 @@ void signals_init(void)
 	sigaction(SIGCHLD, &sa, NULL);
 	sigaction(SIGIO, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (A.is_init) {
-		sa.sa_handler = on_crash;
-		sa.sa_flags = 0;
-		int crash[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
-		for (size_t k = 0; k < sizeof crash / sizeof crash[0]; k++)
-			sigaction(crash[k], &sa, NULL);
-	}
+	crash_init(); /* crash.c: real faults park PID 1, signals from user processes are ignored */
 }
 
 static void reap_all(void)

@@ -71,6 +71,9 @@ static int exec_search(char **argv, char **envp, const char *path)
 
 /* Signals the agent handles or ignores. Handled ones would reset at exec anyway, but in the
  * vfork child a handler must not run before exec; an ignored one would stay ignored. */
+/* Set on the errno a launch reports when the child could not chdir to the cwd. */
+#define LAUNCH_CWD_FAILED 0x40000000
+
 static const int kChangedSignals[] = { SIGCHLD, SIGIO, SIGPIPE, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
 
 /* Runs in a vfork child (sharing the agent's memory until exec): touch nothing but locals
@@ -88,8 +91,11 @@ static void __attribute__((noreturn)) child(struct launch *L, int in, int out, i
 	setpgid(0, 0);
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		goto fail;
-	if (L->cwd && chdir(L->cwd) < 0)
-		goto fail;
+	if (L->cwd && chdir(L->cwd) < 0) {
+		e = errno | LAUNCH_CWD_FAILED;
+		(void)!write(ep, &e, sizeof e);
+		_exit(127);
+	}
 	errno = exec_search(L->argv, L->envp, L->path);
 fail:
 	e = errno;
@@ -97,7 +103,8 @@ fail:
 	_exit(127);
 }
 
-/* Returns 0 and fills p, or an errno (the child's exec errno when exec failed). */
+/* Returns 0 and fills p, or an errno (the child's exec errno when exec failed; with
+ * LAUNCH_CWD_FAILED set when chdir to the cwd failed, so the reply can name the directory). */
 static int launch(struct launch *L, struct proc *p)
 {
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, ep[2] = { -1, -1 };
@@ -551,6 +558,12 @@ static void run(struct req *r, mpv d, bool is_exec)
 		goto oom;
 	p->in_fd = p->out[0].fd = p->out[1].fd = -1;
 	int e = launch(&L, p);
+	if (e & LAUNCH_CWD_FAILED) {
+		e &= ~LAUNCH_CWD_FAILED;
+		free(p);
+		reply_errf(r, e, "cannot use cwd %s: %s (cwd must be an existing directory in the guest)", L.cwd, strerror(e));
+		return;
+	}
 	if (e) {
 		free(p);
 		reply_errno(r, e);

@@ -1,8 +1,13 @@
 /* sys.c: handshake, clock, RNG, and the layer-0 calls (syscall, ioctl, read_mem).
- * Layer-0 calls run inline in the serving process: a blocking one blocks it. */
+ * A syscall or ioctl runs on a thread of its own (sharing memory and the file table), so one
+ * that blocks stalls only itself, bounded by its timeout_ms; calls that change per-thread state
+ * (credentials, signal masks, namespaces) or may touch the agent's own port run inline. */
 #include "agent.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -151,8 +156,12 @@ void op_sleep(struct req *r, mpv d)
 	A.sleepers = s;
 }
 
+static void l0_tick(int64_t now, int64_t *dl);
+
+/* Also runs the layer-0 threads' completions and timeouts (one tick for every timer of sys.c). */
 void sleep_tick(int64_t now, int64_t *dl)
 {
+	l0_tick(now, dl);
 	struct sleeper **pp = &A.sleepers;
 	while (*pp) {
 		struct sleeper *s = *pp;
@@ -327,13 +336,207 @@ static bool uint_tuple(mpv v, uint32_t want, uint64_t *out)
 	return true;
 }
 
+/* ---- layer-0 threads ---- */
+
+/* Interrupts a call past its timeout (EINTR); its handler does nothing. musl keeps SIGRTMIN-1..-3. */
+#define SIG_L0 (SIGRTMIN + 2)
+/* After the interrupt, how long the call gets to come back before it is abandoned. */
+#define L0_ABANDON_MS 1000
+
+enum { L0_RUNNING, L0_DONE, L0_ABANDONED };
+
+struct l0call {
+	struct l0call *next;
+	struct req *r;
+	bool ioctl;
+	long nr;
+	uint64_t a[6];
+	struct bufs b;
+	uint8_t *arg; /* ioctl data */
+	size_t dlen;
+	bool has_data;
+	long ret;
+	int err;
+	int64_t deadline, abandon_at;
+	uint64_t timeout_ms;
+	bool timed_out; /* interrupted at its deadline */
+	pthread_t th;
+	atomic_int state;
+};
+
+static struct l0call *l0_calls;
+
+/* Syscalls whose effect is per thread (or that may close the agent's port): never on a helper. */
+static bool l0_inline(long nr)
+{
+	switch (nr) {
+	case 3: case 33: case 292: case 436:              /* close, dup2, dup3, close_range */
+	case 13: case 14: case 15: case 131:              /* rt_sigaction, rt_sigprocmask, rt_sigreturn, sigaltstack */
+	case 56: case 57: case 58: case 59: case 60:      /* clone, fork, vfork, execve, exit */
+	case 231: case 322: case 435:                     /* exit_group, execveat, clone3 */
+	case 105: case 106: case 113: case 114: case 116: /* setuid, setgid, setreuid, setregid, setgroups */
+	case 117: case 119: case 122: case 123: case 126: /* setresuid, setresgid, setfsuid, setfsgid, capset */
+	case 135: case 157: case 158: case 272: case 308: /* personality, prctl, arch_prctl, unshare, setns */
+	case 317: case 446: case 250: case 186: case 218: /* seccomp, landlock_restrict_self, keyctl, gettid, set_tid_address */
+	case 273: case 334: case 205: case 211: case 154: /* set_robust_list, rseq, set/get_thread_area, modify_ldt */
+	case 141: case 142: case 144: case 203: case 314: /* setpriority, sched_setparam/_setscheduler/_setaffinity/_setattr */
+	case 251:                                         /* ioprio_set */
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void l0_noop(int sig) { (void)sig; }
+
+static void *l0_thread(void *p)
+{
+	struct l0call *c = p;
+	sigset_t only;
+	sigemptyset(&only);
+	sigaddset(&only, SIG_L0);
+	pthread_sigmask(SIG_UNBLOCK, &only, NULL);
+	errno = 0;
+	long ret = c->ioctl ? syscall(SYS_ioctl, (int)c->a[0], (unsigned long)c->a[1], c->arg)
+			    : syscall(c->nr, c->a[0], c->a[1], c->a[2], c->a[3], c->a[4], c->a[5]);
+	c->err = ret == -1 ? errno : 0;
+	c->ret = ret;
+	if (atomic_exchange(&c->state, L0_DONE) == L0_ABANDONED) {
+		/* Its request was answered long ago: nobody else owns this any more. */
+		bufs_free(&c->b);
+		free(c->arg);
+		free(c);
+		return NULL;
+	}
+	int e = errno;
+	(void)!write(A.sigpipe[1], "L", 1); /* wakes the loop (a harmless port re-check) */
+	errno = e;
+	return NULL;
+}
+
+/* Starts `c` on a thread; false (errno set) when no thread could be made. */
+static bool l0_start(struct l0call *c)
+{
+	static bool installed;
+	if (!installed) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = l0_noop; /* no SA_RESTART: the blocked call returns EINTR */
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIG_L0, &sa, NULL);
+		installed = true;
+	}
+	/* The thread starts with every signal blocked (the loop's signals stay the main thread's). */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setstacksize(&at, 64 * 1024);
+	atomic_init(&c->state, L0_RUNNING);
+	int rc = pthread_create(&c->th, &at, l0_thread, c);
+	pthread_attr_destroy(&at);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		return false;
+	}
+	c->next = l0_calls;
+	l0_calls = c;
+	return true;
+}
+
+static void l0_reply(struct l0call *c)
+{
+	struct req *r = c->r;
+	if (!c->ioctl)
+		conn_check();
+	struct mpw *w = ok_begin(r, c->ioctl && c->has_data ? 4 : 3);
+	mpw_str(w, "ret");
+	mpw_int(w, c->ret);
+	mpw_str(w, "errno");
+	mpw_int(w, c->err);
+	if (c->ioctl && c->has_data) {
+		mpw_str(w, "out_data");
+		mpw_bin(w, c->arg, c->dlen);
+	}
+	put_out_bufs(w, &c->b);
+	ok_end(r);
+}
+
+static void l0_free(struct l0call *c)
+{
+	bufs_free(&c->b);
+	free(c->arg);
+	free(c);
+}
+
+/* Runs `c` inline (per-thread calls, or when no thread can be made) and replies. */
+static void l0_inline_run(struct l0call *c)
+{
+	errno = 0;
+	c->ret = c->ioctl ? syscall(SYS_ioctl, (int)c->a[0], (unsigned long)c->a[1], c->arg)
+			  : syscall(c->nr, c->a[0], c->a[1], c->a[2], c->a[3], c->a[4], c->a[5]);
+	c->err = c->ret == -1 ? errno : 0;
+	l0_reply(c);
+	l0_free(c);
+}
+
+static void l0_run(struct l0call *c, bool has_timeout)
+{
+	c->deadline = has_timeout ? now_ms() + (int64_t)c->timeout_ms : NO_DEADLINE;
+	c->abandon_at = NO_DEADLINE;
+	if ((!c->ioctl && l0_inline(c->nr)) || !l0_start(c))
+		l0_inline_run(c);
+}
+
+static void l0_tick(int64_t now, int64_t *dl)
+{
+	struct l0call **pp = &l0_calls;
+	while (*pp) {
+		struct l0call *c = *pp;
+		if (atomic_load(&c->state) == L0_DONE) {
+			*pp = c->next;
+			pthread_join(c->th, NULL);
+			if (c->timed_out && c->ret == -1 && c->err == EINTR)
+				reply_errf(c->r, ETIMEDOUT, "%s did not return within %llu ms (timeout_ms); it was interrupted",
+					   c->ioctl ? "ioctl" : "syscall", (unsigned long long)c->timeout_ms);
+			else
+				l0_reply(c);
+			l0_free(c);
+			continue;
+		}
+		if (c->abandon_at != NO_DEADLINE && now >= c->abandon_at) {
+			/* Interrupted and still not back (an uninterruptible wait): answer, leave it behind. */
+			if (atomic_exchange(&c->state, L0_ABANDONED) == L0_DONE) {
+				atomic_store(&c->state, L0_DONE);
+				continue; /* it just finished: the next pass replies */
+			}
+			*pp = c->next;
+			pthread_detach(c->th);
+			reply_errf(c->r, ETIMEDOUT, "%s did not return within %llu ms (timeout_ms) and ignored the interrupt; it was left blocked in the guest",
+				   c->ioctl ? "ioctl" : "syscall", (unsigned long long)c->timeout_ms);
+			continue;
+		}
+		if (now >= c->deadline && c->abandon_at == NO_DEADLINE) {
+			pthread_kill(c->th, SIG_L0);
+			c->abandon_at = now + L0_ABANDON_MS;
+			c->timed_out = true;
+		}
+		dl_min(dl, c->abandon_at != NO_DEADLINE ? c->abandon_at : c->deadline);
+		pp = &c->next;
+	}
+}
+
 void op_syscall(struct req *r, mpv d)
 {
-	uint64_t nr, a[6] = { 0 };
+	uint64_t nr, a[6] = { 0 }, timeout_ms = 0;
+	bool has_timeout = false;
 	mpv args, bufs_v, ptrs, nested, it;
 	struct bufs b;
 	if (!arg_u64(r, d, "nr", &nr) || !opt_arr(r, d, "args", &args) || !opt_arr(r, d, "bufs", &bufs_v) ||
-	    !opt_arr(r, d, "ptrs", &ptrs) || !opt_arr(r, d, "nested", &nested))
+	    !opt_arr(r, d, "ptrs", &ptrs) || !opt_arr(r, d, "nested", &nested) ||
+	    !opt_u64(r, d, "timeout_ms", &timeout_ms, &has_timeout))
 		return;
 	if (args) {
 		if (mp_count(args) > 6) {
@@ -376,32 +579,33 @@ void op_syscall(struct req *r, mpv d)
 			a[t[0]] = (uint64_t)(uintptr_t)b.p[t[1]];
 		}
 	}
-	errno = 0;
-	long ret = syscall((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-	int e = ret == -1 ? errno : 0;
-	/* A close(2) or dup2(2) may have hit our own channel to the host: find out now, before its
-	 * number is reused (the host hears of it before this reply). */
-	conn_check();
-	struct mpw *w = ok_begin(r, 3);
-	mpw_str(w, "ret");
-	mpw_int(w, ret);
-	mpw_str(w, "errno");
-	mpw_int(w, e);
-	put_out_bufs(w, &b);
-	bufs_free(&b);
-	ok_end(r);
+	struct l0call *c = calloc(1, sizeof *c);
+	if (!c) {
+		bufs_free(&b);
+		reply_errno(r, ENOMEM);
+		return;
+	}
+	c->r = r;
+	c->nr = (long)nr;
+	memcpy(c->a, a, sizeof a);
+	c->b = b;
+	c->timeout_ms = timeout_ms;
+	/* A close(2) or dup2(2) may hit our own channel to the host: those run inline, and the
+	 * reply checks the channel first (the host hears of it before this reply). */
+	l0_run(c, has_timeout);
 }
 
 void op_ioctl(struct req *r, mpv d)
 {
-	uint64_t fd, cmd;
+	uint64_t fd, cmd, timeout_ms = 0;
+	bool has_timeout = false;
 	const uint8_t *data = NULL;
 	size_t dlen = 0;
 	mpv bufs_v, offs, dv;
 	struct bufs b;
 	uint8_t *arg = NULL;
 	if (!arg_u64(r, d, "fd", &fd) || !arg_u64(r, d, "cmd", &cmd) || !opt_arr(r, d, "bufs", &bufs_v) ||
-	    !opt_arr(r, d, "ptr_offsets", &offs))
+	    !opt_arr(r, d, "ptr_offsets", &offs) || !opt_u64(r, d, "timeout_ms", &timeout_ms, &has_timeout))
 		return;
 	dv = mp_find(d, "data");
 	bool has_data = dv && mp_type(dv) != MP_NIL;
@@ -437,22 +641,23 @@ void op_ioctl(struct req *r, mpv d)
 			put_le64(arg + off, (uint64_t)(uintptr_t)b.p[k]);
 		}
 	}
-	errno = 0;
-	long ret = syscall(SYS_ioctl, (int)fd, (unsigned long)cmd, arg);
-	int e = ret == -1 ? errno : 0;
-	struct mpw *w = ok_begin(r, has_data ? 4 : 3);
-	mpw_str(w, "ret");
-	mpw_int(w, ret);
-	mpw_str(w, "errno");
-	mpw_int(w, e);
-	if (has_data) {
-		mpw_str(w, "out_data");
-		mpw_bin(w, arg, dlen);
+	struct l0call *c = calloc(1, sizeof *c);
+	if (!c) {
+		free(arg);
+		bufs_free(&b);
+		reply_errno(r, ENOMEM);
+		return;
 	}
-	put_out_bufs(w, &b);
-	free(arg);
-	bufs_free(&b);
-	ok_end(r);
+	c->r = r;
+	c->ioctl = true;
+	c->a[0] = fd;
+	c->a[1] = cmd;
+	c->b = b;
+	c->arg = arg;
+	c->dlen = dlen;
+	c->has_data = has_data;
+	c->timeout_ms = timeout_ms;
+	l0_run(c, has_timeout);
 }
 
 void op_read_mem(struct req *r, mpv d)

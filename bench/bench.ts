@@ -26,7 +26,7 @@
 // on exit, on error and on Ctrl-C.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, createReadStream, existsSync, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants, createReadStream, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -315,7 +315,7 @@ const kClockTicks = 100;
 
 async function runCli(
   args: string[],
-  opts: { cwd: string; env?: Record<string, string>; events?: boolean; timingsFile: string },
+  opts: { cwd: string; env?: Record<string, string>; events?: boolean; timingsFile: string; onSpawn?: (child: ChildProcess) => void },
 ): Promise<CliRun> {
   const evFile = path.join(opts.cwd, `events-${process.pid}-${Date.now()}.bin`);
   const full = [cliMain, ...args, '--timings', opts.timingsFile];
@@ -324,6 +324,7 @@ async function runCli(
   const started = performance.now();
   const child = spawn(process.execPath, full, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
+  opts.onSpawn?.(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
@@ -1365,6 +1366,118 @@ async function benchDebian(work: string, timingsFile: string): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// 14. Faults: time to name a wedged guest, and a 1 GiB stdout flood (issue 15).
+
+/** The peak RSS (VmHWM) of a process in bytes, polled until it exits: the last reading is the peak. */
+function watchPeakRss(child: ChildProcess): { peak: () => number } {
+  let peak = 0;
+  const timer = setInterval(() => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+    } catch {
+      // gone
+    }
+  }, 50);
+  child.once('close', () => clearInterval(timer));
+  return { peak: () => peak };
+}
+
+/** Sends SIGSTOP to the QEMU whose console log shows `marker`; resolves with the time it did. */
+async function stopQemuAt(dir: string, marker: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      } catch {
+        continue;
+      }
+      if (!argv[0]?.includes('qemu-system') || !argv.some((a) => a.includes('bench-faults'))) continue;
+      const log = /logfile=([^,]+)/.exec(argv.find((a) => a.includes('logfile=')) ?? '')?.[1];
+      if (!log?.startsWith(dir)) continue;
+      try {
+        if (readFileSync(log, 'utf8').includes(marker)) {
+          process.kill(Number(entry), 'SIGSTOP');
+          return Date.now();
+        }
+      } catch {
+        // not yet
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`faults: no bench-faults guest printed ${marker} within ${timeoutMs} ms`);
+}
+
+async function benchFaults(work: string, timingsFile: string): Promise<void> {
+  const out = section('14. faults: naming a wedged guest, and a 1 GiB stdout flood');
+  const file = path.join(luaDir, 'faults.test.lua');
+  const tmp = await mkdtemp(path.join(work, 'faults-tmp-'));
+  const env = { TMPDIR: tmp };
+  const testMs = (run: CliRun, name: string): number => {
+    const d = testDurations(run.events).get(name);
+    if (d === undefined) throw new Error(`faults: no passing test \`${name}\`\n${run.stdout}\n${run.stderr}`);
+    return d;
+  };
+  // 1. Frozen guest: its QEMU SIGSTOPped while a command waits; from the stop to the test's end.
+  log('faults: a frozen guest (QEMU SIGSTOPped mid-command)');
+  const frozen: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    let stoppedAt = 0;
+    const stopping = { p: Promise.resolve() };
+    const run = await runCli([file, '--no-progress', '--tag', 'frozen'], {
+      cwd: work, env, timingsFile,
+      onSpawn: () => void (stopping.p = stopQemuAt(tmp, 'BENCH-FROZEN', 120_000).then((t) => void (stoppedAt = t))),
+    });
+    await stopping.p;
+    mustPass(run, 'faults.test.lua --tag frozen');
+    const ended = run.events.find((e) => e.kind === 'test_passed');
+    if (!ended || !stoppedAt) throw new Error(`faults: the frozen run did not end as expected\n${run.stdout}\n${run.stderr}`);
+    frozen.push(Number(ended.ts) / 1e6 - stoppedAt);
+  }
+  const fz = median(frozen);
+  out.push({ figure: 'frozen guest (QEMU SIGSTOPped): stop → op failed', floor: '', harness: secs(fz), ratio: '', note: `target ≤ 10 s: ${fz <= 10_000 ? 'met' : 'MISSED'}; liveness ping after 2.5 s of silence, diagnosis at 7 s (QMP query-status)` });
+  // 2. The agent's channel closed inside the guest (its PCI device removed).
+  log('faults: the agent channel closed inside the guest');
+  const channel: number[] = [];
+  for (let round = 0; round < 3; round++) channel.push(testMs(mustPass(await runCli([file, '--no-progress', '--tag', 'channel'], { cwd: work, env, timingsFile }), 'faults --tag channel'), 'channel'));
+  const ch = median(channel);
+  out.push({ figure: 'agent channel closed inside: op → failed', floor: '', harness: secs(ch), ratio: '', note: `target ≤ 10 s: ${ch <= 10_000 ? 'met' : 'MISSED'}; QMP VSERPORT_CHANGE, then 2 s for the agent to reopen it` });
+  // 3. 1 GiB of stdout: the raw agent's exec (floor) vs vm:run; the CLI's peak RSS vs an idle run.
+  log('faults: 1 GiB stdout flood');
+  const vm = await bootPlain('bench-flood');
+  const floorRates: number[] = [];
+  const harnessRates: number[] = [];
+  const growth: number[] = [];
+  const kGiB = 1024;
+  try {
+    for (let round = 0; round < 3; round++) {
+      const t0 = performance.now();
+      await vm.agent.request('exec', shExec('dd if=/dev/zero bs=1M count=1024 2>/dev/null'));
+      floorRates.push(kGiB / ((performance.now() - t0) / 1000));
+      let idle = { peak: () => 0 };
+      mustPass(await runCli([file, '--no-progress', '--tag', 'idle'], { cwd: work, env, timingsFile, onSpawn: (c) => void (idle = watchPeakRss(c)) }), 'faults --tag idle');
+      let flood = { peak: () => 0 };
+      const run = mustPass(await runCli([file, '--no-progress', '--tag', 'flood'], { cwd: work, env, timingsFile, onSpawn: (c) => void (flood = watchPeakRss(c)) }), 'faults --tag flood');
+      harnessRates.push(kGiB / (testMs(run, 'flood') / 1000));
+      growth.push((flood.peak() - idle.peak()) / (1024 * 1024));
+    }
+  } finally {
+    await stopPlain(vm);
+  }
+  const fr = median(floorRates);
+  const hr = median(harnessRates);
+  const shown = (x: number) => rate(x, 'MiB/s');
+  out.push({ figure: '1 GiB stdout (dd) through exec: raw agent vs vm:run', floor: shown(fr), harness: shown(hr), ratio: times(fr / hr), note: `16 MiB kept, stdout_truncated; ${(kGiB / hr).toFixed(1)} s per GiB` });
+  out.push({ figure: '  vs the streaming floor of BENCHMARKS.md §5 (44.9 MiB/s)', floor: '', harness: times(hr / 44.9), ratio: '', note: `target ≥ 0.70×: ${hr / 44.9 >= 0.7 ? 'met' : 'MISSED'}` });
+  const g = median(growth);
+  out.push({ figure: '  CLI peak RSS: flood run − idle run', floor: '', harness: `${g.toFixed(1)} MiB`, ratio: '', note: `target ≤ 64 MiB: ${g <= 64 ? 'met' : 'MISSED'}; VmHWM of the provium process, polled` });
+}
+
 async function machineHeader(): Promise<string[]> {
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
@@ -1379,7 +1492,7 @@ async function machineHeader(): Promise<string[]> {
   ];
 }
 
-const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net', 'disk', 'pool', 'debian'] as const;
+const kSectionNames = ['boot', 'calls', 'dispatch', 'suite', 'shards', 'net', 'disk', 'pool', 'debian', 'faults'] as const;
 type SectionName = (typeof kSectionNames)[number];
 
 /** `--only NAME[,NAME...]`: run those sections only, print, and leave BENCHMARKS.md alone. */
@@ -1424,6 +1537,7 @@ async function main(): Promise<void> {
       disk: () => benchDisk(work, timingsFile),
       pool: () => benchPool(work, timingsFile),
       debian: () => benchDebian(work, timingsFile),
+      faults: () => benchFaults(work, timingsFile),
     };
     for (const name of kSectionNames) if (!only || only.has(name)) await steps[name]();
   } finally {

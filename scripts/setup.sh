@@ -2,7 +2,7 @@
 # Prepares a Debian 12 machine (or CI) to build and run Provium. Idempotent and quick when
 # everything is already there:
 #   1. Debian packages (apt-get, as root; otherwise prints the command and exits 2)
-#   2. npm ci, only when node_modules is missing or older than package-lock.json
+#   2. npm ci, only when node_modules is missing or older than package-lock.json or a patches/ file
 #   3. npm run build (tsc + make -C agent), always: both are incremental
 #   4. provium image build (rebuilds the guest image only when an input changed)
 set -euo pipefail
@@ -37,7 +37,9 @@ if ((${#missing[@]})); then
 fi
 
 # 2. Node dependencies.
-if [[ ! -d node_modules || package-lock.json -nt node_modules ]]; then
+# npm ci also applies patches/ (postinstall: patch-package), so a changed patch reinstalls too.
+newer_patch=$(find patches -name '*.patch' -newer node_modules 2>/dev/null | head -1 || true)
+if [[ ! -d node_modules || package-lock.json -nt node_modules || -n "$newer_patch" ]]; then
   say "installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund
   # npm ci recreates node_modules; touch it so the check above stays false.

@@ -60,6 +60,9 @@ declare module 'fengari' {
     lua_getfield(L: lua_State, idx: number, k: StringLike): number;
     lua_getglobal(L: lua_State, name: StringLike): number;
     lua_getinfo(L: lua_State, what: StringLike, ar: lua_Debug): boolean;
+    /** Pushes local `n` of the frame `ar` and returns its name, or null (nothing pushed). */
+    lua_getlocal(L: lua_State, ar: lua_Debug | null, n: number): LuaString | null;
+    lua_getupvalue(L: lua_State, funcindex: number, n: number): LuaString | null;
     lua_getmetatable(L: lua_State, idx: number): boolean;
     lua_getstack(L: lua_State, level: number, ar: lua_Debug): boolean;
     lua_gettop(L: lua_State): number;
@@ -92,6 +95,7 @@ declare module 'fengari' {
     lua_setglobal(L: lua_State, name: StringLike): void;
     lua_sethook(L: lua_State, f: lua_Hook | null, mask: number, count: number): void;
     lua_setmetatable(L: lua_State, idx: number): void;
+    lua_setupvalue(L: lua_State, funcindex: number, n: number): LuaString | null;
     lua_settop(L: lua_State, idx: number): void;
     lua_toboolean(L: lua_State, idx: number): boolean;
     lua_tointegerx(L: lua_State, idx: number): number | false;

@@ -4,11 +4,14 @@
 // with exactly one `file_done`; what piscina gets back is only an acknowledgement.
 
 import { runFile } from '../src/lua/file-runner.js';
+import { replInterrupted } from '../src/lua/repl.js';
 import { SyncCaller } from '../src/lua/sync-call.js';
 import type { FileAck, FileTask } from '../src/protocol/task.js';
 
 export default async function runFileTask(task: FileTask): Promise<FileAck> {
   const caller = new SyncCaller(task.port, task.signalBuffer);
+  // --debug-on-fail: Ctrl-C in the REPL abandons the call it waits in.
+  if (task.debug) caller.interrupted = replInterrupted(task.debug);
   let done = false;
   const report: Parameters<typeof runFile>[2] = (r) => {
     if (r.type === 'file_done') done = true;

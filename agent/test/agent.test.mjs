@@ -979,23 +979,23 @@ describe('provium-agent --listen', () => {
       assert.deepEqual(await c.call('ping', { token: 'back' }), { token: 'back' });
     });
 
-    test('time inside an inline syscall does not count as a stalled frame', async () => {
+    test('a blocking syscall runs off the loop: the agent answers meanwhile, and timeout_ms interrupts it', async () => {
       const ts = Buffer.alloc(16);
-      ts.writeBigInt64LE(5n, 0);
-      ts.writeBigInt64LE(500_000_000n, 8); // nanosleep 5.5 s, inline in the main agent
-      const sleepFrame = Buffer.from(encode({ id: 901, kind: 'syscall', data: { nr: 35, args: [0, 0], bufs: [ts], ptrs: [[0, 0]] } }));
-      const ping = Buffer.from(encode({ id: 902, kind: 'ping', data: { token: 'split' } }));
-      const h1 = Buffer.alloc(4), h2 = Buffer.alloc(4);
-      h1.writeUInt32BE(sleepFrame.length);
-      h2.writeUInt32BE(ping.length);
-      const slow = new Promise((resolve, reject) => c.pending.set(901, { resolve, reject }));
-      const pong = new Promise((resolve, reject) => c.pending.set(902, { resolve, reject }));
-      c.sock.write(Buffer.concat([h1, sleepFrame, h2, ping.subarray(0, 5)])); // half a ping
-      await sleep(6000);
-      c.sock.write(ping.subarray(5));
-      assert.equal((await slow).data.ret, 0);
-      assert.deepEqual((await pong).data, { token: 'split' });
-      assert.equal(c.events.length, 0, 'agent_error for a frame that was not stalled');
+      ts.writeBigInt64LE(1n, 0); // nanosleep 1 s
+      const started = Date.now();
+      const slow = c.call('syscall', { nr: 35, args: [0, 0], bufs: [ts], ptrs: [[0, 0]] });
+      assert.deepEqual(await c.call('ping', { token: 'meanwhile' }), { token: 'meanwhile' });
+      assert.ok(Date.now() - started < 500, `ping waited ${Date.now() - started} ms behind the syscall`);
+      assert.equal((await slow).ret, 0);
+      // pause(2) returns only on a signal: the agent interrupts it at timeout_ms.
+      const t0 = Date.now();
+      const err = await c.call('syscall', { nr: 34, args: [], timeout_ms: 300 }).then(() => undefined, (e) => e);
+      assert.equal(err?.errno, 110, String(err?.message));
+      assert.match(err.message, /syscall did not return within 300 ms \(timeout_ms\); it was interrupted/);
+      assert.ok(Date.now() - t0 < 2000);
+      // Per-thread calls stay on the agent's own thread: gettid is its pid.
+      assert.equal((await c.call('syscall', { nr: 186 })).ret, (await c.call('syscall', { nr: 39 })).ret);
+      assert.equal(c.events.length, 0);
     });
 
     // Layer-0 calls can hit the agent's own channel to the host; it must notice before the

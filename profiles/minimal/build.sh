@@ -19,8 +19,9 @@ export LC_ALL=C
 # Modules the agent loads (finit_module, in this order after dependency expansion). None of them
 # is built into Debian's cloud kernel (checked against modules.builtin below). `button` (the ACPI
 # power button, reported as KEY_POWER) and `evdev` (its /dev/input/eventN) let the standalone
-# agent power off on QMP system_powerdown.
-kModules=(virtio_pci virtio_console virtio_blk virtio_net virtio-rng qemu_fw_cfg button evdev)
+# agent power off on QMP system_powerdown. `pvpanic-mmio` (ACPI QEMU0001, QEMU's `-device pvpanic`)
+# turns a kernel panic into QMP GUEST_PANICKED, so the host can name it.
+kModules=(virtio_pci virtio_console virtio_blk virtio_net virtio-rng qemu_fw_cfg button evdev pvpanic-mmio)
 # Loaded only for a read-only root image under an overlay (provium.root=, Debian profiles): listed
 # in provium.root.load, so a minimal boot does not pay for them.
 kRootModules=(squashfs overlay)

@@ -561,4 +561,144 @@ describe('broker seam: the real broker, a QEMU stand-in, the real agent', { skip
       });
     },
   );
+  // ---- issue 15: every wait bounded, every death named ----
+
+  /** An exec of `sleep 30` in flight while `fault` happens; its error and how long it took. */
+  async function inFlightWhile(s: Seam, vmId: number, fault: () => void): Promise<RpcErrorData & { ms: number }> {
+    const running = s.run([{ op: 'agent.call', args: { vmId, op: 'exec', data: { argv: ['/bin/sleep', '30'], env: {}, env_clear: false, stdin: new Uint8Array() } }, timeoutMs: 25_000 }]);
+    await new Promise((r) => setTimeout(r, 200));
+    fault();
+    const [outcome] = await running;
+    assert.equal(outcome!.ok, false, 'the exec should fail');
+    return { ...(outcome as { error: RpcErrorData }).error, ms: outcome!.ms };
+  }
+
+  function died(s: Seam): Extract<AnyEvent, { kind: 'vm_died' }>['payload'][] {
+    return s.events.filter((e): e is Extract<AnyEvent, { kind: 'vm_died' }> => e.kind === 'vm_died').map((e) => e.payload);
+  }
+
+  it('QEMU killed from outside: the op in flight fails with "QEMU killed by SIGKILL", and vm_died says so', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('sigkill');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGKILL'));
+      assert.equal(err.code, 'vm_dead', err.message);
+      assert.match(err.message, /is dead: QEMU killed by SIGKILL/);
+      assert.ok(err.ms < 5000, `took ${err.ms} ms`);
+      assert.deepEqual(died(s).map((d) => d.kind), ['qemu_killed']);
+      await s.call('vm.shutdown', { vmId });
+      const down = s.events.filter((e) => e.kind === 'vm_shutdown').map((e) => (e.payload as { reason: string }).reason);
+      assert.deepEqual(down, ['QEMU killed by SIGKILL']);
+    });
+  });
+
+  it('a guest kernel panic (pvpanic GUEST_PANICKED) is "kernel panic: <its first line>"', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('panic');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGPWR'));
+      assert.equal(err.code, 'vm_dead', err.message);
+      assert.match(err.message, /is dead: kernel panic: Kernel panic - not syncing: stand-in: simulated panic/);
+      const [death] = died(s);
+      assert.equal(death?.kind, 'kernel_panic');
+      assert.match(death?.console_excerpt ?? '', /simulated panic/);
+    });
+  });
+
+  it('a guest that powers itself off is shut down ("guest powered off"), not dead', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('poweroff');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGURG'));
+      assert.match(err.message, /guest powered off/);
+      await waitFor('the VM to be shut down', () => s.events.some((e) => e.kind === 'vm_shutdown'));
+      const info = await s.call('vm.info', { vmId });
+      assert.equal(info.vm.state, 'shutdown');
+      const next = await s.fail('agent.call', { vmId, op: 'ping', data: { token: 'x' } });
+      assert.match(next.message, /state shutdown .*\(guest powered off\)/);
+      assert.deepEqual(died(s).map((d) => d.kind), ['poweroff']);
+    });
+  });
+
+  it('a pause from outside (QMP STOP) fails the op in flight at once, naming it; resume() works again', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('outside-stop');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGWINCH'));
+      assert.match(err.message, /was paused from outside the harness \(QMP STOP event/);
+      assert.ok(err.ms < 5000, `took ${err.ms} ms`);
+      assert.equal(err.vm?.state, 'paused');
+      await s.call('vm.resume', { vmId });
+      assert.equal((await s.exec(vmId, ['/bin/echo', 'back'])).stdout, 'back\n');
+    });
+  });
+
+  it('a frozen guest fails the op in flight within 10 s, saying it stopped answering; the VM is dead', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('frozen');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGTTIN'));
+      assert.equal(err.code, 'vm_dead', err.message);
+      assert.match(err.message, /the guest stopped answering: nothing from the agent for \d+\.\d s \(liveness pings unanswered\)/);
+      assert.ok(err.ms < 10_000, `the diagnosis took ${err.ms} ms`);
+      assert.deepEqual(died(s).map((d) => d.kind), ['unresponsive']);
+    });
+  });
+
+  it('the agent port closed inside the guest fails the op in flight within 3 s, naming the channel', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('port-closed');
+      const { standin } = await s.pids(vmId);
+      const err = await inFlightWhile(s, vmId, () => process.kill(standin, 'SIGTTOU'));
+      assert.match(err.message, /the agent's channel was closed inside the guest/);
+      assert.ok(err.ms < 3500, `took ${err.ms} ms`);
+      assert.deepEqual(died(s).map((d) => d.kind), ['channel_closed']);
+    });
+  });
+
+  it('an op of its own bound is not lifted by a longer test deadline (timeoutMs) : the default 30 s stays', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('own-bound');
+      const { standin } = await s.pids(vmId);
+      // Frozen: the liveness check names it before either bound.
+      process.kill(standin, 'SIGTTIN');
+      const err = await s.fail('agent.call', { vmId, op: 'stat', data: { path: '/' }, timeoutMs: 600_000 }, 20_000);
+      assert.match(err.message, /stopped answering/);
+      assert.ok(err.ms < 10_000, `took ${err.ms} ms`);
+    });
+  });
+
+  it('a QEMU that dies while the boot snapshot is saved fails vm.boot instead of booting a dead VM', async () => {
+    await withSeam({ bootSnapshots: true }, async (s) => {
+      const { vmId } = await s.createVm('dies-saving');
+      const err = await withEnv({ STANDIN_CRASH_ON_MIGRATE: '1' }, () => s.fail('vm.boot', { vmId, opts: {} }));
+      assert.match(err.message, /failed to boot: QEMU died while the boot snapshot was saved: QEMU exited unexpectedly \(exit code 1\)/);
+      assert.equal(err.vm?.state, 'created');
+    });
+  });
+
+  it('agent.start/agent.await: a blocking syscall stays in flight while other ops run, bounded by its timeout_ms', async () => {
+    await withSeam({}, async (s) => {
+      const { vmId } = await s.bootVm('async-syscall');
+      // pause(2) (34) blocks until a signal: the agent interrupts it at timeout_ms.
+      const data = { nr: 34, args: [], bufs: [], ptrs: [], nested: [], timeout_ms: 1500 };
+      const outcomes = await s.run([
+        { op: 'agent.start', args: { vmId, op: 'syscall', data } },
+        { op: 'agent.await', args: { callId: 1, timeoutMs: 100 } },
+        { op: 'agent.call', args: { vmId, op: 'ping', data: { token: 'while-blocked' } } },
+        { op: 'agent.await', args: { callId: 1 } },
+      ]);
+      assert.ok(outcomes[0]!.ok);
+      assert.deepEqual((outcomes[1] as { reply: unknown }).reply, { done: false });
+      assert.ok(outcomes[2]!.ok, 'the agent answered while the syscall blocked');
+      assert.ok(outcomes[2]!.ms < 1000, `ping took ${outcomes[2]!.ms} ms`);
+      const last = outcomes[3] as { ok: false; error: RpcErrorData };
+      assert.equal(last.ok, false);
+      assert.equal(last.error.errno, 110);
+      assert.match(last.error.message, /syscall did not return within 1500 ms \(timeout_ms\); it was interrupted/);
+      // Awaited once: the id is gone.
+      const again = await s.fail('agent.await', { callId: 1 });
+      assert.match(again.message, /async call 1 is unknown or was already awaited/);
+    });
+  });
 });

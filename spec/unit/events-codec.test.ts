@@ -18,7 +18,7 @@ describe('event frames', () => {
       str('payload') + '81' + str('path') + str('a.test.lua');
     const length = (body.length / 2).toString(16).padStart(8, '0');
     assert.equal(encodeEvent(event).toString('hex'), length + body);
-    assert.equal(EVENTS_PROTOCOL_VERSION, 3, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
+    assert.equal(EVENTS_PROTOCOL_VERSION, 4, 'changing the event shapes changes EVENTS_PROTOCOL_VERSION and this pin');
   });
 
   it('writes integers past 32 bits as 64-bit integers, not floats', () => {

@@ -221,11 +221,12 @@ end)
   assert.deepEqual(boot[1], { memoryBytes: 128 * 1024 * 1024 });
 });
 
-test('boot options merge (boot-time keys win) and are validated', async () => {
+test('boot options merge (boot-time keys win, files from both) and are validated', async () => {
   const { result, broker } = await runLua(String.raw`
-local vm = provium:vm("a", "minimal", {memory = "1G", cpus = 2, kernel_cmdline = "quiet", files = {{path = "/etc/a", content = "A"}}})
+local vm = provium:vm("a", "minimal", {memory = "1G", cpus = 2, kernel_cmdline = "quiet",
+  files = {{path = "/etc/a", content = "A"}, {path = "/etc/c", content = "old"}}})
 vm:boot({cpus = 4, initial_time = 1700000000.5, agent_timeout = "20s", kernel_cmdline_append = "x=1",
-  files = {{path = "/etc/b", content = "\0\1", mode = 384}}})
+  files = {{path = "/etc/b", content = "\0\1", mode = 384}, {path = "/etc/c", content = "new"}}})
 test("bad files", function(t)
   local b = provium:vm("b", "minimal")
   local ok, e = pcall(function() b:boot({files = {{content = "x"}}}) end)
@@ -243,7 +244,12 @@ end)
     kernelCmdlineAppend: 'x=1',
     initialTime: 1700000000.5,
     agentTimeoutMs: 20000,
-    files: [{ path: '/etc/b', content: new Uint8Array([0, 1]), mode: 384 }],
+    // Both lists, the boot's entry winning for /etc/c.
+    files: [
+      { path: '/etc/a', content: new Uint8Array([0x41]) },
+      { path: '/etc/c', content: new TextEncoder().encode('new') },
+      { path: '/etc/b', content: new Uint8Array([0, 1]), mode: 384 },
+    ],
   });
 });
 

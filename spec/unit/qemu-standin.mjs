@@ -49,6 +49,12 @@
 // Fault switches (environment):
 //   STANDIN_EXIT_AFTER_MS=N     simulate a crash N ms after start-up
 //   SIGUSR2                     simulate a crash now (SIGUSR1 is Node's debugger signal)
+//   SIGWINCH                    someone else pauses the guest (QMP `stop` from outside: STOP)
+//   SIGTTIN                     the guest freezes: QEMU runs, but nothing moves on the agent link
+//   SIGTTOU                     the guest closes the agent's port (VSERPORT_CHANGE open=false) and goes quiet
+//   SIGPWR                      the guest kernel panics: GUEST_PANICKED, a panic on the console, then
+//                               SHUTDOWN guest-panic and exit 0
+//   SIGURG                      the guest powers itself off (SHUTDOWN guest-shutdown, exit 0)
 //   STANDIN_EXIT_CODE=N         exit code of a simulated crash or launch failure (default 1)
 //   STANDIN_STDERR=text         what a crash or launch failure prints on stderr
 //   STANDIN_FAIL_LAUNCH=1       print STANDIN_STDERR and exit before connecting to QMP
@@ -56,6 +62,7 @@
 //   STANDIN_AGENT_DELAY_MS=N    "guest boot time" before the agent starts (also after a reset)
 //   STANDIN_IGNORE_POWERDOWN=1  the guest ignores the ACPI power button
 //   STANDIN_SNAPSHOT_BYTES=N    padding in a saved stream (default 65536)
+//   STANDIN_CRASH_ON_MIGRATE=1  crash as a migration (a snapshot save) starts
 //   PROVIUM_AGENT_BIN           the agent binary (default: agent/build/provium-agent)
 
 import { spawn } from 'node:child_process';
@@ -477,8 +484,11 @@ const link = {
     this.guest = undefined;
   },
 
+  /** SIGTTIN/SIGTTOU: nothing moves any more, whatever the run state says. */
+  frozen: false,
+
   flush() {
-    if (!isRunning() || exiting) return;
+    if (!isRunning() || exiting || this.frozen) return;
     if (this.guest && !this.guest.destroyed) {
       for (const b of this.toGuest) this.guest.write(b);
       this.toGuest = [];
@@ -676,6 +686,7 @@ async function execute(cmd, args = {}) {
       if (migration.status === 'active' || migration.status === 'setup') throw new QmpFail('There\'s a migration process in progress');
       if (runstate === 'inmigrate') throw new QmpFail('Guest is waiting for an incoming migration');
       const p = unixPath(args.uri);
+      if (env.STANDIN_CRASH_ON_MIGRATE === '1') { setImmediate(crash); return {}; }
       setImmediate(() => { outgoing = migrateOut(p); });
       return {};
     }
@@ -787,6 +798,19 @@ for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
   });
 }
 process.on('SIGUSR2', crash);
+process.on('SIGWINCH', () => { if (isRunning()) setRunstate('paused'); });
+process.on('SIGTTIN', () => { link.frozen = true; });
+process.on('SIGTTOU', () => {
+  link.frozen = true;
+  const portId = port.id;
+  if (portId !== undefined) emitEvent('VSERPORT_CHANGE', { id: portId, open: false });
+});
+process.on('SIGPWR', () => {
+  guestOutput(Buffer.from('Kernel panic - not syncing: stand-in: simulated panic\n'));
+  emitEvent('GUEST_PANICKED', { action: 'poweroff', info: { type: 'hyper-v' } });
+  void shutdown(0, { guest: true, reason: 'guest-panic' });
+});
+process.on('SIGURG', () => void guestShutdown());
 
 // ---------------------------------------------------------------------------------------------
 // Start-up: as QEMU, the server chardevs exist before the QMP greeting goes out.

@@ -87,12 +87,13 @@ describe('buildQemuArgs', () => {
     assert.deepEqual(values(a, '-mon'), ['chardev=qmp,mode=control']);
     const chardevs = values(a, '-chardev');
     assert.ok(chardevs.includes('socket,id=qmp,path=/s/qmp.sock'));
-    assert.ok(chardevs.includes('socket,id=con,path=/s/console.sock,server=on,wait=off,logfile=/s/console.log'));
+    assert.ok(chardevs.includes('socket,id=con,path=/s/console.sock,server=on,wait=off,logfile=/s/console.log,logappend=on'));
     assert.ok(chardevs.includes('socket,id=agent,path=/s/agent.sock,server=on,wait=off'));
     assert.deepEqual(values(a, '-serial'), ['chardev:con']);
     const devices = values(a, '-device');
     assert.ok(devices.includes('virtio-serial-pci,id=vser0'));
-    assert.ok(devices.includes('virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent'));
+    assert.ok(devices.includes('virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,id=agent-port'));
+    assert.ok(devices.includes('pvpanic'), 'a guest panic becomes QMP GUEST_PANICKED');
     assert.ok(devices.includes('virtio-rng-pci,rng=rng0'));
     assert.equal(devices.filter((d) => d.startsWith('pcie-root-port,')).length, kDefaultHotplugSlots);
     assert.deepEqual(values(a, '-rtc'), ['base=utc,clock=vm']);

@@ -137,7 +137,7 @@ describe('builtinProfiles', () => {
     const p = (await builtinProfiles(async () => ({ kernel: '/img/vmlinux', initrd: '/img/initrd.cpio.gz' })))['minimal']!;
     assert.deepEqual(p, {
       name: 'minimal', kernel: '/img/vmlinux', initrd: '/img/initrd.cpio.gz', cmdline: `${kTunedCmdline} rdinit=${kAgentRdinit}`,
-      memoryBytes: 256 * MiB, cpus: 1, machine: 'q35', accel: 'auto', injectAgent: false, agentTimeoutMs: 30_000, builtin: true,
+      memoryBytes: 512 * MiB, cpus: 1, machine: 'q35', accel: 'auto', injectAgent: false, agentTimeoutMs: 30_000, builtin: true,
     });
   });
 
@@ -199,7 +199,7 @@ describe('[profiles.minimal] and extends', () => {
     assert.equal(big.injectAgent, false);
     assert.equal(big.builtin, false);
     // The built-in itself is untouched.
-    assert.equal(profiles['minimal']!.memoryBytes, 256 * MiB);
+    assert.equal(profiles['minimal']!.memoryBytes, 512 * MiB);
   });
 
   it('extends chains through user profiles, each resolving paths against its own directory', () => {

@@ -43,12 +43,15 @@ export class AgentProtocolError extends AgentError {
   }
 }
 
-/** The link is gone or the agent did not answer in time. */
+/**
+ * The link is gone, the agent did not answer in time, or (`stalled`) the owner failed what was
+ * in flight because the guest stopped answering (see watchLiveness).
+ */
 export class AgentLinkError extends Error {
   override name = 'AgentLinkError';
   constructor(
     message: string,
-    readonly reason: 'closed' | 'timeout',
+    readonly reason: 'closed' | 'timeout' | 'stalled',
   ) {
     super(message);
   }
@@ -84,6 +87,17 @@ interface Pending {
   worker?: number;
   /** A hello of a handshake in progress: a resync keeps it (it is how the resync ends). */
   greeting?: boolean;
+  /** The link's own traffic (hellos, probes, liveness pings): not an op a caller waits for. */
+  internal?: boolean;
+}
+
+/** How the owner learns that the agent went quiet while ops were pending (watchLiveness). */
+export interface LivenessOptions {
+  /** With an op pending and nothing received for this long, a ping goes out (again every period). */
+  pingAfterMs: number;
+  /** With an op pending and nothing received for this long, `onSilent` is called (once per silence). */
+  silentAfterMs: number;
+  onSilent: (silentMs: number) => void;
 }
 
 interface SendOptions extends RequestOptions {
@@ -184,6 +198,11 @@ export class AgentClient extends EventEmitter {
   private _stall: Stall | undefined;
   private readonly _frameStallMs: number;
   private readonly _resyncTimeoutMs: number;
+  /** When bytes last came from the agent (or an op started on an idle link). */
+  private _lastInputAt = Date.now();
+  private _liveness: { opts: LivenessOptions; timer: NodeJS.Timeout; lastPingAt: number; reported: boolean } | undefined;
+  /** The guest is paused on purpose: silence is expected. */
+  private _livenessPaused = false;
 
   private constructor(
     private readonly _socket: net.Socket,
@@ -382,6 +401,59 @@ export class AgentClient extends EventEmitter {
     if (reply.token !== token) throw new AgentLinkError(`agent resync failed: sent token ${token}, got ${String(reply.token)}`, 'closed');
   }
 
+  /**
+   * Watches that the agent still answers while a caller waits on it: a long exec or wait gets no
+   * bytes for minutes, so a ping goes out after `pingAfterMs` of silence, and after
+   * `silentAfterMs` with nothing at all received the owner is told (it finds out why and fails
+   * what is pending with failPending). Replaces an earlier watch.
+   */
+  watchLiveness(opts: LivenessOptions): void {
+    if (this.state === 'closed') return;
+    if (this._liveness) clearInterval(this._liveness.timer);
+    const tickMs = Math.max(50, Math.min(1000, Math.floor(opts.pingAfterMs / 2)));
+    const timer = setInterval(() => this._guard(() => this._checkLiveness()), tickMs);
+    timer.unref();
+    this._liveness = { opts, timer, lastPingAt: 0, reported: false };
+  }
+
+  /** While paused (the guest is stopped on purpose), silence is not reported. */
+  pauseLiveness(paused: boolean): void {
+    this._livenessPaused = paused;
+    this._lastInputAt = Date.now();
+  }
+
+  /** Fails every op and stream in flight with `reason`; the link stays up for what comes next. */
+  failPending(reason: string): void {
+    this._failInFlight(() => new AgentLinkError(reason, 'stalled'), reason, true);
+  }
+
+  private _hasCallerOps(): boolean {
+    for (const pending of this._pending.values()) if (!pending.internal) return true;
+    return false;
+  }
+
+  private _checkLiveness(): void {
+    const live = this._liveness;
+    if (!live || this._closed) return;
+    const now = Date.now();
+    // Idle, paused or greeting: nothing waits on the agent, or silence is expected.
+    if (this._livenessPaused || this._greeting || !this._hasCallerOps()) {
+      this._lastInputAt = now;
+      return;
+    }
+    const silentMs = now - this._lastInputAt;
+    if (silentMs >= live.opts.silentAfterMs) {
+      if (live.reported) return;
+      live.reported = true;
+      return live.opts.onSilent(silentMs);
+    }
+    if (silentMs >= live.opts.pingAfterMs && now - live.lastPingAt >= live.opts.pingAfterMs) {
+      live.lastPingAt = now;
+      // Its reply is bytes received, which is all that counts.
+      this._send('ping', { token: `live-${now}` }, { internal: true, timeoutMs: live.opts.silentAfterMs }).catch(() => undefined);
+    }
+  }
+
   /** Closes the link and fails everything in flight with `reason`. Idempotent. */
   close(reason = 'agent link closed'): void {
     if (this.state === 'closed') return;
@@ -413,7 +485,9 @@ export class AgentClient extends EventEmitter {
       );
     }
     return new Promise((resolve, reject) => {
-      const pending: Pending = { op, resolve, reject, stream, worker: opts.worker, greeting: opts.greeting };
+      const pending: Pending = { op, resolve, reject, stream, worker: opts.worker, greeting: opts.greeting, internal: opts.internal };
+      // An idle link's silence does not count against the first op sent on it.
+      if (!opts.internal && !this._hasCallerOps()) this._lastInputAt = Date.now();
       if (opts.timeoutMs !== undefined && Number.isFinite(opts.timeoutMs)) {
         pending.timer = setTimeout(() => {
           if (this._pending.get(id) !== pending) return;
@@ -462,6 +536,8 @@ export class AgentClient extends EventEmitter {
 
   private _onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
+    this._lastInputAt = Date.now();
+    if (this._liveness) this._liveness.reported = false;
     if (this._scanning) {
       const rest = this._scan(chunk);
       if (!rest) return;
@@ -687,6 +763,8 @@ export class AgentClient extends EventEmitter {
   private _fail(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    if (this._liveness) clearInterval(this._liveness.timer);
+    this._liveness = undefined;
     this._closeReason = reason;
     this._clearStall();
     this._held = [];

@@ -6,11 +6,13 @@ import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
-import { agentOverlayPath, type LaunchSpec } from '../vmm/qemu.js';
+import { agentOverlayPath, isStaleOwner, type LaunchSpec } from '../vmm/qemu.js';
 import { consoleLogOf } from '../vmm/snapshot.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
+/** A save in progress, `<key>.<pid>.<ms>.tmp` (and its `.console`), named by store(). */
+const kTempName = /^[0-9a-f]+\.(\d+)\.\d+\.tmp(?:\.console)?$/;
 
 /** A bare command name resolved through PATH, so the key follows the binary QEMU really runs. */
 async function onPath(binary: string): Promise<string> {
@@ -39,6 +41,7 @@ async function fileStamp(file: string | undefined): Promise<string> {
 
 export class BootCache {
   private readonly _dir: string;
+  private _swept: Promise<string[]> | undefined;
 
   constructor(cacheDir: string) {
     this._dir = path.join(cacheDir, 'boot-snapshots');
@@ -49,6 +52,7 @@ export class BootCache {
 
   /** The key of a launch, or undefined when this launch is not cached (per-boot files, or off). */
   async key(spec: LaunchSpec, qemuBinary: string): Promise<string | undefined> {
+    void this.sweepTemp();
     if (!this.enabled || spec.extraInitrd) return undefined;
     const p = spec.profile;
     const parts = [
@@ -64,6 +68,8 @@ export class BootCache {
       `agent=${p.injectAgent ? await fileStamp(await agentOverlayPath(`profile ${p.name}`)) : 'none'}`,
       // The machine's device layout: a snapshot only loads into the same set of devices.
       `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
+      // Fixed devices changed (pvpanic, the agent port's id): older snapshots do not load.
+      'devices=2',
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
       `qemu=${await fileStamp(await onPath(qemuBinary))}`,
@@ -111,6 +117,24 @@ export class BootCache {
       await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true })]);
     }
     await this._evict();
+  }
+
+  /**
+   * Once per cache object: removes the temporary files of saves whose process is gone (a run killed
+   * mid-save leaves one of about the guest's RAM, 60 MB and more). Returns what it removed.
+   */
+  sweepTemp(): Promise<string[]> {
+    this._swept ??= (async () => {
+      const removed: string[] = [];
+      for (const name of await readdir(this._dir).catch(() => [] as string[])) {
+        const m = kTempName.exec(name);
+        if (!m || !isStaleOwner(Number(m[1]))) continue;
+        await rm(path.join(this._dir, name), { force: true }).catch(() => undefined);
+        removed.push(name);
+      }
+      return removed;
+    })();
+    return this._swept;
   }
 
   /** Drops a snapshot that failed to restore, so the next boot is cold and saves a good one. */

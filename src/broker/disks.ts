@@ -7,8 +7,7 @@
 // - "qemu": QEMU opens a raw file itself behind a blkdebug filter, at plain -drive speed; faults
 //   are blkdebug rules (fail_reads, fail_writes, fail_range, fail_after), swapped in at runtime.
 
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { qemuBackendRefusal } from '../disk/blkdebug.js';
@@ -20,6 +19,7 @@ import type { EventBus } from '../events/bus.js';
 import { Prng } from '../net/prng.js';
 import type { DiskBackend, DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
 import type { DiskBackendSpec, SlotDevice } from '../vmm/cmdline.js';
+import { ownedTempDir } from '../vmm/qemu.js';
 import type { ManagedVm } from './managed-vm.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
@@ -324,7 +324,8 @@ export class SessionDisks {
   }
 
   private _ensureDir(): Promise<string> {
-    this._dir ??= mkdtemp(path.join(os.tmpdir(), 'provium-disks-'));
+    // Marked with our pid: a killed run's disks are swept by the next run (temp-dirs.ts).
+    this._dir ??= ownedTempDir('provium-disks-');
     return this._dir;
   }
 

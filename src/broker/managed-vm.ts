@@ -3,15 +3,14 @@
 // through `_finish`, which is idempotent.
 
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AgentClient, AgentError, AgentLinkError, type AgentStream } from '../agent/client.js';
 import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../protocol/agent.js';
 import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
-import { consoleLogOf, QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import { consoleLogOf, ownedTempDir, QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
 import { blkdebugBlockdev, diskBlockdevs, fileNodeOf, kDefaultHotplugSlots, type BlkdebugRuleLists, type DiskBackendSpec, type SlotDevice } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
@@ -20,6 +19,9 @@ import { RpcErrorCode, type BootOptions, type VmState, type VmView } from '../pr
 import type { ResourcePool } from './resources.js';
 import { BrokerError } from './rpc-server.js';
 import { ConsoleLink } from './streams.js';
+import { agentCrash, describeDeath, fateOf } from './vm-fate.js';
+import type { VmDeathKind } from '../protocol/events.js';
+import type { QemuExit, QmpEvent } from '../vmm/qemu.js';
 
 /** What a VM needs from the session that owns it. */
 export interface VmOwner {
@@ -49,6 +51,14 @@ const DEFAULT_AGENT_TIMEOUT_MS = 30_000;
 /** A guest that does not release an unplugged device within this long is stuck. */
 const kUnplugTimeoutMs = 10_000;
 const UNBOUNDED_OPS = new Set<string>(['exec', 'wait', 'sleep', 'worker_join', 'stdin_write', 'batch', 'syscall', 'ioctl']);
+/** With an op pending and nothing from the agent for this long, it is pinged (liveness). */
+const kLivenessPingMs = 2_500;
+/** With an op pending and nothing from the agent for this long, the guest is diagnosed. */
+const kLivenessSilentMs = 7_000;
+/** The guest closed the agent's port: an agent that reopens it does so at once. */
+const kPortClosedGraceMs = 2_000;
+/** query-status while diagnosing: a QEMU that does not answer this fast is itself stuck. */
+const kStatusTimeoutMs = 1_500;
 
 let nextCid = 100;
 
@@ -69,6 +79,14 @@ export class ManagedVm {
   private _launched: LaunchSpec | undefined;
   /** Set while we stop QEMU on purpose, so its exit is not a death. */
   private _stopping = false;
+  /** QMP stops of our own in progress (a save): their STOP events are not a pause from outside. */
+  private _ownStops = 0;
+  /** Paused by a STOP we did not ask for: a RESUME we did not ask for makes it usable again. */
+  private _pausedFromOutside = false;
+  /** How the last guest ended when it was not asked to (a poweroff, a death), for messages. */
+  private _endReason: string | undefined;
+  /** Telling how QEMU ended (reads the console): callers wait for it before reporting. */
+  private _exitHandling: Promise<void> | undefined;
   /** Hot-plug slots (pcie-root-port ids) in use by the running QEMU: slot → NIC or disk node id. */
   private readonly _slots = new Map<string, string>();
   /** What is plugged into them, by device id: a snapshot records it, a restore gives it again. */
@@ -86,6 +104,7 @@ export class ManagedVm {
     const info: Omit<VmView, 'vmId' | 'streams'> = { state: this.state, cid: this.cid, generation: this._generation };
     // The reason belongs to the death: once the VM is shut down or booted again it is history.
     if (this.state === 'dead' && this._deadReason) info.deadReason = this._deadReason;
+    if (this.state === 'shutdown' && this._endReason && !this._deadReason) info.endReason = this._endReason;
     return info;
   }
 
@@ -154,6 +173,8 @@ export class ManagedVm {
       if (!restored) {
         await this._coldBoot(spec, timeoutMs);
         if (key) await cache.store(key, async (tmp) => void (await this._saveTo(tmp))).catch(() => undefined);
+        // A save that QEMU did not survive must not boot a VM that is already gone.
+        await this._assertAliveAfterSave();
         // A seeded VM starts from the snapshot even when it just made it: every VM with one
         // rng_seed then reads virtio-rng's stream from the same place.
         const made = key && spec.rngSeed !== undefined ? await cache.lookup(key) : undefined;
@@ -250,6 +271,18 @@ export class ManagedVm {
     agent.on('closed', (reason: string) => void this._onAgentClosed(qemu, reason));
   }
 
+  /** After the boot-snapshot save: QEMU and the agent link must still be there. */
+  private async _assertAliveAfterSave(): Promise<void> {
+    const qemu = this._qemu;
+    if (!qemu) throw new Error('QEMU went away while the boot snapshot was saved');
+    const exit = qemu.state === 'exited' || this._agent?.state === 'closed' ? await exitSoon(qemu) : undefined;
+    if (exit) {
+      const death = describeDeath(fateOf(qemu), exit, await qemu.consoleTail(16_384).catch(() => ''));
+      throw new Error(`QEMU died while the boot snapshot was saved: ${death.reason}`);
+    }
+    if (this._agent?.state === 'closed') throw new Error('the agent link closed while the boot snapshot was saved (QEMU still runs)');
+  }
+
   /** What `opts` launch, without the per-boot values (seed, time, files). */
   private _launchOf(opts: BootOptions): LaunchSpec {
     const launch: LaunchSpec = { name: this.name, profile: this.profile, memoryBytes: opts.memoryBytes ?? this.profile.memoryBytes, cpus: opts.cpus ?? this.profile.cpus };
@@ -276,7 +309,14 @@ export class ManagedVm {
     this.cid = nextCid++;
     this._generation++;
     this._deadReason = undefined;
+    this._endReason = undefined;
     this._bootedAt = performance.now();
+    const qemu = this._qemu;
+    const agent = this._agent;
+    if (qemu && agent) {
+      agent.pauseLiveness(false);
+      agent.watchLiveness({ pingAfterMs: kLivenessPingMs, silentAfterMs: kLivenessSilentMs, onSilent: (ms) => void this._onSilent(qemu, agent, ms) });
+    }
   }
 
   private async _coldBoot(spec: LaunchSpec, timeoutMs: number): Promise<void> {
@@ -303,6 +343,7 @@ export class ManagedVm {
   /** Saves the running guest to `file` and lets it run on. */
   private async _saveTo(file: string, whileStopped?: () => Promise<void>): Promise<number> {
     const qemu = this._qemu!;
+    this._ownStops++;
     try {
       const bytes = (await saveSnapshot(qemu, file)).bytes;
       // The log so far goes with it: a restore starts its console log with it.
@@ -312,6 +353,7 @@ export class ManagedVm {
       return bytes;
     } finally {
       await qemu.qmp.execute('cont').catch(() => undefined);
+      this._ownStops--;
     }
   }
 
@@ -414,24 +456,138 @@ export class ManagedVm {
     if (this.state !== 'booted' && this.state !== 'paused') return;
     const exit = await exitSoon(qemu);
     if (this._qemu !== qemu) return;
-    if (exit) this._markDead(`QEMU exited unexpectedly (${describeExit(exit)})${exit.stderrTail.trim() ? `: ${exit.stderrTail.trim()}` : ''}`);
-    else this._markDead(`the agent link closed while QEMU kept running: ${reason}`);
+    if (exit) await this._exitHandling;
+    else this._markDead(`the agent link closed while QEMU kept running: ${reason}`, 'channel_closed');
   }
 
+  /** QEMU's exit and events: how the guest ended, a pause from outside, its port closed inside. */
   private _watchExit(qemu: QemuVm): void {
+    fateOf(qemu);
+    try {
+      qemu.qmp.on('event', (ev) => this._onQmpEvent(qemu, ev));
+    } catch {
+      // QMP already gone: the exit below tells the rest.
+    }
     void qemu.exited.then((exit) => {
       if (this._stopping || this._qemu !== qemu) return;
-      const stderr = exit.stderrTail.trim();
-      this._markDead(`QEMU exited unexpectedly (${describeExit(exit)})${stderr ? `: ${stderr}` : ''}`);
+      this._exitHandling ??= this._onQemuExit(qemu, exit);
     });
   }
 
-  private _markDead(reason: string): void {
+  /** Names the death from QEMU's events, its exit and the console; a clean poweroff is a shutdown. */
+  private async _onQemuExit(qemu: QemuVm, exit: QemuExit): Promise<void> {
+    const consoleText = await qemu.consoleTail(16_384).catch(() => '');
+    if (this._stopping || this._qemu !== qemu) return;
+    const death = describeDeath(fateOf(qemu), exit, consoleText);
+    if (!death.clean) return this._markDead(death.reason, death.kind, consoleText);
+    if (this.state !== 'booted' && this.state !== 'paused') return;
+    this._endReason = death.reason;
+    this._emitDied('poweroff', death.reason, consoleText);
+    this._agent?.close(`vm \`${this.name}\`: ${death.reason}`);
+    await this.shutdown(death.reason);
+  }
+
+  private _onQmpEvent(qemu: QemuVm, ev: QmpEvent): void {
+    if (this._qemu !== qemu || this._stopping) return;
+    switch (ev.event) {
+      case 'STOP':
+        if (this.state === 'booted' && this._ownStops === 0) void this._onOutsideStop(qemu);
+        return;
+      case 'RESUME':
+        // Resumed from outside after a pause from outside: usable again.
+        if (this.state === 'paused' && this._ownStops === 0 && this._pausedFromOutside) {
+          this._pausedFromOutside = false;
+          this.state = 'booted';
+          this._agent?.pauseLiveness(false);
+        }
+        return;
+      case 'VSERPORT_CHANGE':
+        if (fateOf(qemu).portOpen === false && this.state === 'booted') {
+          setTimeout(() => void this._onPortClosed(qemu), kPortClosedGraceMs).unref();
+        }
+        return;
+    }
+  }
+
+  /** A STOP we did not ask for: the guest is paused (from outside, a disk error, a watchdog). */
+  private async _onOutsideStop(qemu: QemuVm): Promise<void> {
+    const status = await this._queryStatus(qemu);
+    if (this._qemu !== qemu || this.state !== 'booted' || this._ownStops > 0 || status === 'running') return;
+    const why = status === 'io-error' ? 'QEMU paused it after a disk I/O error' : status === undefined ? 'QEMU stopped it' : `QEMU status \`${status}\``;
+    this.state = 'paused';
+    this._pausedFromOutside = true;
+    this._agent?.pauseLiveness(true);
+    this._agent?.failPending(`vm \`${this.name}\` was paused from outside the harness (QMP STOP event; ${why}); call vm:resume() to continue`);
+  }
+
+  /** The guest closed the agent's port and did not open it again (a sleeping guest closes it too). */
+  private async _onPortClosed(qemu: QemuVm): Promise<void> {
+    if (this._qemu !== qemu || this.state !== 'booted' || fateOf(qemu).portOpen !== false || qemu.state !== 'running') return;
+    const status = await this._queryStatus(qemu);
+    if (this._qemu !== qemu || this.state !== 'booted' || fateOf(qemu).portOpen !== false) return;
+    if (status === 'suspended') return this._onSuspended();
+    if (status !== undefined && status !== 'running') return this._onOutsideStop(qemu);
+    this._markDead(`the agent's channel was closed inside the guest (its virtio port org.provium.agent stayed closed for ${kPortClosedGraceMs / 1000} s)`, 'channel_closed');
+  }
+
+  /** The guest put itself to sleep (ACPI S3): what waits fails, the VM stays booted for vm:wakeup(). */
+  private _onSuspended(): void {
+    this._agent?.failPending(`vm \`${this.name}\`: the guest suspended itself (ACPI sleep; QEMU status \`suspended\`) while the op waited; vm:wakeup() resumes it`);
+  }
+
+  private async _queryStatus(qemu: QemuVm): Promise<string | undefined> {
+    try {
+      const r = await qemu.qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: kStatusTimeoutMs });
+      return r.status;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The agent sent nothing for `silentMs` while ops waited on it (pings included): find out why
+   * and fail what is pending with it, within ~10 s of the last sign of life.
+   */
+  private async _onSilent(qemu: QemuVm, agent: AgentClient, silentMs: number): Promise<void> {
+    if (this._qemu !== qemu || this._agent !== agent || this.state !== 'booted') return;
+    const status = await this._queryStatus(qemu);
+    if (this._qemu !== qemu || this._agent !== agent || this.state !== 'booted') return;
+    const secs = (silentMs / 1000).toFixed(1);
+    if (status === undefined) {
+      return this._markDead(`the guest stopped answering: nothing from the agent for ${secs} s and QEMU does not answer QMP either (its process stopped or hung?)`, 'unresponsive');
+    }
+    if (status === 'suspended') return this._onSuspended();
+    if (status !== 'running') return this._onOutsideStop(qemu);
+    const consoleText = await qemu.consoleTail(16_384).catch(() => '');
+    if (this._qemu !== qemu || this.state !== 'booted') return;
+    const crash = agentCrash(consoleText);
+    if (crash) return this._markDead(crash, 'agent_exited', consoleText);
+    if (fateOf(qemu).portOpen === false) return this._onPortClosed(qemu);
+    this._markDead(
+      `the guest stopped answering: nothing from the agent for ${secs} s (liveness pings unanswered) while QEMU runs it (a kernel hang, or the agent is frozen)`,
+      'unresponsive',
+      consoleText,
+    );
+  }
+
+  private _markDead(reason: string, kind: VmDeathKind = 'other', consoleText?: string): void {
     if (this.state === 'dead' || this.state === 'shutdown' || this.state === 'created') return;
     this._deadReason = reason;
+    this._endReason = reason;
     this.state = 'dead';
+    this._emitDied(kind, reason, consoleText);
     this._agent?.close(reason);
     void this._finish('dead');
+  }
+
+  private _emitDied(kind: VmDeathKind, reason: string, consoleText = ''): void {
+    this._owner.bus.emit('vm_died', {
+      file: this._owner.displayPath,
+      vm_name: this.name,
+      kind,
+      reason,
+      console_excerpt: consoleText.slice(-CONSOLE_EXCERPT_BYTES),
+    });
   }
 
   /** The agent link, or an error naming the state. */
@@ -443,7 +599,9 @@ export class ManagedVm {
 
   async callAgent<K extends AgentOp>(op: K, data: AgentOps[K]['req'], worker?: number, timeoutMs?: number): Promise<AgentOps[K]['res']> {
     const agent = this.requireAgent(op);
-    const limit = timeoutMs ?? (UNBOUNDED_OPS.has(op) ? undefined : DEFAULT_AGENT_TIMEOUT_MS);
+    // A test's remaining time (timeoutMs) never lifts an op's own bound.
+    const own = UNBOUNDED_OPS.has(op) ? undefined : DEFAULT_AGENT_TIMEOUT_MS;
+    const limit = timeoutMs === undefined ? own : own === undefined ? timeoutMs : Math.min(timeoutMs, own);
     try {
       return await agent.request(op, data, { worker, timeoutMs: limit });
     } catch (err) {
@@ -469,8 +627,14 @@ export class ManagedVm {
     if (err instanceof AgentLinkError && err.reason === 'timeout') {
       return new BrokerError(`vm \`${this.name}\`: ${err.message}`, RpcErrorCode.timeout);
     }
+    // Failed on purpose while the link lives on (a pause from outside, a suspended guest).
+    if (err instanceof AgentLinkError && err.reason === 'stalled') return new BrokerError(err.message, RpcErrorCode.timeout);
     // The link dropped: answer once the VM's fate is known, so the caller gets the real reason.
-    if (this._qemu && this.state !== 'dead') await exitSoon(this._qemu);
+    if (this._qemu && this.state !== 'dead') {
+      const exit = await exitSoon(this._qemu);
+      if (exit) await this._exitHandling;
+    }
+    if (this.state === 'shutdown' && this._endReason) return new BrokerError(`vm \`${this.name}\`: ${this._endReason}`, RpcErrorCode.vmDead);
     // QEMU lives on but the link is gone for good: the guest is unreachable, so it is dead.
     if (this.state !== 'dead' && this._agent?.state === 'closed') this._markDead(`the agent link closed: ${(err as Error).message}`);
     if (this.state === 'dead') return this.deadError();
@@ -485,12 +649,21 @@ export class ManagedVm {
     if (this.state !== 'booted') throw this._stateError('pause', ['booted']);
     await this._qemu!.qmp.execute('stop');
     this.state = 'paused';
+    this._agent?.pauseLiveness(true);
   }
 
   async resume(): Promise<void> {
     if (this.state !== 'paused') throw this._stateError('resume', ['paused']);
     await this._qemu!.qmp.execute('cont');
     this.state = 'booted';
+    this._pausedFromOutside = false;
+    this._agent?.pauseLiveness(false);
+  }
+
+  /** QMP system_wakeup: a guest that suspended itself (ACPI S3) runs again. */
+  async wakeup(): Promise<void> {
+    if (this.state !== 'booted') throw this._stateError('wakeup', ['booted']);
+    await this._qemu!.qmp.execute('system_wakeup');
   }
 
   /** Warm reboot: the guest runs its boot path again and the agent is greeted anew. */
@@ -686,17 +859,19 @@ export class ManagedVm {
     }
   }
 
-  /** Any state → shutdown. Emits vm_shutdown when a guest was running. */
-  async shutdown(): Promise<void> {
+  /** Any state → shutdown. Emits vm_shutdown when a guest was running, with why it ended. */
+  async shutdown(reason?: string): Promise<void> {
     await this._booting?.catch(() => undefined);
     if (this.state === 'shutdown') return;
     const wasRunning = this.state === 'booted' || this.state === 'paused' || this.state === 'dead';
+    const why = reason ?? (this.state === 'dead' ? this._deadReason ?? 'died' : 'shutdown requested');
     await this._finish('shutdown');
     if (wasRunning) {
       this._owner.bus.emit('vm_shutdown', {
         file: this._owner.displayPath,
         vm_name: this.name,
         duration_ns: Math.round((performance.now() - this._bootedAt) * 1e6),
+        reason: why,
       });
     }
   }
@@ -725,7 +900,7 @@ export class ManagedVm {
 
   private _stateError(op: string, allowed: VmState[]): BrokerError {
     if (this.state === 'dead') return this.deadError();
-    const hint = this.state === 'created' ? '; call boot() first' : '';
+    const hint = this.state === 'created' ? '; call boot() first' : this.state === 'shutdown' && this._endReason ? ` (${this._endReason})` : '';
     return new BrokerError(
       `vm \`${this.name}\`: cannot ${op} in state ${this.state} (allowed: ${allowed.join(', ')})${hint}`,
       RpcErrorCode.usage,
@@ -765,7 +940,8 @@ function seedBytes(seed: bigint): Uint8Array {
 }
 
 async function writeFilesArchive(files: BootFile[]): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-files-'));
+  // Marked with our pid: a killed run's archive is swept by the next run (temp-dirs.ts).
+  const dir = await ownedTempDir('provium-files-');
   const file = path.join(dir, 'files.cpio');
   await writeFile(file, buildFilesCpio(files), { mode: 0o600 });
   return file;

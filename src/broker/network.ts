@@ -9,11 +9,11 @@
 // routes change in the background (they start QEMU and reconfigure guests): `bridge.fault`
 // queues the change and `bridge.info` waits for it, so the RPC dispatch needs no new op.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Router } from '../net/router.js';
 import { Switch, type FaultEvent } from '../net/switch.js';
+import { ownedTempDir } from '../vmm/qemu.js';
 import type { EventBus } from '../events/bus.js';
 import type { BridgeFault, BridgeView, LabSnapshotManifest, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
@@ -145,7 +145,7 @@ export class SessionNetwork {
 
   async create(name: string, subnetText: string | undefined, addressing: 'auto' | 'manual' = 'auto'): Promise<{ bridgeId: number; bridge: BridgeView }> {
     const subnet = subnetText !== undefined ? parseSubnet(subnetText) : parseSubnet(`10.${1 + (this._deps.nextSubnetIndex() % 250)}.0.0/24`);
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-br-'));
+    const dir = await ownedTempDir('provium-br-');   // swept after a killed run (temp-dirs.ts)
     const sw = new Switch({ name, seed: this._deps.seed, onFault: (event) => this._onFault(event) });
     const bridge = new Bridge(this._nextBridgeId++, name, subnet, addressing === 'manual', sw, dir);
     this._bridges.set(bridge.id, bridge);

@@ -21,6 +21,8 @@ import { SessionDisks, slotBackendGone } from './disks.js';
 import { SessionNetwork } from './network.js';
 import { copyLabSnapshot, copyVmSnapshot, deleteSnapshot, prepareLabDir, readLabManifest, snapshotBytes, transientLabSnapshotDir, transientVmSnapshotPath, writeLabManifest } from './snapshot-files.js';
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
+import { AsyncCalls } from './async-calls.js';
+import type { AgentOps } from '../protocol/agent.js';
 
 export interface SessionDeps {
   bus: EventBus;
@@ -52,6 +54,8 @@ export class Session {
   private readonly _fixtureDirs = new Map<string, string>();
   private readonly _vms = new Map<number, ManagedVm>();
   private readonly _streams = new Map<number, BrokerStream>();
+  /** agent.start's ops until agent.await collects them. */
+  private readonly _asyncCalls = new AsyncCalls<AgentOps[AgentOp]['res']>();
   private _nextVmId = 1;
   private _nextStreamId = 1;
   private _closed: Promise<void> | undefined;
@@ -243,6 +247,7 @@ export class Session {
           return vm.powerButton();
         }),
       'vm.info': ({ vmId }) => this._onVm(vmId, async () => ({})),
+      'vm.wakeup': ({ vmId }) => this._onVm(vmId, async (vm) => (await vm.wakeup(), {})),
       'vm.snapshot': ({ vmId, path: file }) =>
         this._onVm(vmId, async (vm) => {
           const target = file ?? transientVmSnapshotPath();
@@ -358,6 +363,15 @@ export class Session {
         }),
       'agent.call': <K extends AgentOp>(args: AgentCallArgs<K>) =>
         this._onAgent(args.vmId, async (vm) => ({ result: await vm.callAgent(args.op, args.data, args.worker, args.timeoutMs) })),
+      'agent.start': async <K extends AgentOp>(args: AgentCallArgs<K>) => {
+        this._vm(args.vmId);
+        const callId = this._asyncCalls.start(this._onAgent(args.vmId, (vm) => vm.callAgent(args.op, args.data, args.worker, args.timeoutMs)));
+        return { callId };
+      },
+      'agent.await': async ({ callId, timeoutMs }) => {
+        const result = await this._asyncCalls.await(callId, timeoutMs);
+        return result === undefined ? { done: false } : { done: true, result };
+      },
       'stream.open': (args) =>
         this._onAgent(args.vmId, async (vm) => {
           if (args.op === 'console') return this._addStream(await vm.console().openReader(args.vmId));
@@ -449,6 +463,7 @@ export class Session {
       await Promise.all([...this._streams.values()].map((s) => s.close().catch(() => undefined)));
       this._streams.clear();
       await Promise.all([...this._vms.values()].map((vm) => vm.shutdown().catch(() => undefined)));
+      this._asyncCalls.clear();
       // After the VMs: nothing is left to unplug, the switches just close.
       await this._network.close().catch(() => undefined);
       await this._disks.close().catch(() => undefined);

@@ -4,28 +4,40 @@
 import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { eventToJsonLine, readEvents } from '../events/codec.js';
+import { eventToJsonLine, readEvents, type DecodedEvent } from '../events/codec.js';
 import { ExitCode } from '../run/outcome.js';
 
-export async function eventsCommand(
-  file: string,
-  io: { stdin: Readable; stdout: Writable; stderr: Writable; cwd: string },
-): Promise<number> {
+interface EventsIO {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  cwd: string;
+}
+
+/**
+ * Calls `fn` for each event of FILE (or stdin for `-`). Returns an exit code: ok, usage for a
+ * missing file, failed for a stream that breaks off (the events before it were delivered).
+ */
+export async function forEachEvent(command: string, file: string, io: EventsIO, fn: (event: DecodedEvent) => void): Promise<number> {
   const source: Readable = file === '-' ? io.stdin : createReadStream(resolve(io.cwd, file));
   let count = 0;
   try {
     for await (const event of readEvents(source as AsyncIterable<Buffer>)) {
-      io.stdout.write(`${eventToJsonLine(event)}\n`);
+      fn(event);
       count++;
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
-      io.stderr.write(`provium events: ${file}: no such file; write one with \`provium --save-events ${file}\`\n`);
+      io.stderr.write(`provium ${command}: ${file}: no such file; write one with \`provium --save-events ${file}\`\n`);
       return ExitCode.usage;
     }
-    io.stderr.write(`provium events: ${file}: ${e.message} (after ${count} event${count === 1 ? '' : 's'})\n`);
+    io.stderr.write(`provium ${command}: ${file}: ${e.message} (after ${count} event${count === 1 ? '' : 's'})\n`);
     return ExitCode.failed;
   }
   return ExitCode.ok;
+}
+
+export function eventsCommand(file: string, io: EventsIO): Promise<number> {
+  return forEachEvent('events', file, io, (event) => io.stdout.write(`${eventToJsonLine(event)}\n`));
 }

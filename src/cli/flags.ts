@@ -47,6 +47,11 @@ export interface RawFlags {
   eventsSocket?: string;
   preflight?: boolean;
   rebuild?: boolean;
+  debugOnFail?: boolean;
+  keepFailed?: string;
+  watch?: boolean;
+  coverage?: boolean;
+  coverageBy?: string;
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -95,7 +100,12 @@ export function addRunFlags(cmd: Command): Command {
     .option('--events-stdout', 'write the event stream to stdout (human output moves to stderr)')
     .option('--events-socket <path>', 'serve the event stream on a unix socket')
     .option('--no-preflight', 'skip the environment checks')
-    .option('--rebuild', "run the `build` of every profile the run uses, even when its inputs did not change");
+    .option('--rebuild', "run the `build` of every profile the run uses, even when its inputs did not change")
+    .option('--debug-on-fail', 'when a test fails, open a REPL in its scope with its VMs still up (Ctrl-D continues the run); implies -j 1, no --timeout')
+    .option('--keep-failed <dir>', "save each failed test's console logs, dmesg, process list and a snapshot of its VMs under DIR (restore: provium repl --restore DIR/…/snapshot)")
+    .option('--watch', 'run, then re-run the files affected by each change (test files, fixtures, required modules, pushed host files) until Ctrl-C')
+    .option('--coverage', 'after the summary, the test outcomes by meta key `spec`, as `provium coverage` prints them')
+    .option('--coverage-by <key>', 'the meta key --coverage groups by (implies --coverage)');
 }
 
 function integer(flag: string, value: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
@@ -167,6 +177,16 @@ export function toRunOptions(paths: string[], raw: RawFlags, config: ProviumConf
   if (raw.html !== undefined) options.htmlDir = at(raw.html);
   if (raw.saveEvents !== undefined) options.saveEvents = at(raw.saveEvents);
   if (raw.eventsSocket !== undefined) options.eventsSocket = at(raw.eventsSocket);
+  if (raw.debugOnFail) {
+    if (jobs !== undefined && jobs !== 1) throw new UsageError(`--debug-on-fail stops the run at a failed test's REPL: it needs -j 1, got -j ${jobs}`);
+    // One file at a time, and no clock on a file while someone is typing in it.
+    options.jobs = 1;
+    options.timeoutMs = 0;
+    options.progress = false;
+    options.debugOnFail = true;
+  }
+  if (raw.keepFailed !== undefined) options.keepFailedDir = at(raw.keepFailed);
+  if (raw.coverage || raw.coverageBy !== undefined) options.coverageBy = raw.coverageBy ?? 'spec';
   if (raw.seed !== undefined) {
     if (!/^\d{1,20}$/.test(raw.seed) || BigInt(raw.seed) >= 2n ** 64n) {
       throw new UsageError(`--seed ${JSON.stringify(raw.seed)}: expected a whole number from 0 to ${2n ** 64n - 1n} (a run prints its seed in its header)`);

@@ -10,6 +10,7 @@ import { ConfigError, loadConfig, type ProviumConfig } from '../config/config.js
 import { listSuite } from './list.js';
 import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
+import { watchSuite } from '../run/watch.js';
 import { ExitCode } from '../run/outcome.js';
 import { ReportWriteError } from '../run/reporter.js';
 import { imageInfo } from '../vmm/image.js';
@@ -24,6 +25,7 @@ import { addRunFlags, addSelectionFlags, toRunOptions, type RawFlags } from './f
 import { imageBuildCommand } from './image-cmd.js';
 import { prepareCommand } from './prepare-cmd.js';
 import { realDeps, type RunPrepare } from './wiring.js';
+import { addInteractiveCommands } from './interactive-cmds.js';
 
 export interface CliIO extends RunIO {
   stdin: Readable;
@@ -76,7 +78,8 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     const config = await loadRunConfig(raw, io);
     const options = toRunOptions(paths, raw, config, io.env, io.cwd);
     const prepare: RunPrepare = { options, cwd: io.cwd, rebuild: raw.rebuild === true, stderr: io.stderr };
-    exitCode = await runSuite(options, io, makeDeps({ skipPreflight: raw.preflight === false, prepare }));
+    const deps = () => makeDeps({ skipPreflight: raw.preflight === false, prepare });
+    exitCode = raw.watch ? await watchSuite(options, io, deps) : await runSuite(options, io, deps());
   });
 
   addSelectionFlags(
@@ -173,6 +176,8 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     .action(async (outDir: string, inputs: string[], raw: { timings?: string }) => {
       exitCode = await mergeCommand(outDir, inputs, raw.timings !== undefined ? { timings: raw.timings } : {}, io);
     });
+
+  addInteractiveCommands(program, io, (raw) => loadRunConfig(withGlobal(raw) as RawFlags, io), (code) => (exitCode = code));
 
   try {
     await program.parseAsync(argv);

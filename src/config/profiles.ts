@@ -119,9 +119,9 @@ export interface ProfileBuild {
 }
 
 const MiB = 1024 * 1024;
-export const kMinimalMemoryBytes = 256 * MiB;
-/** The reference's default for user profiles. */
+/** The reference's default per VM (§1.6), for the built-in profile and user profiles alike. */
 export const kUserMemoryBytes = 512 * MiB;
+export const kMinimalMemoryBytes = kUserMemoryBytes;
 export const kDefaultAgentTimeoutMs = 30_000;
 /** `init = "systemd"` unless agent_boot_timeout says otherwise. */
 export const kSystemdAgentTimeoutMs = 120_000;

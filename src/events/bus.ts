@@ -14,7 +14,11 @@ export class EventBus {
   }
 
   emit<K extends EventKind>(kind: K, payload: EventPayloads[K]): void {
-    const event = { ts: nowNs(), kind, payload } as AnyEvent;
+    this.publish({ ts: nowNs(), kind, payload } as AnyEvent);
+  }
+
+  /** An event stamped elsewhere (a --watch iteration's bus), delivered as it is. */
+  publish(event: AnyEvent): void {
     for (const sink of this._sinks) {
       try {
         sink(event);

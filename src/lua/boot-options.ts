@@ -70,7 +70,16 @@ export function readBootOptions(a: Args, n: number, name: string, spec: typeof k
   return out;
 }
 
-/** Creation-time options overlaid with boot-time ones (boot wins key by key). */
+/**
+ * Creation-time options overlaid with boot-time ones (boot wins key by key), except `files`:
+ * both lists go in, the boot's entry winning for a path both name.
+ */
 export function mergeBootOptions(created: BootOptions, boot: BootOptions): BootOptions {
-  return { ...created, ...boot };
+  const merged = { ...created, ...boot };
+  if (created.files && boot.files) {
+    const byPath = new Map(created.files.map((f) => [f.path, f] as const));
+    for (const f of boot.files) byPath.set(f.path, f);
+    merged.files = [...byPath.values()];
+  }
+  return merged;
 }

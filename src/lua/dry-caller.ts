@@ -57,6 +57,7 @@ export class DryCaller implements Caller {
       case 'vm.restore':
       case 'vm.resume':
       case 'vm.reset':
+      case 'vm.wakeup':
         return { vm: view('booted') };
       case 'vm.info':
         return { vm: view('created') };

@@ -91,6 +91,13 @@ export function parseExec(a: Args, n: number, mode: 'run' | 'async'): ExecReques
     throw a.error('give either `timeout` or `timeout_ms`, not both');
   }
   const timeoutMs = opts.timeout ?? opts.timeout_ms;
+  // execve takes NAME=value C strings: a `=` in a name or a NUL anywhere would silently change them.
+  for (const [name, value] of Object.entries(opts.env ?? {})) {
+    if (name === '' || name.includes('=') || name.includes('\0')) {
+      throw a.error(`env key ${JSON.stringify(name)} is not a valid variable name: it must be non-empty, without \`=\` or NUL`);
+    }
+    if (value.includes('\0')) throw a.error(`env value of ${name} contains a NUL byte, which an environment variable cannot hold`);
+  }
   if (timeoutMs !== undefined && timeoutMs <= 0) {
     throw a.error('the timeout must be greater than 0 (leave it out to wait without a limit)');
   }

@@ -1,5 +1,7 @@
 // provium.reset_between_tests (reference §1.1): the file-scope VMs, as the top-level chunk left
-// them, are saved once and put back before every test that runs after another one did.
+// them, are saved once and put back before every test that runs after another one did. A
+// file-scope VM the top level left unbooted is shut down again instead, so what a test booted
+// and did in it does not reach the next test.
 
 import { LuaError } from './errors.js';
 import { translateRpcError } from './guest.js';
@@ -12,6 +14,8 @@ export class FileReset {
   private constructor(
     private readonly _rt: LuaRuntime,
     private readonly _saved: { vm: Vm; path: string }[],
+    /** File-scope VMs not booted at the end of the top level. */
+    private readonly _unbooted: Vm[],
   ) {}
 
   /** Saves every booted file-scope VM. Open streams or a paused VM make the file fail. */
@@ -25,7 +29,7 @@ export class FileReset {
       if (vm.state !== 'booted') throw new LuaError(`${kWhat}: ${vm.label} is ${vm.state} at the end of the file's top level; it must be booted to be saved`);
     }
     const saved: { vm: Vm; path: string }[] = [];
-    const reset = new FileReset(rt, saved);
+    const reset = new FileReset(rt, saved, rt.fileScope.vms.filter((vm) => vm.state === 'created' || vm.state === 'shutdown'));
     try {
       for (const vm of vms) {
         try {
@@ -45,6 +49,14 @@ export class FileReset {
 
   /** Puts every saved VM back as it was saved; `again`: a later test will want them back too. */
   restore(again: boolean): void {
+    for (const vm of this._unbooted) {
+      if (vm.state === 'created' || vm.state === 'shutdown') continue;
+      try {
+        vm.shutdown(kWhat);
+      } catch (err) {
+        throw translateRpcError(vm, err, kWhat);
+      }
+    }
     for (const { vm, path } of this._saved) {
       try {
         vm.shutdown(kWhat);

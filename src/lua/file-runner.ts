@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { lua } from 'fengari';
 import type { FatalError, FileReport, FileTask } from '../protocol/task.js';
 import { DryCaller } from './dry-caller.js';
+import { failureHandler } from './debug-on-fail.js';
 import { locationFromMessage } from './errors.js';
 import { installJson } from './json.js';
 import { installLegacyGlobals } from './legacy/globals.js';
@@ -21,7 +22,30 @@ import { LabSnapshotClass, SnapshotClass } from './snapshot.js';
 import { VmClass } from './vm.js';
 import { key, typeName } from './values.js';
 
-export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly' | 'fixture'>;
+export type FileRunInput = Pick<FileTask, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries' | 'listOnly' | 'fixture' | 'debug' | 'keepFailed'>;
+
+/** A fresh Lua state with every global of a test file (the REPL starts from the same). */
+export function createFileRuntime(
+  task: Pick<FileRunInput, 'file' | 'displayPath' | 'roots' | 'selection' | 'retries'>,
+  caller: Caller,
+  report: (report: FileReport) => void,
+): { rt: LuaRuntime; runner: TestRunner } {
+  const rt = new LuaRuntime({ caller, file: task.file, displayPath: task.displayPath, roots: task.roots });
+  installSandbox(rt);
+  installJson(rt);
+  installLegacyGlobals(rt);
+  const runner = new TestRunner(rt, task, report);
+  runner.install();
+  rt.rootLab = new Lab(rt, 'provium', 'provium', null);
+  rt.fileScope = new ResourceScope(rt, 'file');
+  rt.currentScope = rt.fileScope;
+  rt.push(LabClass, rt.rootLab);
+  lua.lua_setglobal(rt.L, key('provium'));
+  lua.lua_createtable(rt.L, 0, 0);
+  rt.skipSentinelRef = rt.ref(-1);
+  lua.lua_pop(rt.L, 1);
+  return { rt, runner };
+}
 
 export function runFile(task: FileRunInput, caller: Caller, report: (report: FileReport) => void): void {
   const fatalErrors: FatalError[] = [];
@@ -29,25 +53,9 @@ export function runFile(task: FileRunInput, caller: Caller, report: (report: Fil
   let reset: FileReset | undefined;
   try {
     // 1. The state and its globals.
-    rt = new LuaRuntime({
-      caller: task.listOnly ? new DryCaller() : caller,
-      file: task.file,
-      displayPath: task.displayPath,
-      roots: task.roots,
-    });
-    installSandbox(rt);
-    installJson(rt);
-    installLegacyGlobals(rt);
-    const runner = new TestRunner(rt, task, report);
-    runner.install();
-    rt.rootLab = new Lab(rt, 'provium', 'provium', null);
-    rt.fileScope = new ResourceScope(rt, 'file');
-    rt.currentScope = rt.fileScope;
-    rt.push(LabClass, rt.rootLab);
-    lua.lua_setglobal(rt.L, key('provium'));
-    lua.lua_createtable(rt.L, 0, 0);
-    rt.skipSentinelRef = rt.ref(-1);
-    lua.lua_pop(rt.L, 1);
+    let runner: TestRunner;
+    ({ rt, runner } = createFileRuntime(task, task.listOnly ? new DryCaller() : caller, report));
+    if (task.debug || task.keepFailed) runner.onFailure = failureHandler(rt, task);
 
     // 2. The top-level chunk registers the tests (and may declare and boot file-scope VMs).
     let source: Uint8Array;

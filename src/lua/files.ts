@@ -59,6 +59,10 @@ export function openFileMethod(target: AgentTarget, a: Args): number {
   if (a.isNil(2)) throw a.error(`argument #2 (mode) is missing: ${pointer}`);
   const mode = a.options(2, 'mode', kOpenModeSpec);
   if (!mode.read && !mode.write && !mode.append) throw a.error(`the mode table opens for nothing: ${pointer}`);
+  // O_EXCL means "fail if it exists" only together with O_CREAT; alone it must not create.
+  if (mode.exclusive && !mode.create) {
+    throw a.error('exclusive = true needs create = true: pass {create = true, exclusive = true, ...} to create a file that must not exist yet');
+  }
   let flags = 0;
   for (const bit of ['read', 'write', 'create', 'truncate', 'append', 'exclusive'] as const) {
     if (mode[bit]) flags |= OPEN_MODE[bit];

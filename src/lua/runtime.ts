@@ -11,13 +11,14 @@ import type { SourceLocation } from '../protocol/task.js';
 import { Args, type BindingRuntime, type FileConfig, type LuaClass, type Method } from './args.js';
 import { LuaError, TestTimeoutError, describeJsError, findFrame, raise, where } from './errors.js';
 import { Deadline, Rpc, type Caller } from './rpc.js';
+import { describe } from './compare.js';
 import { getText, key, pushText, typeName } from './values.js';
 import type { Lab } from './lab.js';
 import type { ResourceScope } from './scope.js';
 import type { TestContext } from './test-context.js';
 import type { Vm } from './vm.js';
 
-/** Instructions between two deadline checks: cheap enough to be invisible, fine enough to stop within ms. */
+/** Instructions (or units of library work, see our fengari patch) between two deadline checks: cheap enough to be invisible, fine enough to stop within ms. */
 const kHookInstructions = 1000;
 
 export interface RuntimeOptions {
@@ -68,6 +69,8 @@ export class LuaRuntime implements BindingRuntime {
   }
   /** Registry ref of the value `t:skip` raises. */
   skipSentinelRef = 0;
+  /** Called by the message handler with the failing stack intact (--debug-on-fail keeps the test's locals). */
+  onError: ((L: lua_State) => void) | null = null;
 
   private readonly _classNames = new Map<LuaClass<object>, string>();
   private readonly _objectRefs = new WeakMap<object, number>();
@@ -107,17 +110,20 @@ export class LuaRuntime implements BindingRuntime {
     });
     // 3. The deadline hook. Coroutines created later inherit it from the main thread. Once the
     //    deadline passed it fires on every instruction, so the error also lands outside any pcall
-    //    a loop keeps re-entering (`while true do pcall(spin) end`) and unwinds the test.
+    //    a loop keeps re-entering (`while true do pcall(spin) end`) and unwinds the test. Our
+    //    fengari patch also calls it from inside slow library calls (gsub, rep, sort, concat),
+    //    where level 0 is the library function and the caller's line is at level 1.
     this._hook = (L1) => {
       if (Date.now() < this.deadline.atMs) return;
       this.deadline.expired = true;
       lua.lua_sethook(L1, this._hook, lua.LUA_MASKCOUNT, 1);
-      pushText(L1, where(L1, 0) + this.deadline.message);
+      pushText(L1, (where(L1, 0) || where(L1, 1)) + this.deadline.message);
       lua.lua_error(L1);
     };
     this.resetHook();
     // 4. The message handler of protected calls: remember where the error happened.
     this._msgh = (L1) => {
+      this.onError?.(L1);
       const location = findFrame(L1, (f) => f === this.displayPath, 1) ?? undefined;
       lauxlib.luaL_traceback(L1, L1, null, 1);
       const traceback = getText(L1, -1);
@@ -275,7 +281,13 @@ export class LuaRuntime implements BindingRuntime {
       return null;
     }
     const isSkip = this.skipSentinelRef !== 0 && this._isSkipSentinel(-1);
-    const message = this.safeToString(-1);
+    // `error({code = 1})` says what the table holds, not `table: 0x26`.
+    let plainTable = lua.lua_type(L, -1) === lua.LUA_TTABLE;
+    if (plainTable && lauxlib.luaL_getmetafield(L, -1, key('__tostring')) !== lua.LUA_TNIL) {
+      lua.lua_pop(L, 1); // the __tostring the lookup pushed
+      plainTable = false;
+    }
+    const message = plainTable ? `error object is a table: ${describe(L, -1)}` : this.safeToString(-1);
     lua.lua_settop(L, base - 1);
     const info = this._lastFailure as Omit<CallFailure, 'message' | 'isSkip'> | null;
     return { message, isSkip, location: info?.location, traceback: info?.traceback ?? '' };
@@ -315,7 +327,9 @@ export class LuaRuntime implements BindingRuntime {
    */
   load(source: Uint8Array, name: string, L: lua_State = this.L): string | null {
     let bytes = source;
-    // Like luaL_loadfile: a first line starting with '#' is a comment (kept as an empty line).
+    // Like luaL_loadfile: a UTF-8 byte-order mark (editors on Windows add one) is skipped, and a
+    // first line starting with '#' is a comment (kept as an empty line).
+    if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
     if (bytes[0] === 0x23) {
       const nl = bytes.indexOf(0x0a);
       bytes = nl < 0 ? new Uint8Array(0) : bytes.subarray(nl);

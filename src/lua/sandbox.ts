@@ -5,7 +5,8 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { lua } from 'fengari';
+import { lua, type lua_State } from 'fengari';
+import { kLogCapNote, kLogEndLines } from '../protocol/test-log.js';
 import { LuaError } from './errors.js';
 import type { LuaRuntime } from './runtime.js';
 import { getText, key, pushText } from './values.js';
@@ -47,18 +48,24 @@ export function installSandbox(rt: LuaRuntime): void {
   lua.lua_setfield(L, -2, key('__index'));
   lua.lua_setmetatable(L, -2);
   lua.lua_setglobal(L, key('io'));
-  // 3. print goes to the running test's log (it would garble the progress display on stdout).
+  // 3. print goes to the running test's log (it would garble the progress display on stdout),
+  //    which caps it; at file scope it goes to stderr, capped per file the same way.
+  let fileScopeLines = 0;
   lua.lua_pushcfunction(L, (L1) => {
     const n = lua.lua_gettop(L1);
     const parts: string[] = [];
     for (let i = 1; i <= n; i++) parts.push(rt.safeToString(i, L1));
     const line = parts.join('\t');
     if (rt.currentTest) rt.currentTest.log.push(line);
-    else process.stderr.write(`${rt.displayPath}: ${line}\n`);
+    else if (fileScopeLines++ < kLogEndLines) process.stderr.write(`${rt.displayPath}: ${line}\n`);
+    else if (fileScopeLines === kLogEndLines + 1) {
+      process.stderr.write(`${rt.displayPath}: ${kLogCapNote} print at file scope shows its first ${kLogEndLines} lines; the rest is dropped]\n`);
+    }
     return 0;
   });
   lua.lua_setglobal(L, key('print'));
   installRequire(rt);
+  installLoadfile(rt);
 }
 
 /** Directories `require` searches, in order. */
@@ -107,6 +114,57 @@ function installRequire(rt: LuaRuntime): void {
   lua.lua_rawseti(L, -2, 2);
   lua.lua_setfield(L, -3, key('searchers'));
   lua.lua_pop(L, 2);
+}
+
+/**
+ * `loadfile(name, mode?, env?)` and `dofile(name)` read Lua files from the test roots and the test
+ * file's directory, as `require` does, never from anywhere else on the host: `name` is relative to
+ * those directories (tried in order), or an absolute path inside one of them.
+ */
+function installLoadfile(rt: LuaRuntime): void {
+  const L = rt.L;
+  const dirs = moduleDirs(rt);
+  // Loads the chunk and leaves it on the stack, or returns the error message.
+  const loadFrom = (L1: lua_State, fn: string): string | null => {
+    if (lua.lua_type(L1, 1) !== lua.LUA_TSTRING) {
+      return `${fn} needs a file name (a path under a test root: ${dirs.join(', ')}); reading stdin is not available in a test file`;
+    }
+    const name = getText(L1, 1);
+    const inDirs = (p: string): boolean => dirs.some((d) => p === d || p.startsWith(`${d}${path.sep}`));
+    const candidates = path.isAbsolute(name) ? [path.normalize(name)] : dirs.map((d) => path.resolve(d, name));
+    const allowed = candidates.filter(inDirs);
+    const found = allowed.find(isFile);
+    if (!found) {
+      if (allowed.length === 0) return `${fn}: ${name} is outside the test roots (${dirs.join(', ')}): a test file loads Lua files from the roots only; move it under a root`;
+      return `${fn}: cannot open ${name} (looked in ${allowed.join(', ')})`;
+    }
+    const shown = path.relative(process.cwd(), found) || found;
+    return rt.load(new Uint8Array(readFileSync(found)), shown.startsWith('..') ? found : shown, L1);
+  };
+  lua.lua_pushcfunction(L, (L1) => {
+    const nargs = lua.lua_gettop(L1);
+    const error = loadFrom(L1, 'loadfile');
+    if (error !== null) {
+      lua.lua_pushnil(L1);
+      pushText(L1, error);
+      return 2;
+    }
+    // An env argument becomes the chunk's _ENV, as in Lua.
+    if (nargs >= 3) {
+      lua.lua_pushvalue(L1, 3);
+      lua.lua_setupvalue(L1, -2, 1);
+    }
+    return 1;
+  });
+  lua.lua_setglobal(L, key('loadfile'));
+  lua.lua_pushcfunction(L, (L1) => {
+    lua.lua_settop(L1, 1);
+    const error = loadFrom(L1, 'dofile');
+    if (error !== null) return rt.protect(L1, 'dofile', () => { throw new LuaError(error); });
+    lua.lua_call(L1, 0, lua.LUA_MULTRET);
+    return lua.lua_gettop(L1) - 1;
+  });
+  lua.lua_setglobal(L, key('dofile'));
 }
 
 function isFile(p: string): boolean {

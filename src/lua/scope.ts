@@ -70,9 +70,14 @@ export class ResourceScope<V extends ScopedVm = ScopedVm> {
     this.vms.push(vm);
   }
 
-  /** VMs of this scope that are up (booted or paused), for console excerpts. */
+  /** VMs of this scope that are up (booted or paused). */
   liveVms(): V[] {
     return this.vms.filter((vm) => vm.state === 'booted' || vm.state === 'paused');
+  }
+
+  /** VMs whose console a failure shows: the live ones and the dead (a panic is told by its console). */
+  excerptVms(): V[] {
+    return this.vms.filter((vm) => vm.state === 'booted' || vm.state === 'paused' || vm.state === 'dead');
   }
 
   /** Closes everything; returns one message per failure (never throws). */

@@ -20,6 +20,8 @@ export type Settled<T> = { ok: true; reply: T } | { ok: false; error: RpcError }
 export class SyncCaller {
   private readonly _signal: Int32Array;
   private _seq = 0;
+  /** Checked after each wake-up: true abandons the call (Ctrl-C in a REPL; its late reply is dropped). */
+  interrupted: (() => boolean) | undefined;
 
   constructor(
     private readonly _port: MessagePort,
@@ -47,6 +49,7 @@ export class SyncCaller {
         if (reply.ok) return reply.reply as RpcReply<K>;
         throw new RpcError(reply.error);
       }
+      if (this.interrupted?.()) throw new RpcError({ message: 'interrupted (Ctrl-C)' });
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
         throw new RpcError({ message: `broker did not answer \`${op}\` within ${timeoutMs} ms`, code: 'timeout' });

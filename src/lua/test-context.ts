@@ -6,6 +6,7 @@
 import { lua } from 'fengari';
 import type { MetaMap } from '../protocol/events.js';
 import type { SourceLocation } from '../protocol/task.js';
+import { TestLog } from '../protocol/test-log.js';
 import type { Args, LuaClass } from './args.js';
 import { describe, deepEqual } from './compare.js';
 import { LuaError, where } from './errors.js';
@@ -28,7 +29,8 @@ export interface TestDef {
 }
 
 export class TestContext {
-  readonly log: string[] = [];
+  /** print and t:log, capped (a print in a tight loop keeps the first and last lines, with a note). */
+  readonly log = new TestLog();
   /** Positioned messages of failed assertions, first first (sticky). */
   failures: string[] = [];
   skipReason: string | null = null;

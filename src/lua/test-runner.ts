@@ -30,11 +30,22 @@ interface Outcome {
   consoleExcerpt?: string;
 }
 
+/** A failed attempt, while its VMs are still up. */
+export interface TestFailure {
+  ctx: TestContext;
+  message: string;
+  scope: ResourceScope<Vm>;
+  index: number;
+  attempt: number;
+}
+
 export class TestRunner {
   readonly tests: TestDef[] = [];
   todoReason: string | null = null;
 
   private _declared = false;
+  /** Runs when an attempt failed, before its scope closes (src/lua/debug-on-fail.ts). Must not throw. */
+  onFailure: ((failure: TestFailure) => void) | undefined;
 
   constructor(
     readonly rt: LuaRuntime,
@@ -237,8 +248,9 @@ export class TestRunner {
     if (timedOut) rt.resetHook();
     // 4. Judge.
     let outcome = judge(rt, ctx, failure, timedOut, timeoutMs);
-    // 5. Console excerpt before the VMs go away, then teardown.
-    if (outcome.status === 'failed') outcome.consoleExcerpt = consoleExcerpt(rt, [...scope.liveVms(), ...rt.fileScope.liveVms()]);
+    // 5. Console excerpt before the VMs go away (and --debug-on-fail / --keep-failed), then teardown.
+    if (outcome.status === 'failed') outcome.consoleExcerpt = consoleExcerpt(rt, [...scope.excerptVms(), ...rt.fileScope.excerptVms()]);
+    if (outcome.status === 'failed') this.onFailure?.({ ctx, message: outcome.message ?? 'failed', scope, index, attempt });
     const teardownErrors = scope.close();
     if (teardownErrors.length > 0 && outcome.status === 'passed') {
       outcome = { status: 'failed', message: `test teardown failed: ${teardownErrors.join('; ')}`, log: [], durationMs: 0 };
@@ -247,12 +259,12 @@ export class TestRunner {
     lua.lua_setglobal(L, key('provium'));
     rt.currentScope = rt.fileScope;
     rt.currentTest = null;
-    return { ...outcome, log: ctx.log, durationMs: performance.now() - started };
+    return { ...outcome, log: ctx.log.lines(), durationMs: performance.now() - started };
   }
 }
 
 function judge(rt: LuaRuntime, ctx: TestContext, failure: CallFailure | null, timedOut: boolean, timeoutMs: number | undefined): Outcome {
-  const base = { log: ctx.log, durationMs: 0 };
+  const base = { log: ctx.log.lines(), durationMs: 0 };
   if (timedOut) {
     const message = failure && failure.message.includes('test timed out') ? failure.message : `test timed out after ${showSeconds(timeoutMs ?? 0)}`;
     return { ...base, status: 'failed', message, failureLocation: failure?.location ?? locationFromMessage(message) };

@@ -90,8 +90,8 @@ export type Int64Mode = 'signed' | 'unsigned';
 /**
  * Reads a 64-bit integer. Accepts a Lua integer, an integral float with |x| <= 2^53, or a string
  * in decimal or hex (`"-1"`, `"0xC0104B00"`, `"18446744073709551615"`). In unsigned mode a
- * negative Lua *integer* is read as its unsigned 32-bit value, because fengari wraps hex literals
- * such as `0xC0104B00` to negative 32-bit integers; other negative values wrap modulo 2^64.
+ * negative Lua *integer* is read as its unsigned 32-bit value, because fengari's bitwise operators
+ * give 32-bit patterns (`3 << 30` is negative); other negative values wrap modulo 2^64.
  * Signed mode maps values at or above 2^63 to their two's complement. Returns the value, or a
  * string explaining why it was refused.
  */

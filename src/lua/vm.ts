@@ -15,7 +15,7 @@ import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
 import { kVmFileMethods } from './files.js';
 import { translateRpcError, type OpenStream, type VmHandle } from './guest.js';
-import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
+import { ioctlMethod, readMemMethod, syscallAsyncMethod, syscallMethod } from './layer0.js';
 import { DiskClass, GuestDisk } from './disk.js';
 import { NicClass, type Nic } from './nic.js';
 import { Snapshot, SnapshotClass } from './snapshot.js';
@@ -33,6 +33,8 @@ export class Vm implements VmHandle {
   state: VmState = 'created';
   cid: number | null = null;
   deadReason: string | undefined;
+  /** Why the guest ended by itself while shut down (`guest powered off`). */
+  endReason: string | undefined;
   /** The broker's guest generation this side last saw (see VmView.generation). */
   generation = 0;
   /** Torn down by its scope's `scope.close`: nothing more can be done with it. */
@@ -87,7 +89,7 @@ export class Vm implements VmHandle {
       case 'created':
         throw new LuaError(`${fn}: ${this.label} is not booted (state: created); call boot() first`);
       default:
-        throw new LuaError(`${fn}: ${this.label} is not booted (state: ${this.state})`);
+        throw new LuaError(`${fn}: ${this.label} is not booted (state: ${this.state}${this.endReason ? `; ${this.endReason}` : ''})`);
     }
   }
 
@@ -111,6 +113,7 @@ export class Vm implements VmHandle {
     this.state = this.released ? 'shutdown' : view.state;
     this.cid = view.cid;
     this.deadReason = view.deadReason;
+    this.endReason = view.endReason;
     this.generation = view.generation;
     if (newGuest || (view.state !== 'booted' && view.state !== 'paused')) {
       this.forgetGuestResources();
@@ -158,7 +161,7 @@ export class Vm implements VmHandle {
   }
 
   /** One lifecycle RPC: its reply's view is applied, and so is its error's. */
-  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button' | 'vm.info' | 'vm.kill'>(fn: string, op: K): RpcReply<K> {
+  lifecycle<K extends 'vm.shutdown' | 'vm.pause' | 'vm.resume' | 'vm.reset' | 'vm.power_button' | 'vm.info' | 'vm.kill' | 'vm.wakeup'>(fn: string, op: K): RpcReply<K> {
     let reply: RpcReply<K>;
     try {
       reply = this.rt.rpc.call(op, { vmId: this.vmId });
@@ -207,6 +210,12 @@ const kLifecycle: Record<string, Method<Vm>> = {
   reset(vm, a) {
     vm.expectState(a.label, ['booted']);
     vm.lifecycle(a.label, 'vm.reset');
+    return 0;
+  },
+  /** QMP system_wakeup: a guest that suspended itself (echo mem > /sys/power/state) runs again. */
+  wakeup(vm, a) {
+    vm.expectState(a.label, ['booted']);
+    vm.lifecycle(a.label, 'vm.wakeup');
     return 0;
   },
   power_button(vm, a) {
@@ -348,6 +357,7 @@ export const VmClass: LuaClass<Vm> = {
     run: runMethod,
     run_async: runAsyncMethod,
     syscall: syscallMethod,
+    syscall_async: syscallAsyncMethod,
     ioctl: ioctlMethod,
     read_mem: readMemMethod,
     batch: batchMethod,

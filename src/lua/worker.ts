@@ -10,7 +10,7 @@ import { LuaError } from './errors.js';
 import { runAsyncMethod, runMethod } from './exec.js';
 import { openFileMethod } from './files.js';
 import { agentCall, type AgentTarget, type VmHandle } from './guest.js';
-import { ioctlMethod, readMemMethod, syscallMethod } from './layer0.js';
+import { ioctlMethod, readMemMethod, syscallAsyncMethod, syscallMethod } from './layer0.js';
 import { readSignal } from './process.js';
 import { pushRunResult } from './run-result.js';
 import type { ScopedResource } from './scope.js';
@@ -93,6 +93,7 @@ export const WorkerClass: LuaClass<GuestWorker> = {
     run_async: runAsyncMethod,
     open_file: openFileMethod,
     syscall: syscallMethod,
+    syscall_async: syscallAsyncMethod,
     ioctl: ioctlMethod,
     read_mem: readMemMethod,
     kill(w, a) {

@@ -69,11 +69,12 @@ export interface AgentOps {
   sleep: { req: { ns: Int64 }; res: Empty };
   seed_rng: { req: { seed: Uint8Array }; res: Empty };
   syscall: {
-    req: { nr: Int64; args: Int64[]; bufs: Uint8Array[]; ptrs: [number, number][]; nested: [number, number, number][] };
+    /** `timeout_ms`: the agent interrupts the call then (EINTR) and answers ETIMEDOUT. */
+    req: { nr: Int64; args: Int64[]; bufs: Uint8Array[]; ptrs: [number, number][]; nested: [number, number, number][]; timeout_ms?: number };
     res: { ret: Int64; errno: number; out_bufs?: Uint8Array[] };
   };
   ioctl: {
-    req: { fd: Int64; cmd: Int64; data?: Uint8Array; bufs: Uint8Array[]; ptr_offsets: number[] };
+    req: { fd: Int64; cmd: Int64; data?: Uint8Array; bufs: Uint8Array[]; ptr_offsets: number[]; timeout_ms?: number };
     res: { ret: Int64; errno: number; out_data?: Uint8Array; out_bufs?: Uint8Array[] };
   };
   read_mem: { req: { addr: Int64; len: number }; res: { data: Uint8Array } };

@@ -2,7 +2,7 @@
 // a 4-byte big-endian length + msgpack `{ts, kind, payload}` with `ts` in ns since the epoch.
 // Changing a kind or a field changes EVENTS_PROTOCOL_VERSION (pinned by a unit test).
 
-export const EVENTS_PROTOCOL_VERSION = 3;
+export const EVENTS_PROTOCOL_VERSION = 4;
 
 export interface ResourceAmount {
   memory_bytes: number;
@@ -19,6 +19,23 @@ export interface EventLocation {
   file: string;
   line: number;
 }
+
+/**
+ * How a VM ended or stopped answering (vm_died): a kernel panic (-device pvpanic or the console),
+ * a reboot (QEMU runs with -no-reboot), QEMU killed by a signal or exiting on its own, the agent
+ * exiting or crashing, its channel closed inside the guest, or a guest that stopped answering.
+ * `poweroff` is the one clean end: the VM is then shut down, not dead.
+ */
+export type VmDeathKind =
+  | 'kernel_panic'
+  | 'poweroff'
+  | 'reboot'
+  | 'qemu_killed'
+  | 'qemu_exited'
+  | 'agent_exited'
+  | 'channel_closed'
+  | 'unresponsive'
+  | 'other';
 
 /** How a VM came up: a cold boot, a restore of its boot snapshot, or a running spare of the warm pool. */
 export type BootSource = 'cold' | 'snapshot' | 'pool';
@@ -62,7 +79,10 @@ export interface EventPayloads {
     restored: boolean;
     boot: BootSource;
   };
-  vm_shutdown: { file: string; vm_name: string; duration_ns: number };
+  /** `reason`: "shutdown requested", "guest powered off", or the death of a VM that died first. */
+  vm_shutdown: { file: string; vm_name: string; duration_ns: number; reason: string };
+  /** A running VM died (or powered itself off): `reason` is what its failed calls say. */
+  vm_died: { file: string; vm_name: string; kind: VmDeathKind; reason: string; console_excerpt: string };
   pool_state: { used: ResourceAmount; available: ResourceAmount; running_files: number; queued_files: number };
   claim_acquired: { path: string; amount: ResourceAmount };
   claim_released: { path: string; amount: ResourceAmount };

@@ -89,6 +89,8 @@ export interface VmView {
   cid: number | null;
   /** Why the VM is dead, when it is. */
   deadReason?: string;
+  /** Why a guest nobody asked to stop ended, while it is shut down (`guest powered off`). */
+  endReason?: string;
   /**
    * Bumped each time the guest starts over (boot, restore, reset) or stops (shutdown, death):
    * guest files and processes of an older generation are gone.
@@ -230,6 +232,8 @@ export interface RpcOps {
   /** `graceful`: the guest powered itself off within the grace; otherwise the broker stopped it. */
   'vm.power_button': { args: { vmId: number }; reply: { vm: VmView; graceful: boolean } };
   'vm.info': { args: { vmId: number }; reply: { vm: VmView } };
+  /** QMP system_wakeup: a guest that suspended itself (ACPI sleep) runs again. */
+  'vm.wakeup': { args: { vmId: number }; reply: { vm: VmView } };
   'vm.snapshot': { args: { vmId: number; path?: string }; reply: { vm: VmView; path: string; bytes: number } };
   /** `again`: this snapshot will be restored again (reset_between_tests): keep a spare of it ready. */
   'vm.restore': { args: { vmId: number; path: string; again?: boolean }; reply: { vm: VmView } };
@@ -247,6 +251,13 @@ export interface RpcOps {
     /** Typed per op by AgentCallReply; the channel cannot correlate a union. */
     reply: { result: AgentOps[AgentOp]['res'] };
   };
+  /** Starts an agent op without waiting for it (syscall_async); `callId` names it for agent.await. */
+  'agent.start': { args: RpcOps['agent.call']['args']; reply: { callId: number } };
+  /**
+   * Waits up to `timeoutMs` (absent: until it ends) for an op agent.start began. `done` false:
+   * still running (await again). Its failure is this call's error; once answered the id is gone.
+   */
+  'agent.await': { args: { callId: number; timeoutMs?: number }; reply: { done: boolean; result?: AgentOps[AgentOp]['res'] } };
   /** Open a stream through the agent (tail, fd, process output) or on the console. */
   'stream.open': {
     args:

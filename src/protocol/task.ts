@@ -4,6 +4,7 @@
 
 import type { MessagePort } from 'node:worker_threads';
 import type { MetaMap } from './events.js';
+import type { ReplChannel } from './repl.js';
 
 /** Test selection applied inside the worker, where a file's tests become known. */
 export interface TestSelection {
@@ -34,6 +35,10 @@ export interface FileTask {
   /** The broker end of this file's session. */
   port: MessagePort;
   signalBuffer: SharedArrayBuffer;
+  /** --debug-on-fail: a failed test opens a REPL on this channel before its VMs go. */
+  debug?: ReplChannel;
+  /** --keep-failed DIR: a failed test leaves its consoles, dmesg, processes and a snapshot here. */
+  keepFailed?: string;
 }
 
 export interface SourceLocation {

@@ -10,6 +10,7 @@
 
 import { hasNoTests, isFailure, type FileOutcome, type RunSummary } from '../run/outcome.js';
 import type { Reporter, RunInfo } from '../run/reporter.js';
+import { capLog, capText } from '../protocol/test-log.js';
 
 export interface LineSink {
   write(chunk: string): unknown;
@@ -29,8 +30,9 @@ export function fileToJson(outcome: FileOutcome): Record<string, unknown> {
     tests: r.tests.map((t) => ({
       name: t.name,
       status: t.status,
-      message: t.message ?? null,
-      log: t.log,
+      // Capped per test with a note, so one chatty test cannot make the report unreadable.
+      message: t.message === undefined ? null : capText(t.message),
+      log: capLog(t.log),
       duration_ms: Math.round(t.durationMs),
       attempts: t.attempts,
       flaky: t.flaky,

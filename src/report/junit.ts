@@ -9,6 +9,7 @@
 import { hostname } from 'node:os';
 import { isFailure, type FileOutcome, type PlannedFile, type RunSummary } from '../run/outcome.js';
 import type { TestResult } from '../protocol/task.js';
+import { capLog, capText } from '../protocol/test-log.js';
 import { writeFileAtomic } from '../run/atomic-write.js';
 import { ReportWriteError, type Reporter, type RunInfo } from '../run/reporter.js';
 
@@ -39,7 +40,7 @@ function attrs(values: Record<string, string | number | undefined>): string {
 }
 
 function failureBody(test: TestResult): string {
-  const parts = [test.message ?? 'failed'];
+  const parts = [capText(test.message ?? 'failed')];
   const at = test.failureLocation ?? test.location;
   if (at) parts.push(`at ${at.file}:${at.line}`);
   if (test.location && test.location !== at) parts.push(`test declared at ${test.location.file}:${test.location.line}`);
@@ -49,8 +50,13 @@ function failureBody(test: TestResult): string {
 }
 
 /** `<tag message type>body</tag>` for a failure or an earlier attempt's failure (Surefire's shapes). */
+/** The longest `message` attribute: the first line of a failure, cut with a note past this. */
+const kAttrChars = 4096;
+
 function failureElement(tag: string, message: string, body: string, type: string): string {
-  return `      <${tag}${attrs({ message: message.split('\n')[0]!, type })}>${escapeText(body)}</${tag}>\n`;
+  const nl = message.indexOf('\n');
+  const firstLine = capText(nl < 0 ? message : message.slice(0, nl), kAttrChars);
+  return `      <${tag}${attrs({ message: firstLine, type })}>${escapeText(body)}</${tag}>\n`;
 }
 
 /**
@@ -62,17 +68,18 @@ function failureElement(tag: string, message: string, body: string, type: string
  */
 function testcase(path: string, test: TestResult): { xml: string; failed: boolean; skipped: boolean } {
   const head = `    <testcase${attrs({ name: test.name, classname: path, time: seconds(test.durationMs) })}`;
-  const out = test.log.length ? `      <system-out>${escapeText(test.log.join('\n'))}</system-out>\n` : '';
+  // The log and the message are capped per test with a note (1e6 prints made a 101 MB file).
+  const out = test.log.length ? `      <system-out>${escapeText(capLog(test.log).join('\n'))}</system-out>\n` : '';
   const earlier = test.retryFailures ?? [];
   if (test.status === 'failed') {
-    const reruns = earlier.map((m) => failureElement('rerunFailure', m, m, 'failure')).join('');
+    const reruns = earlier.map((m) => failureElement('rerunFailure', m, capText(m), 'failure')).join('');
     return { xml: `${head}>\n${failureElement('failure', test.message ?? 'failed', failureBody(test), 'failure')}${reruns}${out}    </testcase>`, failed: true, skipped: false };
   }
   if (test.status === 'skipped' || test.status === 'not_run') {
     const message = test.status === 'not_run' ? `not run: ${test.message ?? 'the file ended first'}` : (test.message ?? 'skipped');
     return { xml: `${head}>\n      <skipped${attrs({ message })}/>\n${out}    </testcase>`, failed: false, skipped: true };
   }
-  const flaky = test.flaky ? (earlier.length ? earlier : ['failed on an earlier attempt']).map((m) => failureElement('flakyFailure', m, m, 'failure')).join('') : '';
+  const flaky = test.flaky ? (earlier.length ? earlier : ['failed on an earlier attempt']).map((m) => failureElement('flakyFailure', m, capText(m), 'failure')).join('') : '';
   return { xml: flaky || out ? `${head}>\n${flaky}${out}    </testcase>` : `${head}/>`, failed: false, skipped: false };
 }
 

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { RunIO, RunOptions } from '../run/controller.js';
 import { ReporterFanout, ReportWriteError, type Reporter, type RunOutputs } from '../run/reporter.js';
+import { coverageReporter } from './coverage.js';
 import { HtmlReporter } from './html.js';
 import { kNoFilesJson, JsonReporter } from './json.js';
 import { JunitReporter } from './junit.js';
@@ -33,6 +34,7 @@ export function createReporters(options: RunOptions, io: RunIO): RunOutputs {
   if (options.json) list.push({ name: 'json', reporter: new JsonReporter(io.stdout) });
   if (options.junitPath) list.push({ name: 'junit', reporter: new JunitReporter(options.junitPath) });
   if (options.htmlDir) list.push({ name: 'html', reporter: new HtmlReporter(options.htmlDir) });
+  if (options.coverageBy) list.push({ name: 'coverage', reporter: coverageReporter(options.coverageBy, screen) });
   return {
     checkPaths: async () => {
       if (options.junitPath) await checkWritable('--junit', options.junitPath);

@@ -108,12 +108,13 @@ export class TextReporter implements Reporter {
 
     // Errors outside any test (syntax error, error at top level, timeout or crash outside a test).
     for (const fatal of outcome.result.fatalErrors) {
-      lines.push(...this._messageLines('    ', `${outcome.status === 'failed' ? 'chunk_error: ' : ''}${fatal.message}`, fatal.location));
+      // Appended in a loop: a spread of a 125k-line message would overflow the stack.
+      for (const line of this._messageLines('    ', `${outcome.status === 'failed' ? 'chunk_error: ' : ''}${fatal.message}`, fatal.location)) lines.push(line);
     }
     for (const test of outcome.result.tests) {
       if (test.status === 'failed') {
         lines.push(`    ${p.red('FAIL')} ${test.name}`);
-        lines.push(...this._testDetail(test));
+        for (const line of this._testDetail(test)) lines.push(line);
       } else if (verbose && test.status === 'passed') {
         const flaky = test.flaky ? p.yellow(` flaky: passed on attempt ${test.attempts}`) : '';
         lines.push(`    ${p.green('PASS')} ${test.name} ${p.dim(formatDuration(test.durationMs))}${flaky}`);

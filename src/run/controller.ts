@@ -8,12 +8,12 @@
 import { randomBytes } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { sizePool, type BrokerOptions } from '../broker/broker.js';
 import type { ProviumConfig } from '../config/config.js';
 import { EventBus } from '../events/bus.js';
 import { attachFileSink, attachSocketSink, attachStreamSink, type EventSinkHandle } from '../events/sinks.js';
-import { EVENTS_PROTOCOL_VERSION } from '../protocol/events.js';
+import { EVENTS_PROTOCOL_VERSION, type AnyEvent } from '../protocol/events.js';
 import type { TestSelection } from '../protocol/task.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { fixtureBuilder } from './fixture-builds.js';
@@ -21,6 +21,7 @@ import { displayPathOf } from './discovery.js';
 import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import { ReportWriteError, type RunOutputs } from './reporter.js';
+import { ReplHost } from './repl-host.js';
 import { readRerunState, writeRerunState } from './rerun.js';
 import type { ShardSpec } from './shard.js';
 import { mergeTimings, writeTimings } from './timings.js';
@@ -70,9 +71,17 @@ export interface RunOptions {
   saveEvents?: string;
   eventsStdout: boolean;
   eventsSocket?: string;
+  /** --debug-on-fail: a failed test opens a REPL on this terminal, its VMs still up (one file at a time). */
+  debugOnFail?: boolean;
+  /** --keep-failed DIR: each failed test's consoles, dmesg, processes and a snapshot of its VMs. */
+  keepFailedDir?: string;
+  /** --coverage: the outcomes by this meta key, after the summary. */
+  coverageBy?: string;
 }
 
 export interface RunIO {
+  /** Read only by a --debug-on-fail REPL (default process.stdin). */
+  stdin?: Readable & { isTTY?: boolean };
   stdout: Writable & OutputStream;
   stderr: Writable & OutputStream;
   env: NodeJS.ProcessEnv;
@@ -97,6 +106,8 @@ export interface RunDeps {
   forceKill?(): void;
   /** Receives the controller's interrupt function (tests use it to simulate Ctrl-C). */
   onStart?(control: { interrupt(): void }): void;
+  /** Sees every event of the run (--watch relays them to an --events-socket that outlives the run). */
+  onEvent?(event: AnyEvent): void;
 }
 
 const kPoolStateIntervalMs = 1000;
@@ -162,6 +173,9 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   const bus = new EventBus();
   const sinks = await attachSinks(options, bus, io);
   bus.subscribe((event) => out.reporter.onEvent(event));
+  if (deps.onEvent) bus.subscribe(deps.onEvent);
+  // --debug-on-fail: the REPL host owns the terminal while a failed test's REPL is open.
+  const repl = options.debugOnFail ? new ReplHost({ ...io, stdin: io.stdin ?? process.stdin }) : undefined;
   let broker: SessionBroker | undefined;
   let workers: WorkerPool | undefined;
   let dispatcher: Dispatcher | undefined;
@@ -170,6 +184,11 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   let signalCount = 0;
   let failFastNoticed = false;
   const onSignal = (signal: NodeJS.Signals): void => {
+    // Without a terminal, Ctrl-C in an open --debug-on-fail REPL interrupts its chunk, not the run.
+    if (signal === 'SIGINT' && repl?.active) {
+      repl.interrupt();
+      return;
+    }
     signalCount++;
     if (signalCount > 1) {
       io.stderr.write(`\nprovium: ${signal} again: killing everything now\n`);
@@ -217,6 +236,8 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
         selection: options.selection,
         retries: options.retries,
         listOnly: false,
+        ...(repl ? { debugChannel: (sessionSignal: SharedArrayBuffer) => repl.open(sessionSignal) } : {}),
+        ...(options.keepFailedDir !== undefined ? { keepFailed: options.keepFailedDir } : {}),
       },
       onFileEnd: (outcome) => {
         outcomes.push(outcome);
@@ -277,6 +298,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     // 5. Teardown, whatever happened above: every VM, then the threads.
     await broker?.close().catch((err: Error) => out.warn(`broker teardown: ${err.message}`));
     await workers?.destroy().catch(() => undefined);
+    repl?.close();
     if (deps.handleSignals !== false) {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

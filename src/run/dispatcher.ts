@@ -8,6 +8,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { Broker } from '../broker/broker.js';
 import type { EventBus } from '../events/bus.js';
+import type { ReplChannel } from '../protocol/repl.js';
 import type { FileAck, FileTask, TestSelection } from '../protocol/task.js';
 import { FileJob, type FileEnding } from './file-job.js';
 import { statusOf, isFailure, type FileOutcome, type PlannedFile } from './outcome.js';
@@ -35,7 +36,16 @@ export interface DispatcherOptions {
   /** Per-file wall-clock limit; 0 disables. */
   timeoutMs: number;
   failFast: boolean;
-  task: { roots: (file: PlannedFile) => string[]; selection: TestSelection; retries: number; listOnly: boolean };
+  task: {
+    roots: (file: PlannedFile) => string[];
+    selection: TestSelection;
+    retries: number;
+    listOnly: boolean;
+    /** --debug-on-fail: a REPL channel for the file's worker (given its session's signal buffer); closed when the file ends. */
+    debugChannel?: (sessionSignal: SharedArrayBuffer) => { channel: ReplChannel; close(): void };
+    /** --keep-failed DIR. */
+    keepFailed?: string;
+  };
   /** Called once per file that ran (including interrupted ones), in completion order. */
   onFileEnd: (outcome: FileOutcome) => void;
 }
@@ -191,10 +201,13 @@ export class Dispatcher {
       port: session.port,
       signalBuffer: session.signalBuffer,
     };
+    const debug = this._opts.task.debugChannel?.(session.signalBuffer);
+    if (debug) task.debug = debug.channel;
+    if (this._opts.task.keepFailed !== undefined) task.keepFailed = this._opts.task.keepFailed;
     let ending: FileEnding;
     let workerLost = false;
     try {
-      await pool.run(task, { transferList: [session.port], signal: abort.signal });
+      await pool.run(task, { transferList: debug ? [session.port, debug.channel.port] : [session.port], signal: abort.signal });
       ending = { kind: 'acknowledged' };
     } catch (err) {
       workerLost = true;
@@ -206,6 +219,7 @@ export class Dispatcher {
       }
     } finally {
       if (timer) clearTimeout(timer);
+      debug?.close();
     }
 
     // 4. Everything the worker posted before its task settled is in the port's queue: take it

@@ -7,6 +7,10 @@ import { kAgentRdinit, kRootDiskSerial, rdinitOf, type Profile } from '../config
 
 /** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
 export const kAgentPortName = 'org.provium.agent';
+/** The agent port's device id, as QMP VSERPORT_CHANGE events name it. */
+export const kAgentPortId = 'agent-port';
+/** The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE is 2048 with the NUL). */
+export const kMaxCmdlineBytes = 2047;
 /** Empty pcie-root-ports on q35, so disks and NICs can be hot-plugged. */
 export const kDefaultHotplugSlots = 8;
 
@@ -84,6 +88,8 @@ export interface LaunchSpec {
   slotDevices?: SlotDevice[];
   /** Raw QEMU arguments appended last (for `provium console -- ARGS`). */
   extraQemuArgs?: string[];
+  /** `provium console`: the serial console on stdio (`-serial mon:stdio`), no QMP, no agent socket. */
+  interactiveConsole?: boolean;
 }
 
 /** Everything buildQemuArgs needs beyond the spec, resolved by the caller. */
@@ -122,7 +128,17 @@ export function kernelCmdline(spec: LaunchSpec, tscKhz?: number): string {
     parts.push(`tsc_early_khz=${tscKhz}`);
   }
   parts.push(...tokens(spec.cmdlineAppend));
-  return parts.join(' ');
+  const line = parts.join(' ');
+  // Past the boot protocol's size the kernel cuts the line silently, often the agent's rdinit=
+  // with it: the boot would then end in "the agent did not answer". Say so instead.
+  const bytes = Buffer.byteLength(line);
+  if (bytes > kMaxCmdlineBytes) {
+    throw new Error(
+      `VM ${spec.name}: the kernel command line is ${bytes} bytes, longer than the ${kMaxCmdlineBytes} the x86 boot protocol passes ` +
+        `to the kernel (COMMAND_LINE_SIZE 2048 with its NUL); the rest would be cut: shorten kernel_cmdline, kernel_cmdline_append or the profile's cmdline`,
+    );
+  }
+  return line;
 }
 
 /** `-rtc base=` wants whole seconds in UTC without a zone suffix: 2001-01-01T00:00:00. */
@@ -179,23 +195,32 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
   }
 
   // 3. QMP: QEMU dials the broker's socket (no polling for a socket file to appear).
-  a.push('-chardev', `socket,id=qmp,path=${q(ctx.qmpSocketPath)}`, '-mon', 'chardev=qmp,mode=control');
+  const interactive = spec.interactiveConsole === true;
+  if (!interactive) a.push('-chardev', `socket,id=qmp,path=${q(ctx.qmpSocketPath)}`, '-mon', 'chardev=qmp,mode=control');
 
   // 4. Serial console: a server socket for live readers/writers, and a log written even when
-  //    nobody is connected.
-  const append = spec.consoleReplay !== undefined ? ',logappend=on' : '';
-  a.push('-chardev', `socket,id=con,path=${q(ctx.consoleSocketPath)},server=on,wait=off,logfile=${q(ctx.consoleLogPath)}${append}`);
-  a.push('-serial', 'chardev:con');
+  //    nobody is connected. Interactive: the terminal, with QEMU's monitor behind Ctrl-A C.
+  //    Always appended (O_APPEND): a restored guest's log starts with the replayed boot log, and
+  //    the broker cuts a log that grows too big under QEMU (console-log.ts).
+  const append = ',logappend=on';
+  if (interactive) a.push('-serial', 'mon:stdio');
+  else {
+    a.push('-chardev', `socket,id=con,path=${q(ctx.consoleSocketPath)},server=on,wait=off,logfile=${q(ctx.consoleLogPath)}${append}`);
+    a.push('-serial', 'chardev:con');
+  }
 
-  // 5. The agent's virtio-serial port, and entropy.
+  // 5. The agent's virtio-serial port (interactive: present, so the guest finds it, but unconnected), and entropy.
   a.push('-device', 'virtio-serial-pci,id=vser0');
-  a.push('-chardev', `socket,id=agent,path=${q(ctx.agentSocketPath)},server=on,wait=off`);
-  a.push('-device', `virtserialport,bus=vser0.0,chardev=agent,name=${kAgentPortName}`);
+  a.push('-chardev', interactive ? 'null,id=agent' : `socket,id=agent,path=${q(ctx.agentSocketPath)},server=on,wait=off`);
+  // The id names the port in VSERPORT_CHANGE events (the guest closed or opened it).
+  a.push('-device', `virtserialport,bus=vser0.0,chardev=agent,name=${kAgentPortName},id=${kAgentPortId}`);
   // With an rng_seed, virtio-rng reads QEMU's own generator, which `-seed` makes a deterministic
   // stream (TCG's RDRAND too); the backend is not part of a snapshot, so a restore may switch it.
   if (spec.rngSeed !== undefined) a.push('-seed', spec.rngSeed.toString(), '-object', 'rng-builtin,id=rng0');
   else a.push('-object', 'rng-random,id=rng0,filename=/dev/urandom');
   a.push('-device', 'virtio-rng-pci,rng=rng0');
+  // A guest kernel panic becomes QMP GUEST_PANICKED (the guest's pvpanic-mmio driver finds it by ACPI).
+  a.push('-device', 'pvpanic');
 
   // 6. Per-boot values.
   if (spec.rngSeed !== undefined) a.push('-fw_cfg', `name=opt/provium/rng-seed,string=${rngSeedHex(spec.rngSeed)}`);

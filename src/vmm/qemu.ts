@@ -7,7 +7,7 @@
 // handlers (SIGINT in the CLI).
 
 import { rmSync } from 'node:fs';
-import { access, chmod, copyFile, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, copyFile, open, rm, stat } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -20,16 +20,19 @@ import { agentHello } from './agent-hello.js';
 import { debianRootBuilder } from './debian-image.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
 import { hostTscKhz } from './host.js';
-import { acquireFileLock, isProcessAlive } from './file-lock.js';
+import { acquireFileLock } from './file-lock.js';
 import { imageInfo } from './image.js';
-import { cacheDir, qemuBinary, scratchParent } from './paths.js';
+import { cacheDir, qemuBinary } from './paths.js';
 import { QmpClient } from './qmp.js';
+import { ownedTempDir } from './temp-dirs.js';
+import { watchConsoleLog } from './console-log.js';
 
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
 // accel.ts's, which depends on this file for its probe).
 export type { LaunchSpec } from './cmdline.js';
 export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf } from './snapshot.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
+export { ownedTempDir, isStaleOwner, sweepStaleOnce } from './temp-dirs.js';
 
 /** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
 export const kLaunchTimeoutMs = 30_000;
@@ -39,9 +42,9 @@ const kStderrTailBytes = 4096;
 /** After a QMP failure during launch, how long to wait for QEMU's exit to explain it. */
 const kExitGraceMs = 500;
 const kConsoleTailBytes = 4096;
+/** The console tail kept in memory once the scratch dir is gone, for a dead VM's failure report. */
+const kConsoleKeptBytes = 64 * 1024;
 const kScratchPrefix = 'provium-vm-';
-/** A scratch dir without an owner file is left alone this long (it may be being created). */
-const kSweepMinAgeMs = 60_000;
 
 export interface QemuExit {
   code: number | null;
@@ -61,7 +64,6 @@ export class QemuLaunchError extends Error {
 const live = new Set<QemuVm>();
 let exitHookInstalled = false;
 let setprivPath: Promise<string | undefined> | undefined;
-let swept = false;
 
 /** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs. */
 export function killAllQemu(): void {
@@ -85,6 +87,9 @@ export class QemuVm {
   launchMs = 0;
   private _qmp: QmpClient | undefined;
   private _stopping: Promise<void> | undefined;
+  /** The console's last bytes, read just before stop() removed the scratch dir. */
+  private _keptConsole: string | undefined;
+  private _consoleCap: { stop(): void } | undefined;
 
   private constructor(
     readonly spec: LaunchSpec,
@@ -101,6 +106,7 @@ export class QemuVm {
     this.stderrPath = join(scratchDir, 'qemu.stderr');
     this.exited = exit.then((e) => {
       this.state = 'exited';
+      this._consoleCap?.stop();
       live.delete(this);
       this._qmp?.close();
       return e;
@@ -146,12 +152,9 @@ export class QemuVm {
     const accel = spec.accel ?? (await resolveAccelWith(spec.profile.accel, probeKvm));
     const tscKhz = spec.profile.machine === 'microvm' ? await hostTscKhz() : undefined;
 
-    // 2. Private scratch dir (mkdtemp makes it 0700; chmod in case of an odd umask), marked with
-    //    our pid so a later run can sweep it if we die without cleaning up (SIGKILL).
-    sweepOnce();
-    const scratch = await mkdtemp(join(scratchParent(), kScratchPrefix));
-    await chmod(scratch, 0o700);
-    await writeFile(join(scratch, 'owner'), `${process.pid}\n`);
+    // 2. Private scratch dir, marked with our pid so a later run can sweep it if we die without
+    //    cleaning up (SIGKILL); the first launch sweeps what dead runs left (temp-dirs.ts).
+    const scratch = await ownedTempDir(kScratchPrefix);
     let server: Server | undefined;
     try {
       const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
@@ -193,6 +196,8 @@ export class QemuVm {
       }
       const vm = new QemuVm(spec, accel, scratch, child.pid, argv, exit);
       live.add(vm);
+      // A chatty guest must not fill the temp dir: the log keeps its boot and its last MiBs.
+      if (vm.state === 'running') vm._consoleCap = watchConsoleLog(paths.consoleLogPath);
       installExitHook();
 
       // 5. QMP, or QEMU's exit, or the launch timeout: whichever comes first.
@@ -231,8 +236,12 @@ export class QemuVm {
     }
   }
 
-  /** The last `maxBytes` of the serial console log (4 KiB by default). */
+  /**
+   * The last `maxBytes` of the serial console log (4 KiB by default). After stop() it comes from
+   * memory, so a VM that died (and was stopped) still shows its console when its failure is told.
+   */
   consoleTail(maxBytes = kConsoleTailBytes): Promise<string> {
+    if (this._keptConsole !== undefined) return Promise.resolve(this._keptConsole.slice(-maxBytes));
     return tailFile(this.consoleLogPath, maxBytes);
   }
 
@@ -264,6 +273,7 @@ export class QemuVm {
       this.kill();
       await this.exited;
     }
+    this._keptConsole = await tailFile(this.consoleLogPath, kConsoleKeptBytes);
     await rm(this.scratchDir, { recursive: true, force: true });
   }
 }
@@ -377,27 +387,6 @@ export function findSetpriv(): Promise<string | undefined> {
     return undefined;
   })();
   return setprivPath;
-}
-
-/**
- * Once per process, in the background: removes scratch dirs whose owner process is gone (a run
- * that was SIGKILLed; its QEMUs died with it through pdeathsig).
- */
-function sweepOnce(): void {
-  if (swept) return;
-  swept = true;
-  void (async () => {
-    const parent = scratchParent();
-    for (const name of await readdir(parent).catch(() => [] as string[])) {
-      if (!name.startsWith(kScratchPrefix)) continue;
-      const dir = join(parent, name);
-      const owner = Number.parseInt(await readFile(join(dir, 'owner'), 'utf8').catch(() => ''), 10);
-      const stale = Number.isFinite(owner)
-        ? owner !== process.pid && !isProcessAlive(owner)
-        : Date.now() - ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Date.now()) > kSweepMinAgeMs;
-      if (stale) await rm(dir, { recursive: true, force: true }).catch(() => {});
-    }
-  })();
 }
 
 function installExitHook(): void {

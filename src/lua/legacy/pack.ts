@@ -2,8 +2,8 @@
 // i64`, little-endian, separated by spaces (or commas). The encoding is Lua 5.3's string.pack
 // with `<B <I2 <i2 <I4 <i4 <I8 <i8`, including its range checks ("integer overflow", "unsigned
 // overflow"), with two differences fengari's 32-bit integers force:
-//   - u32 takes a negative 32-bit Lua *integer* as its unsigned pattern, because fengari reads a
-//     literal such as 0xFFFFFFFF as -1 (the syscall arguments follow the same rule);
+//   - u32 takes a negative 32-bit Lua *integer* as its unsigned pattern, because fengari's bitwise
+//     operators give 32-bit patterns (`~0` is -1; the syscall arguments follow the same rule);
 //   - 64-bit values are exact: pack takes numbers up to 2^53 and decimal or hex strings for the
 //     rest; unpack returns a number while |v| <= 2^53 and a decimal string past it
 //     (Lua 5.3 would wrap u64 values past 2^63 to negative integers).

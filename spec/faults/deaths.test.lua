@@ -1,0 +1,82 @@
+-- Every way a guest dies has its name (issue 15 part 3), the test that meets it fails with that
+-- name, and the file goes on: each test here catches the death and checks the next call too.
+
+local function boot(name)
+  return provium:vm(name, "minimal", {memory = "128M"}):boot()
+end
+
+test("a kernel panic is named with the panic's first line", function(t)
+  local vm = boot("panics")
+  local err = t:assert_raises(function() vm:run("echo c > /proc/sysrq-trigger") end)
+  t:assert_contains(err, "kernel panic: Kernel panic - not syncing: sysrq triggered crash")
+  t:assert_eq(vm:state(), "dead")
+  local after = t:assert_raises(function() vm:stat("/") end)
+  t:assert_contains(after, "is dead: kernel panic: Kernel panic - not syncing")
+end)
+
+test("a guest that powers itself off is shut down, not dead, and boots again", function(t)
+  local vm = boot("powers-off")
+  local err = t:assert_raises(function() vm:run("poweroff -f") end)
+  t:assert_contains(err, "guest powered off")
+  wait_until(function() return vm:state() == "shutdown" end, {timeout = "10s", desc = "vm shut down"})
+  local after = t:assert_raises(function() vm:stat("/") end)
+  t:assert_contains(after, "is not booted (state: shutdown; guest powered off)")
+  vm:boot()
+  t:assert_eq(vm:run("echo again").stdout, "again\n")
+end)
+
+test("the agent killed by a real fault (its code made unreadable) is `agent exited (signal 11)`", function(t)
+  local vm = boot("agent-dies")
+  -- The agent's executable mapping, from its own /proc/1/maps: mprotect(PROT_NONE) makes its
+  -- next instruction fault; the crash handler is in the same pages, so PID 1 dies of SIGSEGV.
+  local maps = vm:read_file("/proc/1/maps")
+  local lo, hi = maps:match("(%x+)%-(%x+) r%-xp [^\n]*provium%-agent")
+  t:assert(lo, "no executable mapping of provium-agent in /proc/1/maps:\n" .. maps)
+  local started = os.time()
+  local err = t:assert_raises(function()
+    vm:syscall(10, tonumber(lo, 16), tonumber(hi, 16) - tonumber(lo, 16), 0)
+  end)
+  t:assert_contains(err, "agent exited (signal 11)")
+  t:assert(os.time() - started <= 12, "the diagnosis took " .. (os.time() - started) .. " s")
+  t:assert_eq(vm:state(), "dead")
+end)
+
+test("a guest that suspends itself (ACPI S3) fails the op in flight; vm:wakeup() wakes it", function(t)
+  local vm = boot("sleeper")
+  local started = os.time()
+  vm:run_async("echo mem > /sys/power/state")
+  local err = t:assert_raises(function() vm:run("sleep 30") end)
+  t:assert_contains(err, "the guest suspended itself")
+  t:assert_contains(err, "vm:wakeup() resumes it")
+  t:assert(os.time() - started <= 12, "the diagnosis took " .. (os.time() - started) .. " s")
+  t:assert_eq(vm:state(), "booted")
+  -- The minimal image boots through PVH with no firmware resume path: the woken guest resets,
+  -- which -no-reboot turns into its end, named as such.
+  vm:wakeup()
+  wait_until(function() return vm:state() ~= "booted" end, {timeout = "20s", desc = "the woken guest reset"})
+  local after = t:assert_raises(function() vm:stat("/") end)
+  t:assert_contains(after, "the guest rebooted itself")
+end)
+
+test("a guest that freezes itself (suspend-to-idle: its port closes, QEMU runs on) is named within ~10 s", function(t)
+  local vm = boot("freezes")
+  local started = os.time()
+  local err = t:assert_raises(function() vm:run("echo freeze > /sys/power/state") end)
+  t:assert_contains(err, "the agent's channel was closed inside the guest")
+  t:assert(os.time() - started <= 12, "the diagnosis took " .. (os.time() - started) .. " s")
+  t:assert_eq(vm:state(), "dead")
+end)
+
+test("the agent's channel closed for good inside the guest (its PCI device removed) is named", function(t)
+  local vm = boot("unplugs-port")
+  local started = os.time()
+  local err = t:assert_raises(function()
+    vm:run("d=$(readlink -f /sys/class/virtio-ports/vport*p1); echo 1 > ${d%%/virtio*}/remove")
+  end)
+  t:assert_contains(err, "the agent's channel was closed inside the guest")
+  t:assert(os.time() - started <= 12, "the diagnosis took " .. (os.time() - started) .. " s")
+end)
+
+test("after all of that the file goes on", function(t)
+  t:assert_eq(boot("survivor"):run("echo alive").stdout, "alive\n")
+end)
