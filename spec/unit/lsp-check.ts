@@ -86,7 +86,8 @@ type Node = luaparse.Node & Record<string, unknown>;
 
 /** Diagnostics for one source. */
 export function checkSource(file: string, source: string, defs: Definitions): Diagnostic[] {
-  const ast = luaparse.parse(source, { luaVersion: '5.3', locations: true, scope: true, comments: false, encodingMode: 'none' }) as unknown as Node;
+  // A UTF-8 byte-order mark is accepted by the runner (and LuaLS); luaparse does not skip it.
+  const ast = luaparse.parse(source.replace(/^\uFEFF/, ''), { luaVersion: '5.3', locations: true, scope: true, comments: false, encodingMode: 'none' }) as unknown as Node;
   const out: Diagnostic[] = [];
   const assignedGlobals = new Set<string>();
   const globalRefs: { name: string; line: number }[] = [];

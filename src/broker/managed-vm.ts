@@ -647,9 +647,21 @@ export class ManagedVm {
 
   async pause(): Promise<void> {
     if (this.state !== 'booted') throw this._stateError('pause', ['booted']);
-    await this._qemu!.qmp.execute('stop');
+    // Our own STOP: its event must not read as a pause from outside, whenever it arrives.
     this.state = 'paused';
     this._agent?.pauseLiveness(true);
+    this._ownStops++;
+    try {
+      await this._qemu!.qmp.execute('stop');
+    } catch (err) {
+      if (this.state === 'paused') {
+        this.state = 'booted';
+        this._agent?.pauseLiveness(false);
+      }
+      throw err;
+    } finally {
+      this._ownStops--;
+    }
   }
 
   async resume(): Promise<void> {
