@@ -5,11 +5,12 @@
 // change rebuilds nothing here. A second use of the same list finds the image and builds nothing.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import type { DebianRoot } from '../config/profiles.js';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
+import { installStaging, stagingFor } from './staged-dir.js';
 import { sha256File } from './image.js';
 import { downloadsDir, imageDir, profileScript } from './paths.js';
 
@@ -98,14 +99,7 @@ export async function buildDebianImage(root: DebianRoot, opts: BuildDebianImageO
 }
 
 async function runBuild(root: DebianRoot, key: string, dir: string, profile: string, log: (line: string) => void): Promise<DebianImage> {
-  // We hold the lock: another staging dir of this key is left over from a killed build.
-  const parent = dirname(dir);
-  await mkdir(parent, { recursive: true });
-  const base = `debian-${key}`;
-  for (const name of await readdir(parent).catch(() => [] as string[])) {
-    if (name.startsWith(`${base}.staging-`) || name.startsWith(`${base}.old-`)) await rm(join(parent, name), { recursive: true, force: true });
-  }
-  const staging = `${dir}.staging-${process.pid}`;
+  const staging = await stagingFor(dir);
   const started = Date.now();
   log(`building the Debian root of profile \`${profile}\` (${root.suite}, ${root.packages.length} packages; about a minute)`);
   try {
@@ -135,11 +129,7 @@ async function runBuild(root: DebianRoot, key: string, dir: string, profile: str
       builtAt: new Date().toISOString(), buildMs: Date.now() - started,
     };
     await writeFile(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-    // Old aside, staging in: a VM booted from the old image keeps its open file.
-    const trash = `${dir}.old-${process.pid}`;
-    await rename(dir, trash).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
-    await rename(staging, dir);
-    await rm(trash, { recursive: true, force: true });
+    await installStaging(staging, dir);
     log(`Debian root of \`${profile}\` built in ${((Date.now() - started) / 1000).toFixed(1)}s: ${(bytes / 1048576).toFixed(0)} MiB, ${Object.keys(packages).length} packages`);
     return toImage(dir, manifest, true);
   } finally {

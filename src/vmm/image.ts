@@ -11,9 +11,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
+import { installStaging, stagingFor } from './staged-dir.js';
 import { agentBinaryPath, downloadsDir, imageDir, profileScript } from './paths.js';
 
 const kProfile = 'minimal';
@@ -161,14 +162,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
   const [scriptSha, stamp, versions] = await Promise.all([sha256File(script), aptListsStamp(), resolveVersions()]);
 
   // 2. Build into a staging dir next to the final one, so a failed build leaves the old image.
-  //    We hold the lock, so any other staging or trash dir is left over from a killed build.
-  const parent = dirname(dir);
-  for (const name of await readdir(parent).catch(() => [] as string[])) {
-    if (name.startsWith(`${kProfile}.staging-`) || name.startsWith(`${kProfile}.old-`)) {
-      await rm(join(parent, name), { recursive: true, force: true });
-    }
-  }
-  const staging = `${dir}.staging-${process.pid}`;
+  const staging = await stagingFor(dir);
   await mkdir(staging, { recursive: true });
   const started = Date.now();
   log(`building image \`${kProfile}\` (${versions.kernelPackage} ${versions.kernelVersion}, agent ${agentSha.slice(0, 12)})`);
@@ -213,11 +207,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
     await writeManifest(staging, manifest);
 
     // 4. Swap: old -> trash, staging -> final. VMs already running have read their kernel.
-    const trash = `${dir}.old-${process.pid}`;
-    await rm(trash, { recursive: true, force: true });
-    await rename(dir, trash).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
-    await rename(staging, dir);
-    await rm(trash, { recursive: true, force: true });
+    await installStaging(staging, dir);
     log(`image \`${kProfile}\` built in ${((Date.now() - started) / 1000).toFixed(1)}s: ${dir}`);
     return toBuiltImage(dir, manifest, true);
   } finally {
