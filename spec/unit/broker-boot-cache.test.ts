@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -9,10 +10,12 @@ import { consoleLogOf } from '../../src/vmm/snapshot.js';
 describe('BootCache.store', () => {
   const dirs: string[] = [];
   after(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+  const warnings: string[] = [];
   const cache = async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-bootcache-'));
     dirs.push(dir);
-    return new BootCache(dir);
+    warnings.length = 0;
+    return new BootCache(dir, (m) => warnings.push(m));
   };
   const save = (text: string) => async (tmp: string) => {
     await writeFile(tmp, text);
@@ -36,5 +39,85 @@ describe('BootCache.store', () => {
     assert.equal(await c.lookup('k'), undefined);
     await c.store('k', save('new'));
     assert.equal(await readFile((await c.lookup('k'))!, 'utf8'), 'new');
+  });
+
+  it('a snapshot truncated since it was saved is corrupt: one line names it, it is removed, the next store replaces it', async () => {
+    const c = await cache();
+    await c.store('k', save('a snapshot of some length'));
+    const file = (await c.lookup('k'))!;
+    await truncate(file, 5);
+    assert.equal(await c.lookup('k'), undefined);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, new RegExp(`^boot snapshot ${file} is corrupt \\(it has 5 bytes, ${file}\\.sum says 25\\); removed it, this boot is cold and saves a new one$`));
+    await assert.rejects(stat(file), /ENOENT/);
+    await assert.rejects(stat(consoleLogOf(file)), /ENOENT/);
+    await c.store('k', save('fresh'));
+    assert.equal(await readFile((await c.lookup('k'))!, 'utf8'), 'fresh');
+  });
+
+  it('other bytes of the same size are corrupt; the same bytes copied (a new mtime) are not, and are restamped', async () => {
+    const c = await cache();
+    await c.store('k', save('0123456789'));
+    const file = (await c.lookup('k'))!;
+    // A copy: same bytes, new mtime.
+    await writeFile(file, '0123456789');
+    await utimes(file, new Date(), new Date(Date.now() + 5000));
+    assert.equal(await c.lookup('k'), file);
+    assert.deepEqual(warnings, []);
+    assert.equal(JSON.parse(await readFile(`${file}.sum`, 'utf8')).mtimeMs, (await stat(file)).mtimeMs, 'restamped: the next lookup is a stat');
+    // Overwritten in place.
+    const fh = await open(file, 'r+');
+    await fh.write('XY', 3);
+    await fh.close();
+    assert.equal(await c.lookup('k'), undefined);
+    assert.match(warnings[0] ?? '', /is corrupt \(its bytes changed since it was saved \(sha1 [0-9a-f]{12}, saved as [0-9a-f]{12}\)\)/);
+  });
+
+  it('a snapshot that failed to restore is removed with one line naming it', async () => {
+    const c = await cache();
+    await c.store('k', save('x'));
+    const file = (await c.lookup('k'))!;
+    await c.discard('k');
+    assert.equal(await c.lookup('k'), undefined);
+    assert.deepEqual(warnings, [`boot snapshot ${file} did not restore (corrupt, or saved by another QEMU); removed it, this boot is cold and saves a new one`]);
+  });
+
+  it('a save that runs out of space says so with the path and the fix, and leaves nothing half-written', async () => {
+    const c = await cache();
+    const failing = async (tmp: string) => {
+      await writeFile(tmp, 'half');
+      throw new Error('VM v: snapshot to x failed: cat exited with 1: cat: write error: No space left on device');
+    };
+    await assert.rejects(c.store('k', failing), /No space left on device/);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /^boot snapshot \S+\/boot-snapshots\/k\.snap not saved: no space left on the device of \S+\/boot-snapshots — free space there, move the cache \(PROVIUM_CACHE_DIR or \[provium\] cache_dir in provium\.toml\), or turn boot snapshots off with PROVIUM_BOOT_SNAPSHOTS=0$/);
+    assert.equal(await c.lookup('k'), undefined);
+    const dir = path.join(path.dirname(path.dirname(warnings[0]!.split(' ')[2]!)), 'boot-snapshots');
+    assert.deepEqual(await readdir(dir), [], 'no temporary file or sidecar is left');
+  });
+});
+
+describe('BootCache on a full filesystem (a 1 MiB tmpfs; needs root)', () => {
+  const isRoot = process.getuid?.() === 0;
+  it('a save that hits ENOSPC is named, nothing half-written stays, and the next lookup finds nothing', { skip: !isRoot && 'not root: cannot mount a tmpfs' }, async () => {
+    const mnt = await mkdtemp(path.join(os.tmpdir(), 'provium-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      const warnings: string[] = [];
+      const c = new BootCache(mnt, (m) => warnings.push(m));
+      await mkdir(path.join(mnt, 'boot-snapshots'));
+      // What the save does: the stream written by `cat`, so the error is cat's words, as in a real save.
+      const write = async (tmp: string) => {
+        execFileSync('sh', ['-c', `head -c 2000000 /dev/zero | cat > '${tmp}'`], { stdio: 'pipe' });
+      };
+      await assert.rejects(c.store('k', write), /No space left on device/);
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, new RegExp(`^boot snapshot ${mnt}/boot-snapshots/k\\.snap not saved: no space left on the device of ${mnt}/boot-snapshots — free space there`));
+      assert.deepEqual(await readdir(path.join(mnt, 'boot-snapshots')), []);
+      assert.equal(await c.lookup('k'), undefined);
+    } finally {
+      execFileSync('umount', [mnt]);
+      await rm(mnt, { recursive: true, force: true });
+    }
   });
 });

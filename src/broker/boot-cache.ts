@@ -1,8 +1,15 @@
 // Boot snapshots (DESIGN §4): the first cold boot of a boot key saves the guest at agent-ready;
 // later boots of that key restore it. The key holds everything that shapes early boot.
+//
+// Beside each `<key>.snap`: its console log (`.console`, replayed on restore) and its checksum
+// (`.sum`: size, mtime and sha1 when saved). lookup() compares the size and mtime (a stat); a file
+// written since is hashed, and other bytes make it corrupt: it is removed with one line naming it,
+// and the boot is cold and saves a new one. A snapshot that fails to restore is removed the same
+// way (discard). sha1 is against corruption, not an attacker: 1.5 GB/s here, sha256 0.3 GB/s.
 
 import { createHash } from 'node:crypto';
-import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
@@ -12,7 +19,34 @@ import { consoleLogOf } from '../vmm/snapshot.js';
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
 /** A save in progress, `<key>.<pid>.<ms>.tmp` (and its `.console`), named by store(). */
-const kTempName = /^[0-9a-f]+\.(\d+)\.\d+\.tmp(?:\.console)?$/;
+const kTempName = /^[0-9a-f]+\.(\d+)\.\d+\.tmp(?:\.console|\.sum)?$/;
+
+/** What `<snapshot>.sum` holds. */
+interface SnapshotSum {
+  bytes: number;
+  mtimeMs: number;
+  sha1: string;
+}
+
+function sumOf(snapshotFile: string): string {
+  return `${snapshotFile}.sum`;
+}
+
+function sha1File(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha1');
+    createReadStream(file)
+      .on('data', (chunk) => hash.update(chunk))
+      .on('error', reject)
+      .on('end', () => resolve(hash.digest('hex')));
+  });
+}
+
+/** A write that failed for want of space (cat reports it in words, Node with a code). */
+function isNoSpace(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || /No space left on device|Disk quota exceeded/.test(String(e?.message));
+}
 
 /** A bare command name resolved through PATH, so the key follows the binary QEMU really runs. */
 async function onPath(binary: string): Promise<string> {
@@ -43,7 +77,8 @@ export class BootCache {
   private readonly _dir: string;
   private _swept: Promise<string[]> | undefined;
 
-  constructor(cacheDir: string) {
+  /** `warn` gets one line per snapshot found corrupt, removed, or not saved. */
+  constructor(cacheDir: string, private readonly _warn: (message: string) => void = (m) => process.emitWarning(m)) {
     this._dir = path.join(cacheDir, 'boot-snapshots');
   }
 
@@ -81,15 +116,35 @@ export class BootCache {
     return path.join(this._dir, `${key}.snap`);
   }
 
-  /** The snapshot for `key`, if one was saved with its console log (older ones are made again). */
+  /**
+   * The snapshot for `key`, if one was saved with its console log and checksum (older ones are
+   * made again) and is intact. A corrupt one is removed, with one line saying so.
+   */
   async lookup(key: string): Promise<string | undefined> {
     const file = this.pathFor(key);
+    let st;
+    let sum: SnapshotSum;
     try {
-      await Promise.all([stat(file), stat(consoleLogOf(file))]);
-      return file;
+      [st, sum] = await Promise.all([
+        stat(file),
+        readFile(sumOf(file), 'utf8').then((t) => JSON.parse(t) as SnapshotSum),
+        stat(consoleLogOf(file)),
+      ]);
     } catch {
       return undefined;
     }
+    let problem: string | undefined;
+    if (st.size !== sum.bytes) problem = `it has ${st.size} bytes, ${sumOf(file)} says ${sum.bytes}`;
+    else if (st.mtimeMs !== sum.mtimeMs) {
+      // Written since it was saved: the same bytes (a copied cache) are fine, and restamped.
+      const sha1 = await sha1File(file).catch(() => 'unreadable');
+      if (sha1 !== sum.sha1) problem = `its bytes changed since it was saved (sha1 ${sha1.slice(0, 12)}, saved as ${sum.sha1.slice(0, 12)})`;
+      else await writeFile(sumOf(file), JSON.stringify({ ...sum, mtimeMs: st.mtimeMs })).catch(() => undefined);
+    }
+    if (problem === undefined) return file;
+    this._warn(`boot snapshot ${file} is corrupt (${problem}); removed it, this boot is cold and saves a new one`);
+    await this._discardFile(file);
+    return undefined;
   }
 
   /**
@@ -102,6 +157,9 @@ export class BootCache {
     const final = this.pathFor(key);
     try {
       await write(tmp);
+      const st = await stat(tmp);
+      const sum: SnapshotSum = { bytes: st.size, mtimeMs: st.mtimeMs, sha1: await sha1File(tmp) };
+      await writeFile(sumOf(tmp), JSON.stringify(sum));
       // The first boot to save a key wins, so boots that raced it restore that same snapshot:
       // clones of one snapshot start alike (VMs with one rng_seed read the same bytes).
       if (await this.lookup(key)) return;
@@ -109,12 +167,21 @@ export class BootCache {
         await link(tmp, final);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        // What is there has no console log (an older version's): replaced.
+        // What is there has no console log or checksum (an older version's): replaced.
         await rename(tmp, final);
       }
       await rename(consoleLogOf(tmp), consoleLogOf(final)).catch(() => undefined);
+      // Last: lookup takes the snapshot only once its checksum is there.
+      await rename(sumOf(tmp), sumOf(final));
+    } catch (err) {
+      // Nothing half-written stays (finally): the boot goes on without a snapshot, and says why.
+      this._warn(isNoSpace(err)
+        ? `boot snapshot ${final} not saved: no space left on the device of ${this._dir} — free space there, move the cache ` +
+          '(PROVIUM_CACHE_DIR or [provium] cache_dir in provium.toml), or turn boot snapshots off with PROVIUM_BOOT_SNAPSHOTS=0'
+        : `boot snapshot ${final} not saved: ${(err as Error).message}`);
+      throw err;
     } finally {
-      await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true })]);
+      await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true }), rm(sumOf(tmp), { force: true })]);
     }
     await this._evict();
   }
@@ -139,11 +206,13 @@ export class BootCache {
 
   /** Drops a snapshot that failed to restore, so the next boot is cold and saves a good one. */
   async discard(key: string): Promise<void> {
-    await this._discardFile(this.pathFor(key));
+    const file = this.pathFor(key);
+    this._warn(`boot snapshot ${file} did not restore (corrupt, or saved by another QEMU); removed it, this boot is cold and saves a new one`);
+    await this._discardFile(file);
   }
 
   private async _discardFile(file: string): Promise<void> {
-    await Promise.all([rm(file, { force: true }), rm(consoleLogOf(file), { force: true })]);
+    await Promise.all([rm(file, { force: true }), rm(consoleLogOf(file), { force: true }), rm(sumOf(file), { force: true })]);
   }
 
   private async _evict(): Promise<void> {

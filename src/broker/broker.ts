@@ -44,6 +44,8 @@ export interface BrokerOptions {
   warmPool?: boolean;
   /** The run's seed for every random fault decision (network drops, jitter); printed so `--seed` replays it. */
   seed?: bigint;
+  /** One line for the user about the cache (a corrupt boot snapshot removed, one not saved); default process.emitWarning. */
+  warn?: (message: string) => void;
 }
 
 /** A file's session as the runner holds it. */
@@ -69,7 +71,7 @@ export class Broker {
   readonly seed: bigint;
 
   constructor(private readonly _opts: BrokerOptions) {
-    this._bootCache = new BootCache(_opts.cacheDir);
+    this._bootCache = new BootCache(_opts.cacheDir, _opts.warn);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
     this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();
     this._warm = new WarmPool({

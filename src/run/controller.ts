@@ -18,7 +18,7 @@ import type { TestSelection } from '../protocol/task.js';
 import { Dispatcher, type SessionBroker, type WorkerPool } from './dispatcher.js';
 import { fixtureBuilder } from './fixture-builds.js';
 import { displayPathOf } from './discovery.js';
-import { ExitCode, isFailure, summarize, type FileOutcome } from './outcome.js';
+import { ExitCode, isFailure, summarize, type FileOutcome, type RunSummary } from './outcome.js';
 import { planOptionsOf, planRun, scanStatics, taskRoots } from './plan.js';
 import { ReportWriteError, type RunOutputs } from './reporter.js';
 import { ReplHost } from './repl-host.js';
@@ -112,6 +112,8 @@ export interface RunDeps {
 
 const kPoolStateIntervalMs = 1000;
 const kFallbackMemoryBytes = 8 * 1024 ** 3;
+/** After a second Ctrl-C: how long the reports may take before the process exits without them. */
+const kForcedReportsMs = 5000;
 
 export function hostResources(): { memoryBytes: number; cpus: number } {
   const mem = totalmem();
@@ -183,6 +185,40 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
   const outcomes: FileOutcome[] = [];
   let signalCount = 0;
   let failFastNoticed = false;
+  // The reports of the files that finished, written once: when the run ends, or at once on a
+  // second Ctrl-C, which does not wait for the teardown.
+  let reports: Promise<{ summary: RunSummary; unwritten: string[] }> | undefined;
+  const writeReports = (): Promise<{ summary: RunSummary; unwritten: string[] }> => {
+    reports ??= (async () => {
+      const interrupted = signalCount > 0;
+      const summary = summarize(outcomes, {
+        plannedFiles: files.length,
+        wallMs: performance.now() - wallStart,
+        interrupted,
+        failFastStopped: dispatcher?.failFastStopped ?? false,
+      });
+      bus.emit('run_finished', {
+        passed: summary.passed,
+        failed: summary.failed,
+        skipped: summary.skipped,
+        flaky: summary.flaky,
+        not_run: summary.notRun,
+        files: summary.files,
+        duration_ns: Math.round(summary.wallMs * 1e6),
+        interrupted,
+      });
+      const unwritten = await out.reporter.end(summary);
+      await saveState(options, plan.timings, plan.timingsPath, outcomes, out.warn);
+      await Promise.all(sinks.map((s) => s.close()));
+      // A report that could not be written fails the run: CI must never trust a missing file.
+      for (const sink of sinks) {
+        const failure = sink.failure();
+        if (failure) unwritten.push(failure);
+      }
+      return { summary, unwritten };
+    })();
+    return reports;
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     // Without a terminal, Ctrl-C in an open --debug-on-fail REPL interrupts its chunk, not the run.
     if (signal === 'SIGINT' && repl?.active) {
@@ -191,9 +227,15 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     }
     signalCount++;
     if (signalCount > 1) {
-      io.stderr.write(`\nprovium: ${signal} again: killing everything now\n`);
+      // Kill at once, but CI still gets the reports of the files that finished (a third signal,
+      // or reports that cannot be written within kForcedReportsMs, exits without them).
       deps.forceKill?.();
-      process.exit(ExitCode.interrupted);
+      const exit = (): never => process.exit(ExitCode.interrupted);
+      if (signalCount > 2) exit();
+      io.stderr.write(`\nprovium: ${signal} again: killing everything now; writing the reports of the finished files\n`);
+      setTimeout(exit, kForcedReportsMs);
+      void writeReports().then(exit, exit);
+      return;
     }
     out.reporter.onInterrupt();
     out.write(`\nprovium: interrupted (${signal}): stopping the running files and tearing down; press Ctrl-C again to kill at once\n`);
@@ -203,6 +245,10 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
+  const removeSignalHandlers = (): void => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
 
   let finished = false;
   try {
@@ -217,6 +263,7 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
       displayPathOf: (file) => displayPathOf(file, io.cwd),
       warmPool: options.warmPool ?? true,
       seed,
+      warn: out.warn,
     });
     broker.setFixtureBuilder?.(
       fixtureBuilder({ broker, createWorkerPool: deps.createWorkerPool, workerFile: deps.workerFile, roots: config.roots, selection: options.selection, timeoutMs: options.timeoutMs }),
@@ -299,43 +346,18 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     await broker?.close().catch((err: Error) => out.warn(`broker teardown: ${err.message}`));
     await workers?.destroy().catch(() => undefined);
     repl?.close();
-    if (deps.handleSignals !== false) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
     // An error is on its way out: still release the event outputs (a socket would linger).
     if (!finished) {
+      removeSignalHandlers();
       out.reporter.onInterrupt();
       await Promise.all(sinks.map((s) => s.close()));
     }
   }
 
-  // 6. Reports for what finished, the rerun state, the timing record.
-  const interrupted = signalCount > 0;
-  const summary = summarize(outcomes, {
-    plannedFiles: files.length,
-    wallMs: performance.now() - wallStart,
-    interrupted,
-    failFastStopped: dispatcher?.failFastStopped ?? false,
-  });
-  bus.emit('run_finished', {
-    passed: summary.passed,
-    failed: summary.failed,
-    skipped: summary.skipped,
-    flaky: summary.flaky,
-    not_run: summary.notRun,
-    files: summary.files,
-    duration_ns: Math.round(summary.wallMs * 1e6),
-    interrupted,
-  });
-  const unwritten = await out.reporter.end(summary);
-  await saveState(options, plan.timings, plan.timingsPath, outcomes, out.warn);
-  await Promise.all(sinks.map((s) => s.close()));
-  // A report that could not be written fails the run: CI must never trust a missing file.
-  for (const sink of sinks) {
-    const failure = sink.failure();
-    if (failure) unwritten.push(failure);
-  }
+  // 6. Reports for what finished, the rerun state, the timing record. The signal handlers stay
+  //    until they are written: a second Ctrl-C now must not kill the process before them.
+  const { summary, unwritten } = await writeReports();
+  removeSignalHandlers();
   if (unwritten.length > 0) {
     for (const message of unwritten) io.stderr.write(`provium: ${message}\n`);
     return ExitCode.usage;

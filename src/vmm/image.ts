@@ -7,6 +7,11 @@
 // versions apt would pick (kernel, busybox-static). Resolving versions costs ≈0.7 s of apt-cache,
 // so it only runs when the apt lists changed since the last build (their names, sizes and mtimes
 // are folded into `aptListsStamp`): an up-to-date check takes a few milliseconds.
+//
+// Corruption: the manifest records each output's size, mtime and sha256. A size that differs is
+// corrupt at once; an mtime that differs costs one hash of that file (a copy that kept the bytes
+// is fine, and its new mtime is recorded). A run builds a missing or corrupt image itself
+// (imageForRun), under the same lock as `provium image build`.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -64,7 +69,14 @@ interface Manifest {
   };
   /** Sizes of the outputs: a truncated or missing output makes the image stale. */
   outputBytes: Record<string, number>;
+  /** Each output's mtime and sha256 when it was built (absent in manifests of older builds). */
+  outputStamps?: Record<string, OutputStamp>;
   builtAt: string;
+}
+
+interface OutputStamp {
+  mtimeMs: number;
+  sha256: string;
 }
 
 interface Versions {
@@ -84,12 +96,33 @@ export class ImageBuildError extends Error {
   override name = 'ImageBuildError';
 }
 
-/** The built image if the manifest and every output are present; no staleness check. */
+/** The built image if the manifest and every output are present and intact; no staleness check. */
 export async function imageInfo(): Promise<BuiltImage | undefined> {
+  const found = await findImage();
+  return 'image' in found ? found.image : undefined;
+}
+
+/**
+ * For a run: the image, built first when it is missing or corrupt (one line says which and names
+ * the file). A stale image is used as it is: `provium image build` rebuilds that. Two runs on one
+ * fresh cache build it once: the second waits on the build lock, then finds it built.
+ */
+export async function imageForRun(log: (line: string) => void): Promise<BuiltImage> {
+  const found = await findImage();
+  if ('image' in found) return found.image;
+  // A corrupt one is named by buildImage's own check.
+  if ('missing' in found) log(`the guest image \`${kProfile}\` is not built (${imageDir(kProfile)}); building it (about 30 s, once per cache)`);
+  return buildImage({ log });
+}
+
+type FoundImage = { image: BuiltImage } | { missing: true } | { corrupt: string };
+
+async function findImage(): Promise<FoundImage> {
   const dir = imageDir(kProfile);
   const manifest = await readManifest(dir);
-  if (!manifest || !(await outputsIntact(dir, manifest))) return undefined;
-  return toBuiltImage(dir, manifest, false);
+  if (!manifest) return { missing: true };
+  const problem = await outputProblem(dir, manifest);
+  return problem === undefined ? { image: toBuiltImage(dir, manifest, false) } : { corrupt: problem };
 }
 
 /** Builds the `minimal` image when an input changed (or `force`), else returns the cached one. */
@@ -121,8 +154,9 @@ export async function buildImage(opts: BuildImageOptions = {}): Promise<BuiltIma
 async function checkFresh(dir: string, agentPath: string, log: (line: string) => void): Promise<BuiltImage | undefined> {
   const manifest = await readManifest(dir);
   if (!manifest) return undefined;
-  if (!(await outputsIntact(dir, manifest))) {
-    log('image outputs missing or changed; rebuilding');
+  const problem = await outputProblem(dir, manifest);
+  if (problem !== undefined) {
+    log(`the guest image \`${kProfile}\` is corrupt: ${problem}; rebuilding it`);
     return undefined;
   }
   const [agentSha, scriptSha, stamp] = await Promise.all([
@@ -185,7 +219,12 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
     // 3. Manifest from the script's build-info plus our inputs.
     const info = parseKeyValues(await readFile(join(staging, 'build-info'), 'utf8'));
     const outputBytes: Record<string, number> = {};
-    for (const name of kOutputs) outputBytes[name] = (await stat(join(staging, name))).size;
+    const outputStamps: Record<string, OutputStamp> = {};
+    for (const name of kOutputs) {
+      const st = await stat(join(staging, name));
+      outputBytes[name] = st.size;
+      outputStamps[name] = { mtimeMs: st.mtimeMs, sha256: await sha256File(join(staging, name)) };
+    }
     const manifest: Manifest = {
       manifestVersion: kManifestVersion,
       profile: kProfile,
@@ -202,6 +241,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
         aptListsStamp: stamp,
       },
       outputBytes,
+      outputStamps,
       builtAt: new Date().toISOString(),
     };
     await writeManifest(staging, manifest);
@@ -240,12 +280,24 @@ async function aptListsStamp(): Promise<string> {
   return hash.digest('hex');
 }
 
-async function outputsIntact(dir: string, manifest: Manifest): Promise<boolean> {
+/** What is wrong with the outputs (missing, truncated, other bytes), or undefined when they are intact. */
+async function outputProblem(dir: string, manifest: Manifest): Promise<string | undefined> {
+  let restamped = false;
   for (const name of kOutputs) {
-    const st = await stat(join(dir, name)).catch(() => undefined);
-    if (!st || st.size !== manifest.outputBytes[name]) return false;
+    const file = join(dir, name);
+    const st = await stat(file).catch(() => undefined);
+    if (!st) return `${file} is missing`;
+    if (st.size !== manifest.outputBytes[name]) return `${file} has ${st.size} bytes, the manifest says ${manifest.outputBytes[name]}`;
+    const stamp = manifest.outputStamps?.[name];
+    if (!stamp || stamp.mtimeMs === st.mtimeMs) continue;
+    // Written since the build: the same bytes (a copy) are fine, other bytes are corruption.
+    const sha = await sha256File(file);
+    if (sha !== stamp.sha256) return `${file} does not have the bytes it was built with (sha256 ${sha.slice(0, 12)}…, the manifest says ${stamp.sha256.slice(0, 12)}…)`;
+    stamp.mtimeMs = st.mtimeMs;
+    restamped = true;
   }
-  return true;
+  if (restamped) await writeManifest(dir, manifest).catch(() => undefined);
+  return undefined;
 }
 
 async function readManifest(dir: string): Promise<Manifest | undefined> {
