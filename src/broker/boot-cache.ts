@@ -1,31 +1,36 @@
 // Boot snapshots (DESIGN §4): the first cold boot of a boot key saves the guest at agent-ready;
 // later boots of that key restore it. The key holds everything that shapes early boot.
 //
-// Beside each `<key>.snap`: its console log (`.console`, replayed on restore) and its checksum
-// (`.sum`: size, mtime and sha1 when saved). lookup() compares the size and mtime (a stat); a file
+// Beside each `<key>.snap`: its RAM image (`.ram`, guest-ram.ts), its console log (`.console`,
+// replayed on restore) and its checksum (`.sum`: size, mtime and sha1 when saved; the RAM image's
+// size and mtime, as hashing its 512 MiB of mostly holes would cost more than the boot it saves). lookup() compares the size and mtime (a stat); a file
 // written since is hashed, and other bytes make it corrupt: it is removed with one line naming it,
 // and the boot is cold and saves a new one. A snapshot that fails to restore is removed the same
 // way (discard). sha1 is against corruption, not an attacker: 1.5 GB/s here, sha256 0.3 GB/s.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
 import { agentOverlayPath, isStaleOwner, type LaunchSpec } from '../vmm/qemu.js';
 import { consoleLogOf } from '../vmm/snapshot.js';
+import { ramImageOf } from '../vmm/guest-ram.js';
+import { acquireFileLock } from '../vmm/file-lock.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
 /** A save in progress, `<key>.<pid>.<ms>.tmp` (and its `.console`), named by store(). */
-const kTempName = /^[0-9a-f]+\.(\d+)\.\d+\.tmp(?:\.console|\.sum)?$/;
+const kTempName = /^[0-9a-f]+\.(\d+)\.\d+\.tmp(?:\.console|\.sum|\.ram)?$/;
 
 /** What `<snapshot>.sum` holds. */
 interface SnapshotSum {
   bytes: number;
   mtimeMs: number;
   sha1: string;
+  /** The RAM image's, when the snapshot has one. */
+  ram?: { bytes: number; mtimeMs: number };
 }
 
 function sumOf(snapshotFile: string): string {
@@ -105,6 +110,8 @@ export class BootCache {
       `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
       // Fixed devices changed (pvpanic, the agent port's id): older snapshots do not load.
       'devices=2',
+      // RAM in a sparse image beside the stream (guest-ram.ts): older whole-stream snapshots restore slowly.
+      'snapshot-format=2',
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
       `qemu=${await fileStamp(await onPath(qemuBinary))}`,
@@ -134,7 +141,9 @@ export class BootCache {
       return undefined;
     }
     let problem: string | undefined;
+    const ram = sum.ram ? await stat(ramImageOf(file)).catch(() => undefined) : undefined;
     if (st.size !== sum.bytes) problem = `it has ${st.size} bytes, ${sumOf(file)} says ${sum.bytes}`;
+    else if (sum.ram && (ram?.size !== sum.ram.bytes || ram.mtimeMs !== sum.ram.mtimeMs)) problem = `its RAM image ${ramImageOf(file)} is missing or was written since it was saved`;
     else if (st.mtimeMs !== sum.mtimeMs) {
       // Written since it was saved: the same bytes (a copied cache) are fine, and restamped.
       const sha1 = await sha1File(file).catch(() => 'unreadable');
@@ -157,22 +166,27 @@ export class BootCache {
     const final = this.pathFor(key);
     try {
       await write(tmp);
-      const st = await stat(tmp);
+      const [st, ram] = await Promise.all([stat(tmp), stat(ramImageOf(tmp)).catch(() => undefined)]);
       const sum: SnapshotSum = { bytes: st.size, mtimeMs: st.mtimeMs, sha1: await sha1File(tmp) };
+      if (ram) sum.ram = { bytes: ram.size, mtimeMs: ram.mtimeMs };
       await writeFile(sumOf(tmp), JSON.stringify(sum));
       // The first boot to save a key wins, so boots that raced it restore that same snapshot:
-      // clones of one snapshot start alike (VMs with one rng_seed read the same bytes).
-      if (await this.lookup(key)) return;
+      // clones of one snapshot start alike (VMs with one rng_seed read the same bytes). Savers of
+      // one key take turns (processes too), so no entry mixes one save's stream with another's RAM.
+      const release = await acquireFileLock(path.join(this._dir, `${key}.lock`), { holder: 'a boot snapshot save', timeoutMs: 60_000, pollMs: 20 });
       try {
-        await link(tmp, final);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        // What is there has no console log or checksum (an older version's): replaced.
+        if (await this.lookup(key)) return;
+        // What is there has no checksum (an older version's, or a save that died): replaced.
         await rename(tmp, final);
+        // A RAM image goes with its stream; one left beside a replaced whole-stream snapshot must not.
+        if (ram) await rename(ramImageOf(tmp), ramImageOf(final));
+        else await rm(ramImageOf(final), { force: true });
+        await rename(consoleLogOf(tmp), consoleLogOf(final)).catch(() => undefined);
+        // Last: lookup takes the snapshot only once its checksum is there.
+        await rename(sumOf(tmp), sumOf(final));
+      } finally {
+        await release();
       }
-      await rename(consoleLogOf(tmp), consoleLogOf(final)).catch(() => undefined);
-      // Last: lookup takes the snapshot only once its checksum is there.
-      await rename(sumOf(tmp), sumOf(final));
     } catch (err) {
       // Nothing half-written stays (finally): the boot goes on without a snapshot, and says why.
       this._warn(isNoSpace(err)
@@ -181,7 +195,7 @@ export class BootCache {
         : `boot snapshot ${final} not saved: ${(err as Error).message}`);
       throw err;
     } finally {
-      await Promise.all([rm(tmp, { force: true }), rm(consoleLogOf(tmp), { force: true }), rm(sumOf(tmp), { force: true })]);
+      await Promise.all([tmp, consoleLogOf(tmp), sumOf(tmp), ramImageOf(tmp)].map((f) => rm(f, { force: true })));
     }
     await this._evict();
   }
@@ -212,7 +226,7 @@ export class BootCache {
   }
 
   private async _discardFile(file: string): Promise<void> {
-    await Promise.all([rm(file, { force: true }), rm(consoleLogOf(file), { force: true }), rm(sumOf(file), { force: true })]);
+    await Promise.all([file, consoleLogOf(file), sumOf(file), ramImageOf(file)].map((f) => rm(f, { force: true })));
   }
 
   private async _evict(): Promise<void> {

@@ -10,7 +10,7 @@ import type { AgentOp, AgentOps, AgentStreamOp, AgentStreamOps } from '../protoc
 import type { Profile } from '../config/profiles.js';
 import { formatMs, formatSize } from '../config/units.js';
 import type { EventBus } from '../events/bus.js';
-import { consoleLogOf, ownedTempDir, QemuVm, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
+import { consoleLogOf, ownedTempDir, QemuVm, ramImageOf, restoreSnapshot, saveSnapshot, type LaunchSpec } from '../vmm/qemu.js';
 import { blkdebugBlockdev, diskBlockdevs, fileNodeOf, kDefaultHotplugSlots, type BlkdebugRuleLists, type DiskBackendSpec, type SlotDevice } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import type { BootCache } from './boot-cache.js';
@@ -322,7 +322,7 @@ export class ManagedVm {
   private async _coldBoot(spec: LaunchSpec, timeoutMs: number): Promise<void> {
     this._stopping = false;
     try {
-      this._qemu = await QemuVm.launch(spec);
+      this._qemu = await QemuVm.launch({ ...spec, sharedRam: true });
     } finally {
       // QEMU has read the initrd into guest memory by the time launch resolves.
       if (spec.extraInitrd) await rm(path.dirname(spec.extraInitrd), { recursive: true, force: true });
@@ -333,7 +333,10 @@ export class ManagedVm {
 
   private async _restoreFrom(spec: LaunchSpec, snapshotFile: string, timeoutMs: number): Promise<void> {
     this._stopping = false;
-    this._qemu = await QemuVm.launch({ ...spec, incomingSnapshot: true, consoleReplay: consoleLogOf(snapshotFile) });
+    // A snapshot with a RAM image beside it restores onto a copy of that (guest-ram.ts).
+    const image = ramImageOf(snapshotFile);
+    const ramImage = (await stat(image).then(() => true, () => false)) ? image : undefined;
+    this._qemu = await QemuVm.launch({ ...spec, sharedRam: true, incomingSnapshot: true, consoleReplay: consoleLogOf(snapshotFile), ...(ramImage ? { ramImage } : {}) });
     this._watchExit(this._qemu);
     await restoreSnapshot(this._qemu, snapshotFile);
     this._agent = await this._connectAgent(timeoutMs);

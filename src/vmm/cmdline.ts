@@ -4,6 +4,7 @@
 // assembles a boot's line from it.
 
 import { kAgentRdinit, kRootDiskSerial, rdinitOf, type Profile } from '../config/profiles.js';
+import type { GuestRam } from './guest-ram.js';
 
 /** Virtio-serial port name the agent scans /sys/class/virtio-ports for. */
 export const kAgentPortName = 'org.provium.agent';
@@ -80,6 +81,10 @@ export interface LaunchSpec {
   incomingSnapshot?: boolean;
   /** A console log to start the new one with (a restored guest's boot log); QEMU appends to it. */
   consoleReplay?: string;
+  /** Guest RAM in a tmpfs file (guest-ram.ts), so a snapshot saves it as a sparse image: the broker's VMs. */
+  sharedRam?: boolean;
+  /** The RAM image a restore starts from (a snapshot's `.ram`); the migration then carries device state only. */
+  ramImage?: string;
   /** Overrides the accelerator (skips resolveAccel); the KVM probe uses it. */
   accel?: 'kvm' | 'tcg';
   /** Spare pcie-root-ports on q35 (default kDefaultHotplugSlots). */
@@ -103,7 +108,12 @@ export interface LaunchContext {
   consoleLogPath: string;
   /** Host TSC frequency in kHz (microvm only: tsc_early_khz). */
   tscKhz: number | undefined;
+  /** Guest RAM backed by this file (guest-ram.ts); anonymous memory when absent. */
+  ram?: GuestRam;
 }
+
+/** The memory backend's id: also the RAM block's name in the migration stream. */
+const kRamBackendId = 'pc.ram';
 
 /** Splits a command line on whitespace (kernel parameters do not nest quotes we need to honour). */
 function tokens(cmdline: string | undefined): string[] {
@@ -172,14 +182,19 @@ export function buildQemuArgs(spec: LaunchSpec, ctx: LaunchContext): string[] {
 
   // 1. Machine, CPU, memory. +arat everywhere (else an idle microvm guest burns a core's 5-7%).
   a.push('-name', q(spec.name));
+  const memoryBackend = ctx.ram ? `,memory-backend=${kRamBackendId}` : '';
   if (microvm) {
     // PCIe on microvm lets us keep the virtio-pci devices (and modules) of q35.
-    a.push('-machine', `microvm,accel=${ctx.accel},pcie=on,rtc=on,pit=off,pic=off,x-option-roms=off`);
+    a.push('-machine', `microvm,accel=${ctx.accel},pcie=on,rtc=on,pit=off,pic=off,x-option-roms=off${memoryBackend}`);
   } else {
-    a.push('-machine', `${profile.machine},accel=${ctx.accel}`);
+    a.push('-machine', `${profile.machine},accel=${ctx.accel}${memoryBackend}`);
   }
   a.push('-cpu', ctx.accel === 'kvm' ? 'host' : 'qemu64,+arat');
   a.push('-m', memoryArg(spec.memoryBytes), '-smp', String(spec.cpus));
+  if (ctx.ram) {
+    const share = ctx.ram.shared ? 'on' : 'off';
+    a.push('-object', `memory-backend-file,id=${kRamBackendId},size=${memoryArg(spec.memoryBytes)},mem-path=${q(ctx.ram.path)},share=${share}`);
+  }
   a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
 
   // 2. Kernel, initrd, command line.

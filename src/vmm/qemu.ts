@@ -19,6 +19,7 @@ import { kKvmProbeTimeoutMs, resolveAccelWith, type KvmProbeResult } from './acc
 import { agentHello } from './agent-hello.js';
 import { debianRootBuilder } from './debian-image.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
+import { prepareGuestRam, type GuestRam } from './guest-ram.js';
 import { hostTscKhz } from './host.js';
 import { acquireFileLock } from './file-lock.js';
 import { imageInfo } from './image.js';
@@ -30,7 +31,8 @@ import { watchConsoleLog } from './console-log.js';
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
 // accel.ts's, which depends on this file for its probe).
 export type { LaunchSpec } from './cmdline.js';
-export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf } from './snapshot.js';
+export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf, snapshotFileBytes } from './snapshot.js';
+export { ramImageOf } from './guest-ram.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
 export { ownedTempDir, isStaleOwner, sweepStaleOnce } from './temp-dirs.js';
 
@@ -70,6 +72,7 @@ export function killAllQemu(): void {
   for (const vm of live) {
     try { process.kill(vm.pid, 'SIGKILL'); } catch { /* already gone */ }
     try { rmSync(vm.scratchDir, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+    if (vm.ram?.shared) try { rmSync(vm.ram.path, { force: true }); } catch { /* best effort at exit */ }
   }
   live.clear();
 }
@@ -97,6 +100,8 @@ export class QemuVm {
     readonly scratchDir: string,
     readonly pid: number,
     readonly argv: string[],
+    /** The file behind guest RAM (guest-ram.ts); a shared one is this VM's and goes with it. */
+    readonly ram: GuestRam | undefined,
     exit: Promise<QemuExit>,
   ) {
     this.agentSocketPath = join(scratchDir, 'agent.sock');
@@ -104,11 +109,12 @@ export class QemuVm {
     this.consoleLogPath = join(scratchDir, 'console.log');
     this.qmpSocketPath = join(scratchDir, 'qmp.sock');
     this.stderrPath = join(scratchDir, 'qemu.stderr');
-    this.exited = exit.then((e) => {
+    this.exited = exit.then(async (e) => {
       this.state = 'exited';
       this._consoleCap?.stop();
       live.delete(this);
       this._qmp?.close();
+      if (ram?.shared) await rm(ram.path, { force: true }).catch(() => undefined);
       return e;
     });
   }
@@ -156,7 +162,10 @@ export class QemuVm {
     //    cleaning up (SIGKILL); the first launch sweeps what dead runs left (temp-dirs.ts).
     const scratch = await ownedTempDir(kScratchPrefix);
     let server: Server | undefined;
+    let ram: GuestRam | undefined;
+    let spawned = false;
     try {
+      ram = await prepareGuestRam(spec);
       const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
       const paths = {
         qmpSocketPath: join(scratch, 'qmp.sock'),
@@ -164,7 +173,7 @@ export class QemuVm {
         consoleSocketPath: join(scratch, 'console.sock'),
         consoleLogPath: join(scratch, 'console.log'),
       };
-      const args = buildQemuArgs(spec, { accel, initrdPath, tscKhz, ...paths });
+      const args = buildQemuArgs(spec, { accel, initrdPath, tscKhz, ram, ...paths });
       // A restored guest's log begins with the boot it was saved from; a missing one is no error.
       if (spec.consoleReplay !== undefined) await copyFile(spec.consoleReplay, paths.consoleLogPath).catch(() => undefined);
 
@@ -194,7 +203,8 @@ export class QemuVm {
         const e = await exit;
         throw new QemuLaunchError(`${where}: could not start ${bin} — install it with \`apt-get install qemu-system-x86\` or set PROVIUM_QEMU`, e.stderrTail);
       }
-      const vm = new QemuVm(spec, accel, scratch, child.pid, argv, exit);
+      const vm = new QemuVm(spec, accel, scratch, child.pid, argv, ram, exit);
+      spawned = true;
       live.add(vm);
       // A chatty guest must not fill the temp dir: the log keeps its boot and its last MiBs.
       if (vm.state === 'running') vm._consoleCap = watchConsoleLog(paths.consoleLogPath);
@@ -230,6 +240,8 @@ export class QemuVm {
       return vm;
     } catch (err) {
       await rm(scratch, { recursive: true, force: true });
+      // Once QEMU was spawned, its exit removes the RAM file.
+      if (ram?.shared && !spawned) await rm(ram.path, { force: true });
       throw err;
     } finally {
       server?.close();

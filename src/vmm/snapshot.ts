@@ -5,6 +5,8 @@
 // migration `completed` and the file has every byte QEMU sent (no `exec:cat` flush race).
 // Restore: QEMU was started with `-incoming defer`; `migrate-incoming` makes it listen on a
 // socket in its scratch dir, we stream the file in, wait for `completed`, then `cont`.
+// Guest RAM in a shared file (guest-ram.ts) is not in the stream (`x-ignore-shared`): a save copies
+// it to `<file>.ram` while the guest is stopped, and a restore launched QEMU on a copy of that.
 //
 // The bytes are copied by a `cat` child holding the socket as stdin/stdout, not by Node: piping
 // 65 MB through the event loop halves QEMU's migration speed (measured: a save takes 110-170 ms
@@ -14,6 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { open, rm, stat } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { copySparse, ramImageOf, type GuestRam } from './guest-ram.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
 /** Upper bound for one save or restore of a guest of a few hundred MiB. */
@@ -39,7 +42,8 @@ export interface SnapshotVm {
   readonly name: string;
   readonly qmp: QmpClient;
   readonly scratchDir: string;
-  readonly spec: { readonly incomingSnapshot?: boolean };
+  readonly spec: { readonly incomingSnapshot?: boolean; readonly ramImage?: string };
+  readonly ram: GuestRam | undefined;
   readonly state: 'running' | 'exited';
   readonly exited: Promise<{ code: number | null; signal: string | null; stderrTail: string }>;
   stderrTail(maxBytes?: number): Promise<string>;
@@ -78,7 +82,7 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     // 1. Parameters and capabilities (once per QEMU), then pause the guest. A VM still paused
     //    after an earlier save (`postmigrate`) cannot migrate again until it has run.
     if (!configured.has(vm)) {
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+      await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(vm.ram?.shared === true) });
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': kMaxBandwidth });
       configured.add(vm);
     }
@@ -103,11 +107,15 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     done.catch(() => {});
     await migrating;
     await withTimeout(Promise.all([done, copied]), kSnapshotTimeoutMs, `${where}: not complete within ${kSnapshotTimeoutMs} ms`);
+    // 3. The guest is stopped: its RAM file is this instant's RAM. Without one, RAM was in the
+    //    stream, and an image left by an earlier snapshot at this path must not be restored with it.
+    if (vm.ram?.shared) await copySparse(vm.ram.path, ramImageOf(file));
+    else await rm(ramImageOf(file), { force: true });
   } catch (err) {
     // Leave the VM as it was: no migration in flight, running if it ran, no partial file.
     await qmp.execute('migrate_cancel').catch(() => {});
     if (resume) await qmp.execute('cont').catch(() => {});
-    await rm(file, { force: true });
+    await Promise.all([rm(file, { force: true }), rm(ramImageOf(file), { force: true })]);
     throw err instanceof SnapshotError ? err : new SnapshotError(`${where} failed: ${(err as Error).message}`);
   } finally {
     server.close();
@@ -115,10 +123,9 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     await rm(sockPath, { force: true });
   }
 
-  // 3. A migrated-away source is in `postmigrate`; `cont` runs it again.
+  // 4. A migrated-away source is in `postmigrate`; `cont` runs it again.
   if (resume) await qmp.execute('cont');
-  const { size } = await stat(file);
-  return { bytes: size, ms: performance.now() - started };
+  return { bytes: await snapshotFileBytes(file), ms: performance.now() - started };
 }
 
 /**
@@ -133,7 +140,8 @@ export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<voi
     throw new SnapshotError(`${where}: cannot read the snapshot (${e.code})`);
   });
   const qmp = vm.qmp;
-  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  // A stream saved beside a RAM image holds no RAM; QEMU was launched on a copy of the image.
+  await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(vm.spec.ramImage !== undefined) });
 
   // 1. QEMU listens; we connect and stream the file in.
   const sockPath = join(vm.scratchDir, `restore-${Date.now()}.sock`);
@@ -162,6 +170,17 @@ export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<voi
 
   // 2. The guest was stopped when saved, so it comes up paused.
   await qmp.execute('cont');
+}
+
+/** `events`, and `x-ignore-shared` when guest RAM is a shared file saved beside the stream. */
+function migrationCapabilities(ignoreSharedRam: boolean): { capability: string; state: boolean }[] {
+  return [{ capability: 'events', state: true }, { capability: 'x-ignore-shared', state: ignoreSharedRam }];
+}
+
+/** A snapshot's bytes on disk: its stream, plus its RAM image's data (the image is sparse). */
+export async function snapshotFileBytes(file: string): Promise<number> {
+  const [st, ram] = await Promise.all([stat(file), stat(ramImageOf(file)).catch(() => undefined)]);
+  return st.size + (ram ? ram.blocks * 512 : 0);
 }
 
 /**

@@ -10,12 +10,16 @@ import { tmpdir } from 'node:os';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isProcessAlive } from './file-lock.js';
+import { ramDir } from './guest-ram.js';
 import { scratchParent } from './paths.js';
 
 /** Directories made by ownedTempDir, plus the QEMU scratch dirs (qemu.ts). */
 const kOwnedPrefixes = ['provium-vm-', 'provium-files-', 'provium-disks-', 'provium-br-'];
-/** Files and directories whose name says their owner: `provium-snap-<pid>-…`, `provium-labsnap-<pid>-…`. */
-const kPidInName = /^provium-(?:snap|labsnap)-(\d+)-/;
+/**
+ * Files and directories whose name says their owner: `provium-snap-<pid>-…`, `provium-labsnap-<pid>-…`,
+ * and guest RAM files in the RAM dir, `provium-ram-<pid>-…` (guest-ram.ts).
+ */
+const kPidInName = /^provium-(?:snap|labsnap|ram)-(\d+)-/;
 /**
  * A directory without an owner file may be being created (mkdtemp, then the owner file): a QEMU
  * scratch dir is left alone this long; the other prefixes had no owner file before, so one of
@@ -46,10 +50,10 @@ export function sweepStaleOnce(): Promise<void> {
   return sweeping;
 }
 
-/** Removes, from the scratch parent and the OS temp dir, every entry of ours whose owner is gone. */
+/** Removes, from the scratch parent, the OS temp dir and the RAM dir, every entry of ours whose owner is gone. */
 export async function sweepStale(): Promise<string[]> {
   const removed: string[] = [];
-  for (const parent of new Set([scratchParent(), tmpdir()])) {
+  for (const parent of new Set([scratchParent(), tmpdir(), ramDir() ?? tmpdir()])) {
     for (const name of await readdir(parent).catch(() => [] as string[])) {
       const entry = join(parent, name);
       if (await isStaleEntry(entry, name)) {

@@ -1,0 +1,74 @@
+// Guest RAM in a file, so a snapshot holds RAM as a sparse image beside its device state.
+//
+// Why: QEMU streams RAM through migration, and the loading side reads every page of guest RAM to
+// check for zero. On hosts whose kernel maps no zero page (nested or PVM hosts, like our CI's),
+// every read page is allocated and cleared: a 512 MiB guest restore populated all 512 MiB and
+// spent most of its CPU clearing pages, even though a booted guest uses ~60 MiB.
+//
+// How: a VM's RAM is a file in a tmpfs (/dev/shm), mapped shared (`memory-backend-file,share=on`).
+// A save migrates with `x-ignore-shared`, so the stream holds only device state, then copies the
+// RAM file sparsely to `<snapshot>.ram`. A restore copies that image into a new tmpfs file (only
+// its data: tens of MiB) and loads the device state. RAM the guest never touched is never
+// allocated, on either side.
+//
+// Without room in the tmpfs (a container's 64 MiB /dev/shm, PROVIUM_RAM_DIR=none) a restore maps
+// the image privately (copy-on-write from the page cache) and a cold boot uses anonymous RAM; those
+// VMs' snapshots are whole migration streams, as before, and restore as such.
+
+import { randomBytes } from 'node:crypto';
+import { statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+
+/** Where a VM's RAM lives: a shared file in a tmpfs, or a private map of a snapshot's image. */
+export interface GuestRam {
+  path: string;
+  shared: boolean;
+}
+
+/** The RAM image beside a snapshot file. */
+export function ramImageOf(snapshotFile: string): string {
+  return `${snapshotFile}.ram`;
+}
+
+/** Shared RAM files are named with the run's pid, so a later run sweeps what a killed one left (temp-dirs.ts). */
+export const kRamFilePrefix = 'provium-ram-';
+const kDefaultRamDir = '/dev/shm';
+/** Beyond the guest's own size: the tmpfs must not fill while the guest runs (QEMU would die of SIGBUS). */
+const kRamDirSlackBytes = 256 * 1024 * 1024;
+
+/** The tmpfs for shared RAM files: PROVIUM_RAM_DIR (`none` turns shared RAM off), else /dev/shm. */
+export function ramDir(): string | undefined {
+  const dir = process.env['PROVIUM_RAM_DIR'] ?? kDefaultRamDir;
+  return dir === '' || dir === 'none' ? undefined : dir;
+}
+
+/**
+ * A new shared RAM file's path for a guest of `memoryBytes`, or undefined when the tmpfs is missing
+ * or has not room for the whole guest (a guest may touch all of its RAM).
+ */
+export async function sharedRamPath(memoryBytes: number): Promise<string | undefined> {
+  const dir = ramDir();
+  if (dir === undefined) return undefined;
+  const fs = await statfs(dir).catch(() => undefined);
+  if (!fs || fs.bavail * fs.bsize < memoryBytes + kRamDirSlackBytes) return undefined;
+  return join(dir, `${kRamFilePrefix}${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+/** Copies `from` to `to` keeping holes, and making holes of zero blocks (a RAM file is mostly zero). */
+export async function copySparse(from: string, to: string): Promise<void> {
+  const r = await execa('cp', ['--sparse=always', from, to], { reject: false });
+  if (r.exitCode !== 0) throw new Error(`cp --sparse=always ${from} ${to}: ${(r.stderr || r.shortMessage || `exit code ${r.exitCode}`).trim()}`);
+}
+
+/**
+ * The RAM a launch gets: a shared tmpfs file (filled from `ramImage` when restoring one), a private
+ * map of `ramImage` when the tmpfs has no room, or anonymous memory (undefined).
+ */
+export async function prepareGuestRam(opts: { memoryBytes: number; sharedRam?: boolean; ramImage?: string }): Promise<GuestRam | undefined> {
+  if (!opts.sharedRam && opts.ramImage === undefined) return undefined;
+  const shared = await sharedRamPath(opts.memoryBytes);
+  if (shared === undefined) return opts.ramImage === undefined ? undefined : { path: opts.ramImage, shared: false };
+  if (opts.ramImage !== undefined) await copySparse(opts.ramImage, shared);
+  return { path: shared, shared: true };
+}
