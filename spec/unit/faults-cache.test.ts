@@ -102,7 +102,8 @@ describe('the fault suite: a broken cache is named, rebuilt, and the run passes 
     // The image was rebuilt: this run boots cold and saves the snapshot of the new key.
     await runPasses(p, cache);
     const snap = await newestSnapshot(cache);
-    await overwrite(snap, 1 << 20, Buffer.alloc(4096, 0x55));
+    // Inside the stream (device state: a few hundred KB; RAM is in its `.ram` image).
+    await overwrite(snap, Math.floor((await stat(snap)).size / 2), Buffer.alloc(4096, 0x55));
     const out = await runPasses(p, cache);
     const named = out.split('\n').filter((l) => l.includes('boot snapshot'));
     assert.equal(named.length, 1, out);
@@ -111,6 +112,19 @@ describe('the fault suite: a broken cache is named, rebuilt, and the run passes 
     assert.ok(existsSync(`${snap}.sum`), 'the cold boot saved a new snapshot');
     const quiet = await runPasses(p, cache);
     assert.doesNotMatch(quiet, /boot snapshot/);
+  });
+
+  it('a boot snapshot whose RAM image was written since it was saved is named, removed, saved again, and the run passes', async () => {
+    const p = await project({ 'a.test.lua': kHealthy });
+    cleanup.push(p.dir);
+    await runPasses(p, cache);
+    const snap = await newestSnapshot(cache);
+    await overwrite(`${snap}.ram`, 16 << 20, Buffer.alloc(4096, 0x55));
+    const out = await runPasses(p, cache);
+    const named = out.split('\n').filter((l) => l.includes('boot snapshot'));
+    assert.equal(named.length, 1, out);
+    assert.match(named[0]!, new RegExp(`^provium: warning: boot snapshot ${snap} is corrupt \\(its RAM image ${snap}\\.ram is missing or was written since it was saved\\); removed it, this boot is cold and saves a new one$`));
+    assert.doesNotMatch(await runPasses(p, cache), /boot snapshot/);
   });
 
   it('a boot snapshot corrupted behind the checksum\'s back (mtime kept) fails to restore: named, removed, cold boot, the run passes', async () => {

@@ -89,6 +89,43 @@ describe('fixture cache', () => {
     assert.deepEqual((await cache.list()).map((e) => e.key), ['k1']);
   });
 
+  it('a RAM image (`*.ram`) is stored without our hash and extracted sparse by zstd; a bit flip in it is caught by zstd', async () => {
+    const dir = path.join(root, 'with-ram');
+    await mkdir(dir, { recursive: true });
+    const image = path.join(dir, 'vm.snap.ram');
+    const fh = await open(image, 'w');
+    await fh.truncate(256 * kMiB);
+    const data = randomBytes(64 * 1024);
+    await fh.write(data, 0, data.length, 100 * kMiB);
+    await fh.close();
+    await writeFile(path.join(dir, 'vm.snap'), randomBytes(100_000));
+    const cache = new FixtureCache({ dir: cacheDir, maxBytes: 1024 * kMiB });
+    const e = await cache.install('kr', dir, { kind: 'vm', path: 'db/fixtures/ram' });
+    assert.equal(e.files.find((f) => f.path === 'vm.snap.ram')?.sha256, null);
+    const out = fresh();
+    await cache.extract(assertEntry(await cache.lookup('kr')), out);
+    const st = await stat(path.join(out, 'vm.snap.ram'));
+    assert.equal(st.size, 256 * kMiB);
+    assert.ok(st.blocks * 512 < 4 * kMiB, `extracted with holes (${st.blocks * 512} bytes allocated)`);
+    const back = await open(path.join(out, 'vm.snap.ram'), 'r');
+    const got = Buffer.alloc(data.length);
+    await back.read(got, 0, got.length, 100 * kMiB);
+    await back.close();
+    assert.deepEqual(got, data);
+
+    const zst = path.join(e.dir, 'data', 'vm.snap.ram.zst');
+    const z = await open(zst, 'r+');
+    const at = Math.floor((await z.stat()).size / 2);
+    const byte = Buffer.alloc(1);
+    await z.read(byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0x10;
+    await z.write(byte, 0, 1, at);
+    await z.close();
+    const err = await cache.extract(assertEntry(await cache.lookup('kr')), fresh()).catch((x: unknown) => x);
+    assert.ok(err instanceof FixtureCorruptError, String(err));
+    assert.match(err.message, /vm\.snap\.ram\.zst.*removed/);
+  });
+
   it('lookup of an unknown key is undefined; a bad key is refused', async () => {
     const cache = new FixtureCache({ dir: cacheDir, maxBytes: kMiB });
     assert.equal(await cache.lookup('0123abcd'), undefined);

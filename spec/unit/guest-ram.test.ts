@@ -4,7 +4,7 @@
 // leaving nothing in the RAM dir.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -55,36 +55,41 @@ describe('guest RAM: where it lives', () => {
   });
 
   it('a VM without sharedRam or an image gets anonymous memory', async () => {
-    assert.equal(await withRamDir(dir, () => prepareGuestRam({ memoryBytes: 1 << 20 })), undefined);
+    assert.deepEqual(await withRamDir(dir, () => prepareGuestRam({ memoryBytes: 1 << 20 })), { fillFirst: [] });
   });
 
-  it('a shared file in the RAM dir, named with the pid; a restore fills it from the image, sparse', async () => {
+  it('a shared file in the RAM dir, named with the pid; a restore fills it from the image, sparse, before QEMU runs', async () => {
     const image = path.join(dir, 'x.snap.ram');
     // 64 MiB with 4 KiB of data in the middle.
-    await writeFile(image, '');
-    const fh = await import('node:fs/promises').then((m) => m.open(image, 'r+'));
+    const fh = await open(image, 'w');
     await fh.truncate(64 << 20);
     await fh.write(Buffer.alloc(4096, 7), 0, 4096, 32 << 20);
     await fh.close();
     const ramDir = path.join(dir, 'shm');
     await mkdir(ramDir);
     const fresh = await withRamDir(ramDir, () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true }));
-    assert.equal(fresh?.shared, true);
-    assert.match(path.basename(fresh!.path), new RegExp(`^provium-ram-${process.pid}-[0-9a-f]+$`));
+    assert.equal(fresh.ram?.shared, true);
+    assert.deepEqual(fresh.fillFirst, []);
+    assert.match(path.basename(fresh.ram!.path), new RegExp(`^provium-ram-${process.pid}-[0-9a-f]+$`));
     const restored = await withRamDir(ramDir, () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true, ramImage: image }));
-    assert.equal(restored?.shared, true);
-    const st = await stat(restored!.path);
+    assert.equal(restored.ram?.shared, true);
+    // The prefix copies, then runs the command after it with its arguments intact.
+    const [cmd, ...rest] = [...restored.fillFirst, 'printf', '%s|', 'a b', '"c"'];
+    const out = await new Promise<string>((resolve, reject) => execFile(cmd!, rest, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    assert.equal(out, 'a b|"c"|');
+    const st = await stat(restored.ram!.path);
     assert.equal(st.size, 64 << 20);
     assert.ok(st.blocks * 512 < 1 << 20, `the copy keeps its holes (${st.blocks * 512} bytes allocated)`);
+    assert.deepEqual((await readFile(restored.ram!.path)).subarray(32 << 20, (32 << 20) + 4096), Buffer.alloc(4096, 7));
   });
 
   it('without a RAM dir (none) or without room in it, a restore maps the image privately', async () => {
     const image = path.join(dir, 'y.snap.ram');
     await writeFile(image, 'x');
-    assert.deepEqual(await withRamDir('none', () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true, ramImage: image })), { path: image, shared: false });
-    assert.equal(await withRamDir('none', () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true })), undefined);
+    assert.deepEqual(await withRamDir('none', () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true, ramImage: image })), { ram: { path: image, shared: false }, fillFirst: [] });
+    assert.deepEqual(await withRamDir('none', () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true })), { fillFirst: [] });
     const tooBig = Number.MAX_SAFE_INTEGER;
-    assert.deepEqual(await withRamDir(dir, () => prepareGuestRam({ memoryBytes: tooBig, ramImage: image })), { path: image, shared: false });
+    assert.deepEqual(await withRamDir(dir, () => prepareGuestRam({ memoryBytes: tooBig, ramImage: image })), { ram: { path: image, shared: false }, fillFirst: [] });
   });
 });
 

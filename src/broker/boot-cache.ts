@@ -16,8 +16,9 @@ import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
 import { agentOverlayPath, isStaleOwner, type LaunchSpec } from '../vmm/qemu.js';
 import { consoleLogOf } from '../vmm/snapshot.js';
-import { ramImageOf } from '../vmm/guest-ram.js';
+import { kSnapshotFormat, ramImageOf } from '../vmm/guest-ram.js';
 import { acquireFileLock } from '../vmm/file-lock.js';
+import { qemuBinaryPath } from '../vmm/paths.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
@@ -53,20 +54,6 @@ function isNoSpace(err: unknown): boolean {
   return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || /No space left on device|Disk quota exceeded/.test(String(e?.message));
 }
 
-/** A bare command name resolved through PATH, so the key follows the binary QEMU really runs. */
-async function onPath(binary: string): Promise<string> {
-  if (binary.includes('/')) return binary;
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    const candidate = path.join(dir || '.', binary);
-    try {
-      await stat(candidate);
-      return candidate;
-    } catch {
-      // keep looking
-    }
-  }
-  return binary;
-}
 
 async function fileStamp(file: string | undefined): Promise<string> {
   if (!file) return '-';
@@ -110,11 +97,10 @@ export class BootCache {
       `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
       // Fixed devices changed (pvpanic, the agent port's id): older snapshots do not load.
       'devices=2',
-      // RAM in a sparse image beside the stream (guest-ram.ts): older whole-stream snapshots restore slowly.
-      'snapshot-format=2',
+      `snapshot-format=${kSnapshotFormat}`,
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
-      `qemu=${await fileStamp(await onPath(qemuBinary))}`,
+      `qemu=${await fileStamp(await qemuBinaryPath(qemuBinary))}`,
     ];
     return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 32);
   }

@@ -16,8 +16,9 @@ import type { EventBus } from '../events/bus.js';
 import { EVENTS_PROTOCOL_VERSION } from '../protocol/events.js';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import type { LabSnapshotManifest } from '../protocol/rpc.js';
+import { kSnapshotFormat } from '../vmm/guest-ram.js';
 import { agentOverlayPath } from '../vmm/qemu.js';
-import { qemuBinary } from '../vmm/paths.js';
+import { qemuBinaryPath } from '../vmm/paths.js';
 import { FixtureCache, FixtureCorruptError, type FixtureEntry } from './fixture-cache.js';
 import { contentHash, fixtureKey, type FixtureKey } from './fixture-key.js';
 import { BrokerError } from './rpc-server.js';
@@ -188,7 +189,8 @@ export class Fixtures {
       return [
         `protocol=${PROTOCOL_VERSION}`,
         `events=${EVENTS_PROTOCOL_VERSION}`,
-        `qemu=${await contentHash(qemuBinary())}`,
+        `snapshot-format=${kSnapshotFormat}`,
+        `qemu=${await contentHash(await qemuBinaryPath())}`,
         `agent=${overlay ? await contentHash(overlay) : 'none'}`,
       ];
     })();

@@ -336,7 +336,10 @@ export class ManagedVm {
     // A snapshot with a RAM image beside it restores onto a copy of that (guest-ram.ts).
     const image = ramImageOf(snapshotFile);
     const ramImage = (await stat(image).then(() => true, () => false)) ? image : undefined;
-    this._qemu = await QemuVm.launch({ ...spec, sharedRam: true, incomingSnapshot: true, consoleReplay: consoleLogOf(snapshotFile), ...(ramImage ? { ramImage } : {}) });
+    // A whole-stream snapshot loads into anonymous memory: QEMU's load reads every page, and in a
+    // tmpfs each read would allocate one.
+    const ram = ramImage ? { sharedRam: true, ramImage } : {};
+    this._qemu = await QemuVm.launch({ ...spec, incomingSnapshot: true, consoleReplay: consoleLogOf(snapshotFile), ...ram });
     this._watchExit(this._qemu);
     await restoreSnapshot(this._qemu, snapshotFile);
     this._agent = await this._connectAgent(timeoutMs);

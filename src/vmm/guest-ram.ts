@@ -26,6 +26,12 @@ export interface GuestRam {
   shared: boolean;
 }
 
+/**
+ * The snapshot layout, in every cache key of a snapshot (boot snapshots, fixtures): 2 is a device
+ * stream with a RAM image beside it; entries of 1 streamed RAM and would restore the slow way.
+ */
+export const kSnapshotFormat = 2;
+
 /** The RAM image beside a snapshot file. */
 export function ramImageOf(snapshotFile: string): string {
   return `${snapshotFile}.ram`;
@@ -62,13 +68,15 @@ export async function copySparse(from: string, to: string): Promise<void> {
 }
 
 /**
- * The RAM a launch gets: a shared tmpfs file (filled from `ramImage` when restoring one), a private
- * map of `ramImage` when the tmpfs has no room, or anonymous memory (undefined).
+ * The RAM a launch gets: a shared tmpfs file, a private map of `ramImage` when the tmpfs has no
+ * room, or anonymous memory (undefined). A shared file restored from `ramImage` is filled by
+ * `fillFirst`, a command prefix that copies it and then runs the rest: the copy rides on QEMU's
+ * own spawn, as each spawn costs the harness's busy main thread 10–30 ms (fork of a large process).
  */
-export async function prepareGuestRam(opts: { memoryBytes: number; sharedRam?: boolean; ramImage?: string }): Promise<GuestRam | undefined> {
-  if (!opts.sharedRam && opts.ramImage === undefined) return undefined;
+export async function prepareGuestRam(opts: { memoryBytes: number; sharedRam?: boolean; ramImage?: string }): Promise<{ ram?: GuestRam; fillFirst: string[] }> {
+  if (!opts.sharedRam && opts.ramImage === undefined) return { fillFirst: [] };
   const shared = await sharedRamPath(opts.memoryBytes);
-  if (shared === undefined) return opts.ramImage === undefined ? undefined : { path: opts.ramImage, shared: false };
-  if (opts.ramImage !== undefined) await copySparse(opts.ramImage, shared);
-  return { path: shared, shared: true };
+  if (shared === undefined) return { ...(opts.ramImage === undefined ? {} : { ram: { path: opts.ramImage, shared: false } }), fillFirst: [] };
+  const fillFirst = opts.ramImage === undefined ? [] : ['/bin/sh', '-c', 'cp --sparse=always -- "$0" "$1" && shift && exec "$@"', opts.ramImage, shared];
+  return { ram: { path: shared, shared: true }, fillFirst };
 }

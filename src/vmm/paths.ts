@@ -1,7 +1,8 @@
 // Where things live on the host: the cache (images, downloads, accel verdicts), the repository
 // (profile scripts, the agent binary), the QEMU binary, and per-VM scratch directories.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { constants as fsConstants, existsSync, readFileSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +68,21 @@ export function agentBinaryPath(): string {
 /** The QEMU binary: `$PROVIUM_QEMU`, else `qemu-system-x86_64` from PATH. */
 export function qemuBinary(): string {
   return process.env['PROVIUM_QEMU'] || 'qemu-system-x86_64';
+}
+
+/** The QEMU binary's path, a bare name resolved through PATH: cache keys follow the binary that really runs. */
+export async function qemuBinaryPath(binary = qemuBinary()): Promise<string> {
+  if (binary.includes('/')) return binary;
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    const candidate = join(dir || '.', binary);
+    try {
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  return binary;
 }
 
 /**

@@ -165,7 +165,8 @@ export class QemuVm {
     let ram: GuestRam | undefined;
     let spawned = false;
     try {
-      ram = await prepareGuestRam(spec);
+      const guestRam = await prepareGuestRam(spec);
+      ram = guestRam.ram;
       const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
       const paths = {
         qmpSocketPath: join(scratch, 'qmp.sock'),
@@ -189,7 +190,8 @@ export class QemuVm {
       const stderrPath = join(scratch, 'qemu.stderr');
       const setpriv = await findSetpriv();
       const bin = qemuBinary();
-      const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', bin, ...args] : [bin, ...args];
+      const command = [...guestRam.fillFirst, bin, ...args];
+      const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...command] : command;
       const child = execa(argv[0]!, argv.slice(1), {
         stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true,
       });
