@@ -35,6 +35,12 @@ static const char unit_text[] =
 	"ExecStart=" AGENT_IN_ROOT "\n"
 	"Restart=always\n"
 	"RestartSec=100ms\n"
+	/* Its death on the console, where the host reads why the link went quiet (vm-fate.ts):
+	 * systemd gives the signal's name (SEGV) or the exit code. A stop by systemd (shutdown,
+	 * SIGTERM) is a `success` and says nothing. `$$` is a literal `$` in a unit file. */
+	"ExecStopPost=/bin/sh -c '[ \"$$SERVICE_RESULT\" = success ] || case \"$$EXIT_CODE\" in "
+	"killed|dumped) echo \"provium-agent: killed by signal $$EXIT_STATUS\" >/dev/console ;; "
+	"*) echo \"provium-agent: exited with code $$EXIT_STATUS\" >/dev/console ;; esac'\n"
 	"KillMode=process\n"
 	"[Install]\n"
 	"WantedBy=multi-user.target\n";

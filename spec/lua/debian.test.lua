@@ -65,3 +65,13 @@ test("init = \"systemd\": systemd is PID 1, units run, the agent is a unit", fun
   -- The power button reaches logind, which powers off cleanly.
   t:assert(vm:power_button(), "systemd did not power off on the ACPI power button")
 end)
+
+test("init = \"systemd\": an agent unit killed by a signal is named, not a silent link", function(t)
+  local vm = provium:vm("sd-dies", "web-systemd"):boot()
+  local pid = vm:run("systemctl show -p MainPID --value provium-agent.service"):assert_ok().stdout:gsub("%s+", "")
+  local started = os.time()
+  local err = t:assert_raises(function() vm:run("kill -SEGV " .. pid .. "; sleep 30") end)
+  t:assert_contains(err, "agent exited (signal 11, SIGSEGV)")
+  t:assert(os.time() - started <= 10, "the diagnosis took " .. (os.time() - started) .. " s")
+  t:assert_eq(vm:state(), "dead")
+end)

@@ -16,6 +16,11 @@ describe('scanLua: fixtures and requires', () => {
     assert.deepEqual(s.fixtures, ['db/fixtures/warm', 'net/pair', 'net/triple']);
   });
 
+  it('finds literal barrier names of lab and provium calls, not computed ones or other functions', () => {
+    const s = scanLua('provium:barrier("a", 2)\nlab:barrier "b"\nprovium.barrier(name, 2)\nbarrier("c")\nlab:barrier("a", 3)\n');
+    assert.deepEqual(s.barriers, ['a', 'b']);
+  });
+
   it('finds literal requires in both forms, not method calls named require', () => {
     const s = scanLua([
       'local h = require("helpers.net")',

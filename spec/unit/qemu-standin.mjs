@@ -141,6 +141,7 @@ function parseArgs(argv) {
       case '-netdev': o.netdevs.push({ ...parseOpts(v), raw: v }); break;
       case '-incoming': o.incoming = v; break;
       case '-pidfile': o.pidfile = v; break;
+      case '-object': { const ob = parseOpts(v); if (ob._ === 'memory-backend-file') o.ramFile = { path: ob['mem-path'], share: ob.share === 'on' }; break; }
       default: break; // accepted, nothing to emulate
     }
   }
@@ -170,6 +171,18 @@ for (const [what, file] of [['kernel', opts.kernel], ['initrd', opts.initrd]]) {
 }
 if (opts.incoming !== undefined && opts.incoming !== 'defer') die(`-incoming ${opts.incoming}: the stand-in supports -incoming defer only`);
 const memoryBytes = parseMemory(opts.memory ?? '128M');
+// Guest RAM in a file (memory-backend-file), as QEMU opens it: a missing shared file is created
+// at the guest's size; a private one must already be that size (a snapshot's RAM image).
+if (opts.ramFile) {
+  const { path: ramPath, share } = opts.ramFile;
+  const size = fs.existsSync(ramPath) ? fs.statSync(ramPath).size : -1;
+  if (size === -1 && !share) die(`memory-backend-file: ${ramPath}: No such file or directory`);
+  if (size <= 0) {
+    fs.closeSync(fs.openSync(ramPath, 'a'));
+    fs.truncateSync(ramPath, memoryBytes);
+  }
+  else if (size !== memoryBytes) die(`memory-backend-file: backing store size 0x${size.toString(16)} does not match 'size' option 0x${memoryBytes.toString(16)}`);
+}
 if (opts.pidfile) fs.writeFileSync(opts.pidfile, `${process.pid}\n`);
 
 function parseMemory(v) {

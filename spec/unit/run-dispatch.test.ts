@@ -293,6 +293,23 @@ describe('provium run (fake worker)', () => {
     assert.match(never.out, /barrier `meet` can never fill: 1 of 2 arrived; it needs 2 files waiting at the same time but at most 1 run at once \(-j 1\)/);
   });
 
+  it('a file waiting at a barrier pulls the queued file that names it ahead of slower files', async () => {
+    // The Lua line is what the static scan reads; the fake worker acts on the directive.
+    const party = '-- fake: barrier meet 2 20000\nprovium:barrier("meet", 2, "20s")\n';
+    const dir = await suite({
+      't/a.test.lua': party,
+      't/s1.test.lua': '-- fake: sleep 1500\n-- fake: pass slow\n',
+      't/s2.test.lua': '-- fake: sleep 1500\n-- fake: pass slow\n',
+      't/s3.test.lua': '-- fake: sleep 1500\n-- fake: pass slow\n',
+      't/z.test.lua': party,
+    });
+    const r = await provium(dir, ['-j', '2', '--save-events', 'ev.bin']);
+    assert.equal(r.code, 0, r.out);
+    const order = (await events(join(dir, 'ev.bin'))).filter((e) => e.kind === 'file_dispatched').map((e) => e.payload['path']);
+    // The slot that freed first (s1 done) took z, not s2: a met z after one slow file, not three.
+    assert.deepEqual(order.slice(0, 3), ['t/a.test.lua', 't/s1.test.lua', 't/z.test.lua'], order.join(', '));
+  });
+
   it('passes the test selection to the worker', async () => {
     const dir = await suite({ 't/a.test.lua': '-- fake: tagged one net\n-- fake: tagged two disk\n' });
     const r = await provium(dir, ['--no-tag', 'disk', '-v']);

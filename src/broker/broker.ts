@@ -185,6 +185,11 @@ export class Broker {
     this._barriers.setScheduler(view);
   }
 
+  /** Names of the barriers files wait at now (the dispatcher starts files that name them first). */
+  waitingBarriers(): string[] {
+    return this._barriers.waiting().map((b) => b.name);
+  }
+
   /** The scheduler's plan shrank (it stopped dispatching): barriers re-check. */
   scheduleChanged(): void {
     this._barriers.scheduleChanged();

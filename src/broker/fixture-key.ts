@@ -17,13 +17,13 @@
 // is read once.
 
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { scanLua, type LuaStatics } from '../config/lua-scan.js';
 import { kFixtureSuffix } from '../config/config.js';
 import { legacyFixtureBase, legacyFixtureCandidates, legacyFixtureRefOf } from '../config/legacy-fixtures.js';
 import type { Profile } from '../config/profiles.js';
+import { hashFile } from '../vmm/file-hash.js';
 
 /** Bumped when the way the key is computed changes, so that old cache entries stop matching. */
 const kKeyScheme = 'fixture-key/1';
@@ -265,14 +265,8 @@ export async function contentHash(file: string): Promise<string> {
   return hash;
 }
 
-function hashStream(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(`sha256:${hash.digest('hex')}`));
-  });
+async function hashStream(file: string): Promise<string> {
+  return `sha256:${await hashFile(file)}`;
 }
 
 /** What to fold in for a file that cannot be read: creating it later must change the key. */

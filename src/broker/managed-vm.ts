@@ -57,6 +57,8 @@ const kLivenessPingMs = 2_500;
 const kLivenessSilentMs = 7_000;
 /** The guest closed the agent's port: an agent that reopens it does so at once. */
 const kPortClosedGraceMs = 2_000;
+/** After the port closed, when a systemd unit's death line is on the console (ExecStopPost ran). */
+const kAgentExitLineMs = 700;
 /** query-status while diagnosing: a QEMU that does not answer this fast is itself stuck. */
 const kStatusTimeoutMs = 1_500;
 
@@ -509,6 +511,9 @@ export class ManagedVm {
         return;
       case 'VSERPORT_CHANGE':
         if (fateOf(qemu).portOpen === false && this.state === 'booted') {
+          // An agent under systemd that died says so on the console (its unit's ExecStopPost)
+          // before systemd starts a new one, which opens the port again.
+          setTimeout(() => void this._onAgentUnitExit(qemu), kAgentExitLineMs).unref();
           setTimeout(() => void this._onPortClosed(qemu), kPortClosedGraceMs).unref();
         }
         return;
@@ -524,6 +529,22 @@ export class ManagedVm {
     this._pausedFromOutside = true;
     this._agent?.pauseLiveness(true);
     this._agent?.failPending(`vm \`${this.name}\` was paused from outside the harness (QMP STOP event; ${why}); call vm:resume() to continue`);
+  }
+
+  /**
+   * The agent's port closed: a death line on the console names it (the agent as a systemd unit,
+   * which systemd restarts). A port open again without one is a new agent all the same: the
+   * harness's session, processes and streams in the guest are gone, and what waits would hang.
+   */
+  private async _onAgentUnitExit(qemu: QemuVm): Promise<void> {
+    if (this._qemu !== qemu || this.state !== 'booted') return;
+    const consoleText = await qemu.consoleTail(16_384).catch(() => '');
+    if (this._qemu !== qemu || this.state !== 'booted') return;
+    const crash = agentCrash(consoleText);
+    if (crash) return this._markDead(crash, 'agent_exited', consoleText);
+    if (fateOf(qemu).portOpen === true) {
+      this._markDead('the agent exited and a new one opened its port (systemd restarted the unit?): what the harness had open in the guest is gone', 'agent_exited', consoleText);
+    }
   }
 
   /** The guest closed the agent's port and did not open it again (a sleeping guest closes it too). */

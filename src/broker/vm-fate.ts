@@ -2,6 +2,7 @@
 // with its reason, VSERPORT_CHANGE of the agent's port), its exit status and the console log.
 // Every death gets a name a CI log can be grepped for, never just "QEMU exited".
 
+import { constants as osConstants } from 'node:os';
 import type { VmDeathKind } from '../protocol/events.js';
 import type { QemuExit, QemuVm, QmpEvent } from '../vmm/qemu.js';
 import { kAgentPortId } from '../vmm/cmdline.js';
@@ -72,11 +73,19 @@ function initExit(panic: string): string | undefined {
   return status & 0x7f ? `agent exited (signal ${status & 0x7f})` : `agent exited (code ${(status >> 8) & 0xff})`;
 }
 
-/** The agent's own last words (as PID 1 it logs a crash and halts), if the console has them. */
+/**
+ * The agent's last words, if the console has them: as PID 1 it logs a crash and halts; as a
+ * systemd unit (`init = "systemd"`), the unit's ExecStopPost logs how it ended (agent/root.c).
+ */
 export function agentCrash(consoleText: string): string | undefined {
   const m = /provium-agent: fatal signal(?: (\d+))?/.exec(consoleText);
-  if (!m) return undefined;
-  return m[1] ? `agent exited (signal ${m[1]}): it crashed and halted` : 'agent exited (fatal signal): it crashed and halted';
+  if (m) return m[1] ? `agent exited (signal ${m[1]}): it crashed and halted` : 'agent exited (fatal signal): it crashed and halted';
+  const unit = /provium-agent: (?:killed by signal (\w+)|exited with code (\d+))/.exec(consoleText);
+  if (!unit) return undefined;
+  if (unit[2] !== undefined) return `agent exited (code ${unit[2]}); systemd restarted the unit, but what the harness had open in the guest is gone`;
+  const name = unit[1]!;
+  const num = (osConstants.signals as Record<string, number>)[`SIG${name}`];
+  return `agent exited (signal ${num ?? name}${num ? `, SIG${name}` : ''}); systemd restarted the unit, but what the harness had open in the guest is gone`;
 }
 
 /** Why QEMU exited, in the words a report shows. `consoleText` is the end of the console log. */

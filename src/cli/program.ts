@@ -7,14 +7,13 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig, type ProviumConfig } from '../config/config.js';
-import type { MinimalImage } from '../config/profiles.js';
 import { listSuite } from './list.js';
 import { runSuite, type RunDeps, type RunIO } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
 import { watchSuite } from '../run/watch.js';
 import { ExitCode } from '../run/outcome.js';
 import { ReportWriteError } from '../run/reporter.js';
-import { imageForRun, imageInfo } from '../vmm/image.js';
+import { imageInfo } from '../vmm/image.js';
 import { repoRoot } from '../vmm/paths.js';
 import { doctorCommand } from './doctor.js';
 import { eventsCommand } from './events-cmd.js';
@@ -76,7 +75,7 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
     // `provium lsit`: a word that is no path and no test file is a mistyped command.
     const mistyped = await unknownCommandError(paths[0], program.commands.map((c) => c.name()), io.cwd);
     if (mistyped) throw mistyped;
-    const config = await loadRunConfig(raw, io, { buildImage: true });
+    const config = await loadRunConfig(raw, io);
     const options = toRunOptions(paths, raw, config, io.env, io.cwd);
     const prepare: RunPrepare = { options, cwd: io.cwd, rebuild: raw.rebuild === true, stderr: io.stderr };
     const deps = () => makeDeps({ skipPreflight: raw.preflight === false, prepare });
@@ -192,18 +191,6 @@ export async function runCli(argv: string[], io: CliIO, makeDeps: DepsFactory = 
   return exitCode;
 }
 
-/** With `buildImage` (a run), a missing or corrupt `minimal` image is built first (imageForRun). */
-async function loadRunConfig(raw: RawFlags, io: CliIO, opts: { buildImage?: boolean } = {}): Promise<ProviumConfig> {
-  const findMinimalImage = opts.buildImage ? () => imageForRunOrWarn(io) : imageInfo;
-  return loadConfig({ ...(raw.config !== undefined ? { path: raw.config } : {}), cwd: io.cwd, findMinimalImage });
-}
-
-/** A build that fails leaves `minimal` unavailable (its error names the fix) for a run that may not need it. */
-async function imageForRunOrWarn(io: CliIO): Promise<MinimalImage | undefined> {
-  try {
-    return await imageForRun((line) => io.stderr.write(`provium: ${line}\n`));
-  } catch (err) {
-    io.stderr.write(`provium: warning: ${(err as Error).message}\n`);
-    return undefined;
-  }
+async function loadRunConfig(raw: RawFlags, io: CliIO): Promise<ProviumConfig> {
+  return loadConfig({ ...(raw.config !== undefined ? { path: raw.config } : {}), cwd: io.cwd, findMinimalImage: imageInfo });
 }

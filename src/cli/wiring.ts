@@ -5,11 +5,11 @@
 import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, relative } from 'node:path';
 import { Broker } from '../broker/broker.js';
-import type { ProviumConfig } from '../config/config.js';
+import { loadConfig, type ProviumConfig } from '../config/config.js';
 import { ProfileBuildError } from '../config/profile-build.js';
 import { DebianRootError, prepareProfile, type PrepareOptions } from '../config/profile-prepare.js';
 import { profilesUsedBy } from '../config/profile-use.js';
-import { ProfileError } from '../config/profiles.js';
+import { kMinimalProfile, ProfileError } from '../config/profiles.js';
 import { createReporters } from '../report/outputs.js';
 import type { RunDeps, RunOptions } from '../run/controller.js';
 import { UsageError } from '../run/errors.js';
@@ -18,6 +18,7 @@ import { checkWorkerFile, createWorkerPool, defaultWorkerFile } from '../run/poo
 import { autoAccel } from '../vmm/accel.js';
 import { debianRootBuilder } from '../vmm/debian-image.js';
 import { acquireFileLock, FileLockTimeoutError } from '../vmm/file-lock.js';
+import { imageForRun, imageInfo } from '../vmm/image.js';
 import { qemuBinary } from '../vmm/paths.js';
 import { killAllQemu } from '../vmm/qemu.js';
 
@@ -89,9 +90,8 @@ export function buildOptionsFor(config: ProviumConfig, opts: { rebuild: boolean;
  */
 export async function prepareUsedProfiles(config: ProviumConfig, prep: RunPrepare): Promise<void> {
   // 1. The files that will run, exactly as the run plans them (quietly: the run warns itself).
-  const plan = await planRun(planOptionsOf(prep.options, prep.cwd), () => {});
-  if (plan.kind !== 'files' || plan.files.length === 0) return;
-  const use = await profilesUsedBy(plan.files.map((f) => ({ file: f.file, roots: taskRoots(config.roots, f) })));
+  const use = await usedProfiles(config, prep);
+  if (!use) return;
   const literal = new Set(use.names);
   const names = use.dynamicIn.length > 0
     ? [...new Set([...use.names, ...Object.keys(config.profiles).sort()])]
@@ -122,6 +122,32 @@ export async function prepareUsedProfiles(config: ProviumConfig, prep: RunPrepar
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
 }
 
+/** The profile names the run's files use (statically), or undefined when no file will run. */
+async function usedProfiles(config: ProviumConfig, prep: RunPrepare): Promise<Awaited<ReturnType<typeof profilesUsedBy>> | undefined> {
+  const plan = await planRun(planOptionsOf(prep.options, prep.cwd), () => {});
+  if (plan.kind !== 'files' || plan.files.length === 0) return undefined;
+  return profilesUsedBy(plan.files.map((f) => ({ file: f.file, roots: taskRoots(config.roots, f) })));
+}
+
+/**
+ * A fresh machine's first run: when the cache has no `minimal` image (or a corrupt one) and a
+ * selected file uses a profile that lacks it, the image is built (once, under the build lock: a
+ * second run waits) and the config loaded again with it. A run that boots nothing builds nothing.
+ */
+export async function buildImageIfUsed(config: ProviumConfig, prep: RunPrepare): Promise<void> {
+  if (config.unavailableProfiles[kMinimalProfile] === undefined) return;
+  const use = await usedProfiles(config, prep);
+  if (!use || !(use.dynamicIn.length > 0 || use.names.some((n) => config.unavailableProfiles[n] !== undefined))) return;
+  try {
+    await imageForRun((line) => void prep.stderr.write(`provium: ${line}\n`));
+  } catch (err) {
+    // The profiles stay unavailable, and prepareUsedProfiles names them with their fix.
+    prep.stderr.write(`provium: warning: ${(err as Error).message}\n`);
+    return;
+  }
+  Object.assign(config, await loadConfig({ ...(config.path !== null ? { path: config.path } : {}), cwd: prep.cwd, findMinimalImage: imageInfo }));
+}
+
 export function realDeps(opts: { skipPreflight: boolean; prepare?: RunPrepare }): RunDeps {
   return {
     createBroker: (brokerOpts) => new Broker(brokerOpts),
@@ -129,6 +155,7 @@ export function realDeps(opts: { skipPreflight: boolean; prepare?: RunPrepare })
     createReporters,
     workerFile: defaultWorkerFile(),
     preflight: async (config) => {
+      if (opts.prepare) await buildImageIfUsed(config, opts.prepare);
       await preflight(config, { skipEnvironment: opts.skipPreflight });
       // Builds are not environment checks: --no-preflight still builds what the run boots.
       if (opts.prepare) await prepareUsedProfiles(config, opts.prepare);

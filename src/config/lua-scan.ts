@@ -41,6 +41,8 @@ export interface LuaStatics {
   hostFileRefs: HostFileRef[];
   /** A literal `claim{memory = …, cpus = …}`, or null when there is none or it is not literal. */
   claim: ResourceAmount | null;
+  /** Literal names of `:barrier("name", …)` calls (lab or provium), in source order, deduplicated. */
+  barriers: string[];
 }
 
 /** Scans one Lua source. Never throws: text it cannot make sense of contributes nothing. */
@@ -50,6 +52,7 @@ export function scanLua(text: string): LuaStatics {
   const legacyFixtures = new OrderedSet<string>();
   const requires = new OrderedSet<string>();
   const profiles = new OrderedSet<string>();
+  const barriers = new OrderedSet<string>();
   const hostFiles = new OrderedSet<string>();
   const hostFileRefs = new OrderedSet<string>();
   const refs: HostFileRef[] = [];
@@ -72,6 +75,12 @@ export function scanLua(text: string): LuaStatics {
         // form) and a local alias `vm_fixture "x"`: the ref is the first argument either way.
         const ref = literal(callArgs(tokens, i + 1)?.args[0]);
         if (named(ref)) fixtures.add(ref);
+        break;
+      }
+      case 'barrier': {
+        if (!method && !field) break;
+        const name = literal(callArgs(tokens, i + 1)?.args[0]);
+        if (named(name)) barriers.add(name);
         break;
       }
       case 'require': {
@@ -142,6 +151,7 @@ export function scanLua(text: string): LuaStatics {
     hostFiles: hostFiles.values(),
     hostFileRefs: refs,
     claim: literalClaim(code),
+    barriers: barriers.values(),
   };
 }
 

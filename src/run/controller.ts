@@ -314,8 +314,9 @@ export async function runSuite(options: RunOptions, io: RunIO, deps: RunDeps): P
     });
     const statics = await Promise.all(files.map((f) => scanStatics(f.file)));
     files.forEach((f, i) => {
-      const { fixtureRefs, declaredClaim } = statics[i]!;
+      const { fixtureRefs, declaredClaim, barriers } = statics[i]!;
       f.declaredClaim = declaredClaim;
+      f.barriers = barriers;
       bus.emit('file_discovered', { path: f.displayPath, fixture_refs: fixtureRefs, declared_claim: declaredClaim, key: f.key });
     });
     out.reporter.onBegin({

@@ -16,7 +16,7 @@ import type { Reporter } from './reporter.js';
 
 /** What the dispatcher needs of the broker: its public session interface (src/broker/broker.ts). */
 export type SessionBroker = Pick<Broker, 'openSession' | 'drainSession' | 'closeSession' | 'setScheduler' | 'scheduleChanged' | 'close' | 'seed'> &
-  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState' | 'setFixtureBuilder' | 'reserve' | 'dispatched' | 'prewarm'>>;
+  Partial<Pick<Broker, 'consoleExcerpts' | 'poolState' | 'setFixtureBuilder' | 'reserve' | 'dispatched' | 'prewarm' | 'waitingBarriers'>>;
 
 /** What the dispatcher needs of piscina. */
 export interface WorkerPool {
@@ -134,7 +134,7 @@ export class Dispatcher {
 
   private async _slotLoop(slot: number): Promise<void> {
     while (!this._stopped()) {
-      const file = this._queue.shift();
+      const file = this._next();
       if (!file) return;
       try {
         await this._runFile(file, slot);
@@ -144,6 +144,20 @@ export class Dispatcher {
         this._running.delete(slot);
       }
     }
+  }
+
+  /**
+   * The next file: the queue's order (slowest first), except that a file naming a barrier that
+   * running files wait at goes first. Otherwise those files could wait for their whole timeout
+   * while the other party sits at the end of the queue behind every slower file.
+   */
+  private _next(): PlannedFile | undefined {
+    const waiting = this._opts.broker.waitingBarriers?.() ?? [];
+    if (waiting.length > 0) {
+      const i = this._queue.findIndex((f) => f.barriers?.some((b) => waiting.includes(b)));
+      if (i > 0) return this._queue.splice(i, 1)[0];
+    }
+    return this._queue.shift();
   }
 
   /** One job. Never throws: every path ends in `_finish`. */

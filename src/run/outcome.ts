@@ -19,6 +19,8 @@ export interface PlannedFile extends DiscoveredFile {
   key: string;
   /** A literal lab:claim in the file, found before dispatch (file_discovered, file_dispatched). */
   declaredClaim?: ResourceAmount | null;
+  /** Literal barrier names in the file (its static scan). */
+  barriers?: string[];
   /** Its duration in the timing record (ms), when recorded: the progress display's ETA. */
   recordedMs?: number;
 }

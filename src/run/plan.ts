@@ -140,10 +140,12 @@ export interface FileStatics {
   declaredClaim: ResourceAmount | null;
   /** Literal profile names of `:vm(name, "profile")` (the warm pool's guess at what the file boots). */
   profiles: string[];
+  /** Literal barrier names: a file waiting at one of them pulls this file forward in the queue. */
+  barriers: string[];
 }
 
 export async function scanStatics(file: string): Promise<FileStatics> {
   const text = await readFile(file, 'utf8').catch(() => '');
   const statics = scanLua(text);
-  return { fixtureRefs: statics.fixtures, declaredClaim: statics.claim, profiles: statics.profiles };
+  return { fixtureRefs: statics.fixtures, declaredClaim: statics.claim, profiles: statics.profiles, barriers: statics.barriers };
 }

@@ -14,11 +14,11 @@
 // (imageForRun), under the same lock as `provium image build`.
 
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
+import { hashFile } from './file-hash.js';
 import { installStaging, stagingFor } from './staged-dir.js';
 import { agentBinaryPath, downloadsDir, imageDir, profileScript } from './paths.js';
 
@@ -335,13 +335,7 @@ function toBuiltImage(dir: string, m: Manifest, rebuilt: boolean): BuiltImage {
 }
 
 export function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(path)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(hash.digest('hex')));
-  });
+  return hashFile(path);
 }
 
 function parseKeyValues(text: string): Map<string, string> {
