@@ -27,7 +27,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, createReadStream, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,6 +41,7 @@ import { resolveAccel } from '../src/vmm/accel.js';
 import { buildQemuArgs, type LaunchSpec } from '../src/vmm/cmdline.js';
 import { imageInfo } from '../src/vmm/image.js';
 import { qemuBinary } from '../src/vmm/paths.js';
+import { snapshotFileBytes } from '../src/vmm/snapshot.js';
 
 const execFileP = promisify(execFile);
 
@@ -1352,7 +1353,7 @@ async function benchDebian(work: string, timingsFile: string): Promise<void> {
     log(`debian round ${i + 1}/${kDebianRounds}: cold ${ms(got.minimalCold.at(-1)!)} / ${ms(got.debianCold.at(-1)!)}, snapshot ${ms(got.minimalSnap.at(-1)!)} / ${ms(got.debianSnap.at(-1)!)}`);
   }
   const snaps = await readdir(path.join(cache, 'boot-snapshots')).catch(() => [] as string[]);
-  const sizes = await Promise.all(snaps.filter((f) => f.endsWith('.snap')).map(async (f) => (await stat(path.join(cache, 'boot-snapshots', f))).size));
+  const sizes = await Promise.all(snaps.filter((f) => f.endsWith('.snap')).map((f) => snapshotFileBytes(path.join(cache, 'boot-snapshots', f))));
 
   const out = section(`13. Debian profiles (debian = { packages = [${packages}] }, 256 MiB; floor: minimal in the same run)`);
   const ratio = (a: number[], b: number[]) => median(a.map((x, i) => x / b[i]!));
