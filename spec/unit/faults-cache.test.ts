@@ -163,4 +163,30 @@ describe('the fault suite: a broken cache is named, rebuilt, and the run passes 
         execFileSync('umount', [mnt]);
       }
     });
+
+  it('vm:snapshot(path) onto a full filesystem: an error naming the path, the lack of space and the fix; nothing left there, the VM runs on',
+    { skip: process.getuid?.() !== 0 && 'not root: cannot mount a tmpfs' }, async () => {
+      const mnt = await mkdtemp(path.join(os.tmpdir(), 'provium-full-snap-'));
+      cleanup.push(mnt);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+      try {
+        const p = await project({
+          'a.test.lua': [
+            'local vm = provium:vm("v", "minimal", {memory = "128M"}):boot()',
+            'test("a snapshot that does not fit", function(t)',
+            `  local err = t:assert_raises(function() vm:snapshot("${mnt}/s") end)`,
+            `  t:assert_contains(err, "no space left on the filesystem of ${mnt}")`,
+            '  t:assert_contains(err, "free space there or write the snapshot elsewhere")',
+            '  t:assert_eq(vm:run("echo alive").stdout, "alive\\n")',
+            'end)',
+            '',
+          ].join('\n'),
+        });
+        cleanup.push(p.dir);
+        await runPasses(p, cache);
+        assert.deepEqual(await readdir(mnt), []);
+      } finally {
+        execFileSync('umount', [mnt]);
+      }
+    });
 });

@@ -18,7 +18,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { connect, createServer, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { copySparse, ramImageOf, type GuestRam } from './guest-ram.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
@@ -120,7 +120,11 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     await qmp.execute('migrate_cancel').catch(() => {});
     if (resume) await qmp.execute('cont').catch(() => {});
     await Promise.all([rm(file, { force: true }), rm(ramImageOf(file), { force: true })]);
-    throw err instanceof SnapshotError ? err : new SnapshotError(`${where} failed: ${(err as Error).message}`);
+    const message = (err as Error).message;
+    if (/No space left on device|ENOSPC/.test(message)) {
+      throw new SnapshotError(`${where}: no space left on the filesystem of ${dirname(file)} — free space there or write the snapshot elsewhere (${message})`);
+    }
+    throw err instanceof SnapshotError ? err : new SnapshotError(`${where} failed: ${message}`);
   } finally {
     server.close();
     await out.close();
