@@ -8,12 +8,11 @@ import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { minimalProfile } from '../../src/config/profiles.js';
 import { buildQemuArgs } from '../../src/vmm/cmdline.js';
 import { prepareGuestRam, ramImageOf } from '../../src/vmm/guest-ram.js';
+import { assertNothingLeft, start } from './faults-run.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const profile = minimalProfile({ kernel: '/k', initrd: '/i', agentOverlay: '/a' } as never);
 const ctx = { accel: 'tcg' as const, initrdPath: '/i', qmpSocketPath: '/q', agentSocketPath: '/ag', consoleSocketPath: '/c', consoleLogPath: '/l', tscKhz: undefined };
 
@@ -137,13 +136,12 @@ describe('guest RAM: snapshots and restores on real guests, with and without a R
 
   async function run(env: Record<string, string>, snapDir: string): Promise<void> {
     await mkdir(snapDir, { recursive: true });
-    const r = await new Promise<{ code: number; out: string }>((resolve) => {
-      execFile(process.execPath, [cli, '--no-progress', '--no-warm-pool'], { cwd: dir, env: { ...process.env, CI: '1', SNAP_DIR: snapDir, ...env } }, (err, stdout, stderr) => {
-        resolve({ code: err ? 1 : 0, out: stdout + stderr });
-      });
-    });
+    const p = { dir, tmp: path.join(dir, 'tmp') };
+    await mkdir(p.tmp, { recursive: true });
+    const r = await start(p, ['--no-warm-pool'], { SNAP_DIR: snapDir, ...env }).done;
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /PASS t\/ram\.test\.lua \(1 passed/);
+    await assertNothingLeft(p);
   }
 
   it('with a RAM dir: each snapshot is a small device stream beside a sparse RAM image, and the RAM dir ends empty', async () => {
