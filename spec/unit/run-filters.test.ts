@@ -81,13 +81,14 @@ describe('static scan for file_discovered', () => {
     const { tmpdir } = await import('node:os');
     const dir = await mkdtemp(join(tmpdir(), 'provium-statics-'));
     try {
-      await writeFile(join(dir, 'a.test.lua'), 'provium:claim{memory = "2G", cpus = 2}\nlocal v = provium:vm_fixture("base/warm")\nlocal w = provium:vm("w", "web")\n');
+      await writeFile(join(dir, 'a.test.lua'), 'provium:claim{memory = "2G", cpus = 2}\nlocal v = provium:vm_fixture("base/warm")\nlocal w = provium:vm("w", "web")\nprovium:barrier("up", 2)\n');
       await writeFile(join(dir, 'b.test.lua'), 'provium:claim({cpus = n})\n');
       await writeFile(join(dir, 'c.test.lua'), 'test("x", function() end)\n');
       assert.deepEqual(await scanStatics(join(dir, 'a.test.lua')), {
         fixtureRefs: ['base/warm'],
         declaredClaim: { memory_bytes: 2 * 1024 ** 3, cpus: 2 },
         profiles: ['web'],
+        barriers: ['up'],
       });
       assert.equal((await scanStatics(join(dir, 'b.test.lua'))).declaredClaim, null);
       assert.equal((await scanStatics(join(dir, 'c.test.lua'))).declaredClaim, null);
