@@ -1366,8 +1366,6 @@ async function benchDebian(work: string, timingsFile: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------------------------
 // 14. Faults: time to name a wedged guest, and a 1 GiB stdout flood (issue 15).
 
 /** The peak RSS (VmHWM) of a process in bytes, polled until it exits: the last reading is the peak. */

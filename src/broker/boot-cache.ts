@@ -14,7 +14,7 @@ import path from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/agent.js';
 import { kDefaultHotplugSlots } from '../vmm/cmdline.js';
 import { agentOverlayPath, isStaleOwner, type LaunchSpec } from '../vmm/qemu.js';
-import { consoleLogOf } from '../vmm/snapshot.js';
+import { consoleLogOf, isNoSpace } from '../vmm/snapshot.js';
 import { kSnapshotFormat, ramImageOf } from '../vmm/guest-ram.js';
 import { acquireFileLock } from '../vmm/file-lock.js';
 import { qemuBinaryPath } from '../vmm/paths.js';
@@ -38,12 +38,6 @@ function sumOf(snapshotFile: string): string {
   return `${snapshotFile}.sum`;
 }
 
-
-/** A write that failed for want of space (cat reports it in words, Node with a code). */
-function isNoSpace(err: unknown): boolean {
-  const e = err as NodeJS.ErrnoException | undefined;
-  return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || /No space left on device|Disk quota exceeded/.test(String(e?.message));
-}
 
 
 async function fileStamp(file: string | undefined): Promise<string> {

@@ -23,6 +23,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileH
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { acquireFileLock, isProcessAlive, removeStaleFileLock, type FileLockOptions } from '../vmm/file-lock.js';
+import { isRamImage } from '../vmm/guest-ram.js';
 
 const kManifestVersion = 1;
 const kManifestName = 'manifest.json';
@@ -501,6 +502,7 @@ async function storeFile(src: string, rel: string, dataDir: string, name: string
     await mkdir(dirname(dst), { recursive: true }).catch((e) => { throw ioError(name, 'create', dirname(dst), e); });
     let sha256: string | null;
     let bytes: number;
+    // A RAM image (src/vmm/guest-ram.ts): stored without our hash, extracted sparse by zstd.
     if (isRamImage(rel)) {
       // zstd reads it with holes as zeros (C speed); its frame checksum stands for our sha256.
       const r = await execa('zstd', [...kZstdCompress, '-o', dst, src], { stdout: 'ignore', stderr: 'pipe', reject: false });
@@ -528,11 +530,6 @@ async function storeFile(src: string, rel: string, dataDir: string, name: string
   } finally {
     await fh.close().catch(() => undefined);
   }
-}
-
-/** A guest RAM image (src/vmm/guest-ram.ts): stored without our hash, extracted sparse by zstd. */
-function isRamImage(rel: string): boolean {
-  return rel.endsWith('.ram');
 }
 
 /** sha256 of a whole file by positional reads (the descriptor's offset stays where it is). */

@@ -7,7 +7,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from
 import os from 'node:os';
 import path from 'node:path';
 import type { LabSnapshotManifest } from '../protocol/rpc.js';
-import { copySparse, ramImageOf } from '../vmm/guest-ram.js';
+import { copySparse, isRamImage, ramImageOf } from '../vmm/guest-ram.js';
 import { consoleLogOf, snapshotFileBytes } from '../vmm/qemu.js';
 import { diskFileOf } from './disks.js';
 import { ManagedVm } from './managed-vm.js';
@@ -67,10 +67,6 @@ export async function snapshotBytes(p: string): Promise<number> {
   const names = await readdir(p).catch(() => [] as string[]);
   const sizes = await Promise.all(names.map((n) => stat(path.join(p, n)).then((s) => (!s.isFile() ? 0 : isRamImage(n) ? s.blocks * 512 : s.size), () => 0)));
   return sizes.reduce((a, b) => a + b, 0);
-}
-
-function isRamImage(name: string): boolean {
-  return name.endsWith('.ram');
 }
 
 /** A copy: a RAM image keeps its holes (cp), anything else is cloned where the file system can. */

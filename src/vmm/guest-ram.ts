@@ -34,8 +34,17 @@ export const kSnapshotFormat = 2;
 
 /** The RAM image beside a snapshot file. */
 export function ramImageOf(snapshotFile: string): string {
-  return `${snapshotFile}.ram`;
+  return `${snapshotFile}${kRamImageSuffix}`;
 }
+
+/** Whether a file (of a snapshot directory, a fixture entry) is a RAM image: sparse, copied and stored as such. */
+export function isRamImage(file: string): boolean {
+  return file.endsWith(kRamImageSuffix);
+}
+
+const kRamImageSuffix = '.ram';
+/** `cp` keeping holes and making holes of zero blocks (a RAM file is mostly zero); the paths follow. */
+const kSparseCopy = ['cp', '--sparse=always', '--'];
 
 /** Shared RAM files are named with the run's pid, so a later run sweeps what a killed one left (temp-dirs.ts). */
 export const kRamFilePrefix = 'provium-ram-';
@@ -61,10 +70,11 @@ export async function sharedRamPath(memoryBytes: number): Promise<string | undef
   return join(dir, `${kRamFilePrefix}${process.pid}-${randomBytes(6).toString('hex')}`);
 }
 
-/** Copies `from` to `to` keeping holes, and making holes of zero blocks (a RAM file is mostly zero). */
+/** Copies `from` to `to` sparsely (kSparseCopy). */
 export async function copySparse(from: string, to: string): Promise<void> {
-  const r = await execa('cp', ['--sparse=always', from, to], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`cp --sparse=always ${from} ${to}: ${(r.stderr || r.shortMessage || `exit code ${r.exitCode}`).trim()}`);
+  const [cp, ...flags] = kSparseCopy;
+  const r = await execa(cp!, [...flags, from, to], { reject: false });
+  if (r.exitCode !== 0) throw new Error(`${kSparseCopy.join(' ')} ${from} ${to}: ${(r.stderr || r.shortMessage || `exit code ${r.exitCode}`).trim()}`);
 }
 
 /**
@@ -77,6 +87,6 @@ export async function prepareGuestRam(opts: { memoryBytes: number; sharedRam?: b
   if (!opts.sharedRam && opts.ramImage === undefined) return { fillFirst: [] };
   const shared = await sharedRamPath(opts.memoryBytes);
   if (shared === undefined) return { ...(opts.ramImage === undefined ? {} : { ram: { path: opts.ramImage, shared: false } }), fillFirst: [] };
-  const fillFirst = opts.ramImage === undefined ? [] : ['/bin/sh', '-c', 'cp --sparse=always -- "$0" "$1" && shift && exec "$@"', opts.ramImage, shared];
+  const fillFirst = opts.ramImage === undefined ? [] : ['/bin/sh', '-c', `${kSparseCopy.join(' ')} "$0" "$1" && shift && exec "$@"`, opts.ramImage, shared];
   return { ram: { path: shared, shared: true }, fillFirst };
 }

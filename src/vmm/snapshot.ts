@@ -75,6 +75,8 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
   const qmp = vm.qmp;
   const status = await qmp.execute<{ running: boolean; status: string }>('query-status');
   const resume = opts.resume ?? status.running;
+  // Guest RAM in a shared file: the stream carries device state only, and the file is copied beside it.
+  const ramInFile = vm.ram?.shared === true;
   // The file first: a path we cannot write must fail before the guest is paused.
   const out = await open(file, 'w', 0o600).catch((e: NodeJS.ErrnoException) => {
     throw new SnapshotError(`${where}: cannot create the file (${e.code})`);
@@ -85,7 +87,7 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     // 1. Parameters and capabilities (once per QEMU), then pause the guest. A VM still paused
     //    after an earlier save (`postmigrate`) cannot migrate again until it has run.
     if (!configured.has(vm)) {
-      await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(vm.ram?.shared === true) });
+      await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(ramInFile) });
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': kMaxBandwidth });
       configured.add(vm);
     }
@@ -97,11 +99,10 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
       server.once('error', reject);
       server.listen(sockPath, () => { server.off('error', reject); resolve(); });
     });
-    const small = vm.ram?.shared === true;
     const copied = new Promise<void>((resolve, reject) => {
       server.once('connection', (sock: Socket) => {
         server.close();
-        (small ? pipeline(sock, createWriteStream('', { fd: out.fd, autoClose: false })) : catSocketToFd(sock, out.fd)).then(resolve, reject);
+        (ramInFile ? pipeline(sock, createWriteStream('', { fd: out.fd, autoClose: false })) : catSocketToFd(sock, out.fd)).then(resolve, reject);
       });
     });
     copied.catch(() => {});
@@ -113,7 +114,7 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     await withTimeout(Promise.all([done, copied]), kSnapshotTimeoutMs, `${where}: not complete within ${kSnapshotTimeoutMs} ms`);
     // 3. The guest is stopped: its RAM file is this instant's RAM. Without one, RAM was in the
     //    stream, and an image left by an earlier snapshot at this path must not be restored with it.
-    if (vm.ram?.shared) await copySparse(vm.ram.path, ramImageOf(file));
+    if (ramInFile) await copySparse(vm.ram!.path, ramImageOf(file));
     else await rm(ramImageOf(file), { force: true });
   } catch (err) {
     // Leave the VM as it was: no migration in flight, running if it ran, no partial file.
@@ -121,7 +122,7 @@ export async function saveSnapshot(vm: SnapshotVm, file: string, opts: { resume?
     if (resume) await qmp.execute('cont').catch(() => {});
     await Promise.all([rm(file, { force: true }), rm(ramImageOf(file), { force: true })]);
     const message = (err as Error).message;
-    if (/No space left on device|ENOSPC/.test(message)) {
+    if (isNoSpace(err)) {
       throw new SnapshotError(`${where}: no space left on the filesystem of ${dirname(file)} — free space there or write the snapshot elsewhere (${message})`);
     }
     throw err instanceof SnapshotError ? err : new SnapshotError(`${where} failed: ${message}`);
@@ -149,7 +150,8 @@ export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<voi
   });
   const qmp = vm.qmp;
   // A stream saved beside a RAM image holds no RAM; QEMU was launched on a copy of the image.
-  await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(vm.spec.ramImage !== undefined) });
+  const ramInFile = vm.spec.ramImage !== undefined;
+  await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(ramInFile) });
 
   // 1. QEMU listens; we connect and stream the file in.
   const sockPath = join(vm.scratchDir, `restore-${Date.now()}.sock`);
@@ -165,7 +167,7 @@ export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<voi
       sock.once('connect', () => {
         // QEMU closes its end as soon as it has the whole stream or hits an error; the
         // migration status tells which, so the copy's own outcome is not what gets reported.
-        const send = vm.spec.ramImage !== undefined ? pipeline(createReadStream(file), sock) : catFileToSocket(file, sock);
+        const send = ramInFile ? pipeline(createReadStream(file), sock) : catFileToSocket(file, sock);
         send.then(resolve, () => resolve());
       });
     });
@@ -179,6 +181,12 @@ export async function restoreSnapshot(vm: SnapshotVm, file: string): Promise<voi
 
   // 2. The guest was stopped when saved, so it comes up paused.
   await qmp.execute('cont');
+}
+
+/** A write that failed for want of space (cat and cp report it in words, Node with a code). */
+export function isNoSpace(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || /No space left on device|Disk quota exceeded/.test(String(e?.message));
 }
 
 /** `events`, and `x-ignore-shared` when guest RAM is a shared file saved beside the stream. */
