@@ -49,7 +49,10 @@ test("a partition: the majority writes, the minority refuses, the healed node ca
   wait_until(function() return etcdctl(nodes.n1, "put during partition"):ok() end,
     {timeout = "30s", desc = "the majority accepts a write"})
   t:assert_eq(etcdctl(nodes.n2, "get --print-value-only during").stdout, "partition\n")
-  -- n3 alone has no quorum: its write times out, and it has not seen the majority's.
+  -- n3 alone has no quorum. Once it knows it has no leader, its write is refused, not queued for
+  -- a leader it still believes in (that one would commit after the heal).
+  wait_until(function() return not etcdctl(nodes.n3, "endpoint health"):ok() end,
+    {timeout = "30s", desc = "n3 notices it lost the quorum"})
   t:assert(not etcdctl(nodes.n3, "put refused yes"):ok(), "the cut-off node accepted a write")
   t:assert_eq(get_local(nodes.n3, "during"), "")
 
