@@ -1,13 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileStamp } from '../../src/vmm/file-hash.js';
 import {
+  contentHash,
   FixtureCycleError,
   fixtureKey,
   FixtureNotFoundError,
   FixtureRefError,
+  keepHashesIn,
   resolveFixture,
   type FixtureKeyInputs,
 } from '../../src/broker/fixture-key.js';
@@ -282,5 +287,51 @@ describe('legacy fixtures (seed 002: provium.fixture("name") → fixtures/<name>
       assert.match(e.message, /fixture `suite\/fixtures\/broken\.lua` uses fixture `absent`: no fixtures\/absent\.lua \(looked for .*suite\/fixtures\/fixtures\/absent\.lua/);
       return true;
     });
+  });
+});
+
+describe('content hashes across runs', () => {
+  const moduleUrl = new URL('../../src/broker/fixture-key.js', import.meta.url).href;
+  /** contentHash(file) in a new process (nothing remembered in memory), with the memo `memo`. */
+  const hashInNewRun = (memo: string, file: string): string =>
+    execFileSync(process.execPath, ['--input-type=module', '-e',
+      `const m = await import(${JSON.stringify(moduleUrl)}); m.keepHashesIn(${JSON.stringify(memo)}); process.stdout.write(await m.contentHash(${JSON.stringify(file)}));`,
+    ], { encoding: 'utf8' });
+  const sha = (bytes: Uint8Array) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const stampOf = async (file: string) => fileStamp(await stat(file, { bigint: true }));
+  const old = new Date(Date.now() - 3600_000);
+
+  it('keeps a large file\'s hash for the next run, and reads the file again once it changed', async () => {
+    const memo = join(dir, 'memo', 'hashes.json');
+    const big = await put(join(dir, 'memo', 'kernel'), Buffer.alloc(2 * 1024 * 1024, 7));
+    await utimes(big, old, old);
+    keepHashesIn(memo);
+    try {
+      assert.equal(await contentHash(big), sha(await readFile(big)));
+    } finally {
+      keepHashesIn(undefined);
+    }
+    const kept = JSON.parse(await readFile(memo, 'utf8')) as { files: Record<string, { stamp: string; hash: string }> };
+    assert.deepEqual(kept.files[big], { stamp: await stampOf(big), hash: sha(await readFile(big)) });
+
+    // A new run takes the remembered hash without reading: a planted one proves it.
+    const planted = `sha256:${'0'.repeat(64)}`;
+    await writeFile(memo, JSON.stringify({ version: 1, files: { [big]: { stamp: await stampOf(big), hash: planted } } }));
+    assert.equal(hashInNewRun(memo, big), planted);
+
+    // The same size rewritten under the old mtime: the ctime moved, so the bytes are read.
+    const changed = Buffer.alloc(2 * 1024 * 1024, 8);
+    await writeFile(big, changed);
+    await utimes(big, old, old);
+    assert.equal(hashInNewRun(memo, big), sha(changed));
+  });
+
+  it('does not keep small files, and takes an unreadable memo as empty', async () => {
+    const memo = join(dir, 'memo2', 'hashes.json');
+    const small = await put(join(dir, 'memo2', 'helper.sh'), 'echo hi\n');
+    await utimes(small, old, old);
+    await put(memo, 'not json');
+    assert.equal(hashInNewRun(memo, small), sha(Buffer.from('echo hi\n')));
+    assert.equal(await readFile(memo, 'utf8'), 'not json');
   });
 });

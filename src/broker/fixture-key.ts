@@ -13,8 +13,8 @@
 //      the fixture and its content hash, or `missing`.
 // Only the fixture's and its modules' own text is scanned (src/config/lua-scan.ts). Files are
 // hashed by content, never by mtime: CI restores a cached directory onto a fresh clone, where every
-// mtime is new. A hash is remembered per process by path, size, mtime and inode, so a large kernel
-// is read once.
+// mtime is new. A hash is remembered by path, size, mtime, ctime and inode: per process, and for
+// large files also across runs (keepHashesIn), so a large kernel is read once per cache.
 
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -23,7 +23,7 @@ import { scanLua, type LuaStatics } from '../config/lua-scan.js';
 import { kFixtureSuffix } from '../config/config.js';
 import { legacyFixtureBase, legacyFixtureCandidates, legacyFixtureRefOf } from '../config/legacy-fixtures.js';
 import type { Profile } from '../config/profiles.js';
-import { hashFile } from '../vmm/file-hash.js';
+import { fileStamp, hashFile, HashMemo } from '../vmm/file-hash.js';
 
 /** Bumped when the way the key is computed changes, so that old cache entries stop matching. */
 const kKeyScheme = 'fixture-key/1';
@@ -238,14 +238,22 @@ async function profileParts(name: string, profile: Profile | undefined): Promise
 }
 
 // ---------------------------------------------------------------------------------------------
-// Content hashes, remembered per process.
+// Content hashes, remembered per process, and for large files across runs.
 
 interface Remembered {
-  /** size, mtime and inode when hashed: any change means the file must be read again. */
+  /** fileStamp when hashed: any change means the file must be read again. */
   stamp: string;
   hash: Promise<string>;
 }
 const kHashes = new Map<string, Remembered>();
+/** Smaller files are read again each run: cheaper than growing the memo. */
+const kMemoMinBytes = 1024 * 1024;
+let gMemo: HashMemo | undefined;
+
+/** Remembers the hashes of large files across runs in `file` (the cache's; undefined: per process only). */
+export function keepHashesIn(file: string | undefined): void {
+  gMemo = file === undefined ? undefined : gMemo?.file === file ? gMemo : new HashMemo(file);
+}
 
 /** `sha256:<hex>` of a file's bytes; `missing` when there is none; `not a file` for a directory. */
 export async function contentHash(file: string): Promise<string> {
@@ -256,12 +264,20 @@ export async function contentHash(file: string): Promise<string> {
     return absent(err);
   }
   if (!st.isFile()) return 'not a file';
-  const stamp = `${st.size}:${st.mtimeNs}:${st.ino}:${st.dev}`;
+  const stamp = fileStamp(st);
   const remembered = kHashes.get(file);
   if (remembered?.stamp === stamp) return remembered.hash;
-  const hash = hashStream(file).catch(absent);
   // Only a file that has been still for a while is safe to remember (see kRacyWindowMs).
-  if (BigInt(Date.now() - kRacyWindowMs) * 1_000_000n > st.mtimeNs) kHashes.set(file, { stamp, hash });
+  const still = BigInt(Date.now() - kRacyWindowMs) * 1_000_000n > st.mtimeNs;
+  const memo = still && st.size >= kMemoMinBytes ? gMemo : undefined;
+  const hash = (async () => {
+    const known = await memo?.get(file, stamp);
+    if (known !== undefined) return known;
+    const computed = await hashStream(file);
+    await memo?.put(file, stamp, computed);
+    return computed;
+  })().catch(absent);
+  if (still) kHashes.set(file, { stamp, hash });
   return hash;
 }
 

@@ -20,7 +20,7 @@ import { kSnapshotFormat } from '../vmm/guest-ram.js';
 import { agentOverlayPath } from '../vmm/qemu.js';
 import { qemuBinaryPath } from '../vmm/paths.js';
 import { FixtureCache, FixtureCorruptError, type FixtureEntry } from './fixture-cache.js';
-import { contentHash, fixtureKey, type FixtureKey } from './fixture-key.js';
+import { contentHash, fixtureKey, keepHashesIn, type FixtureKey } from './fixture-key.js';
 import { BrokerError } from './rpc-server.js';
 import { readLabManifest } from './snapshot-files.js';
 
@@ -59,6 +59,9 @@ export interface FixturesOptions {
   displayPathOf: (file: string) => string;
 }
 
+/** The content hashes of large key inputs (kernels, QEMU), remembered across runs (fixture-key.ts). */
+const kContentHashesFile = 'content-hashes.json';
+
 export class Fixtures {
   private readonly _cache: FixtureCache;
   private _builder: FixtureBuilder | undefined;
@@ -70,6 +73,7 @@ export class Fixtures {
 
   constructor(private readonly _opts: FixturesOptions) {
     this._cache = new FixtureCache({ dir: path.join(_opts.cacheDir, 'fixtures'), maxBytes: _opts.cacheMaxBytes });
+    keepHashesIn(path.join(_opts.cacheDir, kContentHashesFile));
   }
 
   displayPathOf(file: string): string {

@@ -1,7 +1,10 @@
 // The hash of a file's bytes, streamed: image manifests, boot-snapshot checksums, fixture keys.
+// HashMemo keeps the hashes of large files across runs, so that a run does not read a 50 MiB
+// kernel again to learn what the last run learned.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 
 /** Hex digest of `path`'s bytes. sha1 where it guards against corruption only (4x faster here). */
 export function hashFile(path: string, algorithm: 'sha1' | 'sha256' = 'sha256'): Promise<string> {
@@ -12,4 +15,66 @@ export function hashFile(path: string, algorithm: 'sha1' | 'sha256' = 'sha256'):
       .on('error', reject)
       .on('end', () => resolve(hash.digest('hex')));
   });
+}
+
+/** What a remembered hash is valid for: the file's size, mtime, ctime, inode and device, as one string. */
+export function fileStamp(st: { size: bigint; mtimeNs: bigint; ctimeNs: bigint; ino: bigint; dev: bigint }): string {
+  // ctime too: no program can set it, so bytes rewritten under a restored mtime still show.
+  return `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}:${st.dev}`;
+}
+
+interface MemoFile {
+  version: number;
+  files: Record<string, { stamp: string; hash: string }>;
+}
+
+const kMemoVersion = 1;
+/** The newest entries kept: a run hashes a few large files (kernels, QEMU, disk images). */
+const kMemoEntries = 256;
+
+/**
+ * Hashes by path and stamp (fileStamp), in a JSON file. Entries are independent facts, so two
+ * runs writing at once lose at most an entry (hashed again later); an unreadable file is empty.
+ */
+export class HashMemo {
+  private _files: Promise<Map<string, { stamp: string; hash: string }>> | undefined;
+
+  constructor(readonly file: string) {}
+
+  async get(path: string, stamp: string): Promise<string | undefined> {
+    const e = (await this._load()).get(path);
+    return e?.stamp === stamp ? e.hash : undefined;
+  }
+
+  /** Records a hash and writes the memo (merged with what other runs wrote meanwhile). */
+  async put(path: string, stamp: string, hash: string): Promise<void> {
+    const files = await this._load();
+    files.delete(path);
+    files.set(path, { stamp, hash });
+    const merged = new Map([...(await readMemo(this.file)), ...files]);
+    const kept = [...merged].slice(-kMemoEntries);
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, JSON.stringify({ version: kMemoVersion, files: Object.fromEntries(kept) } satisfies MemoFile));
+      await rename(tmp, this.file);
+    } catch {
+      // Only a speed-up: a cache directory we cannot write costs a hash next run.
+      await rm(tmp, { force: true });
+    }
+  }
+
+  private _load(): Promise<Map<string, { stamp: string; hash: string }>> {
+    this._files ??= readMemo(this.file);
+    return this._files;
+  }
+}
+
+async function readMemo(file: string): Promise<Map<string, { stamp: string; hash: string }>> {
+  try {
+    const memo = JSON.parse(await readFile(file, 'utf8')) as MemoFile;
+    if (memo.version !== kMemoVersion || typeof memo.files !== 'object' || memo.files === null) return new Map();
+    return new Map(Object.entries(memo.files).filter(([, e]) => typeof e?.stamp === 'string' && typeof e?.hash === 'string'));
+  } catch {
+    return new Map();
+  }
 }
