@@ -2,7 +2,7 @@
 // trips, corruption found by size (lookup) and by checksum (extract), replacement, LRU eviction.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
@@ -98,6 +98,7 @@ describe('fixture cache', () => {
     const data = randomBytes(64 * 1024);
     await fh.write(data, 0, data.length, 100 * kMiB);
     await fh.close();
+    await chmod(image, 0o600);
     await writeFile(path.join(dir, 'vm.snap'), randomBytes(100_000));
     const cache = new FixtureCache({ dir: cacheDir, maxBytes: 1024 * kMiB });
     const e = await cache.install('kr', dir, { kind: 'vm', path: 'db/fixtures/ram' });
@@ -106,6 +107,7 @@ describe('fixture cache', () => {
     await cache.extract(assertEntry(await cache.lookup('kr')), out);
     const st = await stat(path.join(out, 'vm.snap.ram'));
     assert.equal(st.size, 256 * kMiB);
+    assert.equal(st.mode & 0o777, 0o600, 'the image keeps its mode');
     assert.ok(st.blocks * 512 < 4 * kMiB, `extracted with holes (${st.blocks * 512} bytes allocated)`);
     const back = await open(path.join(out, 'vm.snap.ram'), 'r');
     const got = Buffer.alloc(data.length);

@@ -19,7 +19,7 @@
 // evicted or replaced meanwhile still extracts whole (its inodes live until closed).
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { acquireFileLock, isProcessAlive, removeStaleFileLock, type FileLockOptions } from '../vmm/file-lock.js';
@@ -358,13 +358,17 @@ export class FixtureCache {
     const file = storedPath(entry.dir, f);
     const name = describeEntry(entry.key, entry.meta);
     await mkdir(dirname(out), { recursive: true }).catch((e) => { throw ioError(name, 'create', dirname(out), e); });
+    if (f.sha256 === null) {
+      const bytes = await this._extractSparse(entry, f, src, out, signal);
+      if (bytes !== f.bytes) throw await this._corrupt(entry, file, `it decompresses to ${bytes} bytes, the manifest says ${f.bytes}`);
+      await chmod(out, f.mode).catch(() => undefined);
+      return;
+    }
     const dst = await open(out, 'w', f.mode).catch((e) => { throw ioError(name, 'create', out, e); });
     const hash = createHash('sha256');
     let bytes: number;
     try {
-      if (f.sha256 === null) {
-        bytes = await this._extractSparse(entry, f, src, out, signal);
-      } else if (!f.compressed) {
+      if (!f.compressed) {
         const data = await src.readFile();
         bytes = await writeSparse(dst, out, [data], hash, name);
       } else {
@@ -380,19 +384,13 @@ export class FixtureCache {
           await child;
           throw e;
         }
-        const r = await child;
-        if (r.isCanceled) throw new FixtureCacheError(`extracting ${f.path} was stopped: another file of the entry failed`);
-        if (r.code === 'ENOENT') throw zstdMissing(name);
-        if (r.failed) {
-          const why = String(r.stderr).trim().split('\n').pop() || `zstd exited with ${r.exitCode ?? r.signal}`;
-          throw await this._corrupt(entry, file, `it does not decompress: ${why.replace(/^zstd: /, '')}`);
-        }
+        await this._checkUnzstd(entry, f, await child);
       }
       if (bytes !== f.bytes) throw await this._corrupt(entry, file, `it decompresses to ${bytes} bytes, the manifest says ${f.bytes}`);
-      const sha = f.sha256 === null ? null : hash.digest('hex');
+      const sha = hash.digest('hex');
       if (sha !== f.sha256) {
         throw await this._corrupt(entry, file,
-          `its content does not match the manifest (sha256 ${sha?.slice(0, 16)}…, expected ${f.sha256?.slice(0, 16)}…)`);
+          `its content does not match the manifest (sha256 ${sha.slice(0, 16)}…, expected ${f.sha256.slice(0, 16)}…)`);
       }
       // The trailing zero pages were skipped: give the file its length.
       await dst.truncate(bytes).catch((e) => { throw ioError(name, 'write', out, e); });
@@ -403,21 +401,23 @@ export class FixtureCache {
   }
 
   /**
-   * A RAM image: zstd decompresses the pinned descriptor straight into `out` (opened truncated
-   * by the caller), skipping zero blocks, and fails on a frame checksum that does not match.
-   * Returns the length.
+   * A RAM image: zstd decompresses the pinned descriptor straight into `out` (a new file),
+   * skipping zero blocks, and fails on a frame checksum that does not match. Returns the length.
    */
   private async _extractSparse(entry: FixtureEntry, f: FixtureFile, src: FileHandle, out: string, signal: AbortSignal): Promise<number> {
-    const file = storedPath(entry.dir, f);
     // `as 3`: execa's types admit only descriptors 3–9 for stdin; its runtime hands any number to spawn.
-    const r = await execa('zstd', ['-d', '-q', '-f', '--sparse', '-o', out], { stdin: src.fd as 3, stdout: 'ignore', stderr: 'pipe', reject: false, cancelSignal: signal });
+    await this._checkUnzstd(entry, f, await execa('zstd', ['-d', '-q', '-f', '--sparse', '-o', out], { stdin: src.fd as 3, stdout: 'ignore', stderr: 'pipe', reject: false, cancelSignal: signal }));
+    return (await stat(out)).size;
+  }
+
+  /** Throws what a finished `zstd -d` of `f` says went wrong: stopped, not installed, or a corrupt file (removing the entry). */
+  private async _checkUnzstd(entry: FixtureEntry, f: FixtureFile, r: { isCanceled: boolean; code?: string; failed: boolean; stderr: unknown; exitCode?: number; signal?: string }): Promise<void> {
     if (r.isCanceled) throw new FixtureCacheError(`extracting ${f.path} was stopped: another file of the entry failed`);
     if (r.code === 'ENOENT') throw zstdMissing(describeEntry(entry.key, entry.meta));
     if (r.failed) {
       const why = String(r.stderr).trim().split('\n').pop() || `zstd exited with ${r.exitCode ?? r.signal}`;
-      throw await this._corrupt(entry, file, `it does not decompress: ${why.replace(/^zstd: /, '')}`);
+      throw await this._corrupt(entry, storedPath(entry.dir, f), `it does not decompress: ${why.replace(/^zstd: /, '')}`);
     }
-    return (await stat(out)).size;
   }
 
   /** Removes the entry (if it is still the install we judged) and builds the error that says so. */
