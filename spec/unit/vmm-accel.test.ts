@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decode, encode } from '@msgpack/msgpack';
 import { agentHello, resolveAccel } from '../../src/vmm/accel.js';
+import { hostKey } from '../../src/vmm/host.js';
 
 let dir: string;
 let n = 0;
@@ -83,5 +84,30 @@ describe('agentHello', () => {
 describe('resolveAccel', () => {
   it('takes tcg as asked without probing', async () => {
     assert.equal(await resolveAccel('tcg'), 'tcg');
+  });
+});
+
+describe('hostKey', () => {
+  it('follows the QEMU binary by path and stamp, without running it', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'provium-hostkey-'));
+    const qemu = join(own, 'qemu-system-x86_64');
+    // Not a QEMU: running it would fail, so a key that still comes back was made without a spawn.
+    await writeFile(qemu, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+    const saved = process.env['PROVIUM_QEMU'];
+    process.env['PROVIUM_QEMU'] = qemu;
+    try {
+      const before = await hostKey();
+      assert.match(before, new RegExp(`\\| ${qemu} \\d+:`));
+      assert.equal(await hostKey(), before);
+      // An upgrade replaces the binary: a new file, a new key.
+      await copyFile(qemu, `${qemu}.new`);
+      await rm(qemu);
+      await copyFile(`${qemu}.new`, qemu);
+      assert.notEqual(await hostKey(), before);
+    } finally {
+      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
+      else process.env['PROVIUM_QEMU'] = saved;
+      await rm(own, { recursive: true, force: true });
+    }
   });
 });

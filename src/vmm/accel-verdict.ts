@@ -19,7 +19,8 @@ export const kKvmProbeTimeoutMs = 5_000;
 export interface AccelVerdict {
   accel: 'kvm' | 'tcg';
   reason: string;
-  hostKey: string;
+  /** The host the verdict holds for (host.ts hostKey); none when there was no KVM to probe. */
+  hostKey?: string;
   probedAt: string;
   /** Read from accel.json rather than probed now. */
   cached: boolean;
@@ -60,12 +61,12 @@ export function autoAccelWith(opts: { reprobe?: boolean; probe: KvmProbe }): Pro
 }
 
 async function decide(reprobe: boolean, probe: KvmProbe): Promise<AccelVerdict> {
-  const key = await hostKey();
   const now = () => new Date().toISOString();
 
   // 1. No usable /dev/kvm: nothing to probe, nothing worth caching (it may appear later).
   const unusable = await kvmUnusable();
-  if (unusable) return { accel: 'tcg', reason: unusable, hostKey: key, probedAt: now(), cached: false };
+  if (unusable) return { accel: 'tcg', reason: unusable, probedAt: now(), cached: false };
+  const key = await hostKey();
 
   // 2. A verdict for this host.
   const cache = await readCache();

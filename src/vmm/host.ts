@@ -1,9 +1,10 @@
 // Facts about the host that the QEMU command line and the accel cache depend on.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { execa } from 'execa';
-import { qemuBinary } from './paths.js';
+import { fileStamp } from './file-hash.js';
+import { qemuBinary, qemuBinaryPath } from './paths.js';
 
 let tscMemo: Promise<number | undefined> | undefined;
 let qemuVersionMemo: Promise<string> | undefined;
@@ -50,7 +51,13 @@ export async function cpuModel(): Promise<string> {
   return /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
 }
 
-/** The key under which an accel verdict is cached: what makes KVM work or not on a host. */
+/**
+ * The key under which an accel verdict is cached: what makes KVM work or not on a host. QEMU is
+ * named by its binary's path and stamp: an upgrade replaces the file, and no `--version` process
+ * is spawned on every run.
+ */
 export async function hostKey(): Promise<string> {
-  return `${release()} | ${await qemuVersion()} | ${await cpuModel()}`;
+  const qemu = await qemuBinaryPath();
+  const st = await stat(qemu, { bigint: true }).catch(() => undefined);
+  return `${release()} | ${qemu} ${st ? fileStamp(st) : 'missing'} | ${await cpuModel()}`;
 }
