@@ -1195,6 +1195,8 @@ async function benchDisk(work: string, timingsFile: string): Promise<void> {
 // a warm spare beside a restore and a cold boot. (c) A suite of 40 files that all start from the
 // same set-up (10 files written, a process started): through a fixture, doing the set-up in every
 // file, and doing it in every file with cold boots, at -j2; the ideal is 40 × a lone restore ÷ 2.
+// Floors: plain QEMU restoring the fixture's snapshot alone and two at once, and doing the suite's
+// 40 restores and checks two at a time (plainRestore).
 
 const kPoolRounds = 5;
 const kSuite40Files = 40;
@@ -1203,7 +1205,9 @@ const kSetupLines = [
   'vm:run("mkdir -p /srv && for i in 1 2 3 4 5 6 7 8 9 10; do echo $i > /srv/f$i; done"):assert_ok()',
   'vm:run("(while true; do sleep 1; done) >/dev/null 2>&1 & echo $! > /srv/pid"):assert_ok()',
 ];
-const kSuite40Check = 'vm:run("test -f /srv/f10 && kill -0 $(cat /srv/pid)"):assert_ok()';
+/** What each file of the suite checks, in the guest (the floor runs it too), and as the Lua line. */
+const kSuite40CheckCmd = 'test -f /srv/f10 && kill -0 $(cat /srv/pid)';
+const kSuite40Check = `vm:run(${JSON.stringify(kSuite40CheckCmd)}):assert_ok()`;
 
 function restoreLua(): string {
   return [
@@ -1245,65 +1249,66 @@ async function writeSuite40(dir: string, kind: 'fixture' | 'setup'): Promise<voi
 }
 
 /**
- * The floor of the fixture suite: the same 40 restores of the fixture's snapshot, two at a time,
- * through plain QEMU (the argv provium builds, RAM image copied to the tmpfs, device state through
- * QEMU's own `migrate-incoming`, `cont`), the raw agent's hello and the suite's check command, then
- * SIGKILL. What a harness cannot avoid per file on this host: QEMU's start, load and exit.
+ * One restore of `snapshot` through plain QEMU: the argv provium builds, the RAM image copied to
+ * the tmpfs, device state through QEMU's own `migrate-incoming`, `cont`, the raw agent's hello;
+ * then `check` over the raw socket, when given, and SIGKILL. Returns ms from start to hello.
  */
-async function restoreFloorSuite(snapshot: string, files: number): Promise<number> {
-  const image = ramImageOf(snapshot);
-  const check = 'test -f /srv/f10 && kill -0 $(cat /srv/pid)';
-  const one = async (i: number): Promise<void> => {
-    const spec = await launchSpec(`floor${i}`);
-    spec.incomingSnapshot = true;
-    const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'floor-'));
-    // Where and as provium puts its own, so a later run sweeps it if this bench is killed mid-restore.
-    const ram = await sharedRamPath(spec.memoryBytes);
-    if (!ram) throw new Error('bench: no room for a guest RAM file (PROVIUM_RAM_DIR, /dev/shm): the floor restores as provium does');
-    let child: ChildProcess | undefined;
-    let qmpConn: net.Socket | undefined;
-    const qmpServer = net.createServer((s) => { qmpConn = s; });
-    try {
-      await execFileP('cp', ['--sparse=always', '--', image, ram]);
-      const ctx = {
-        accel: await accel(), initrdPath: spec.profile.initrd, tscKhz: undefined, ram: { path: ram, shared: true },
-        qmpSocketPath: path.join(dir, 'qmp.sock'), agentSocketPath: path.join(dir, 'agent.sock'),
-        consoleSocketPath: path.join(dir, 'console.sock'), consoleLogPath: path.join(dir, 'console.log'),
-      };
-      await new Promise<void>((resolve) => qmpServer.listen(ctx.qmpSocketPath, resolve));
-      const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...buildQemuArgs(spec, ctx)] : [qemuBinary(), ...buildQemuArgs(spec, ctx)];
-      child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
-      children.add(child);
-      const alive = () => child!.exitCode === null && child!.signalCode === null;
-      while (!qmpConn) { if (!alive()) throw new Error('floor: QEMU exited before QMP'); await sleep(2); }
-      const qmp = rawQmp(qmpConn);
-      await qmp('qmp_capabilities');
-      await qmp('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-      const incoming = path.join(dir, 'mig.sock');
-      await qmp('migrate-incoming', { uri: `unix:${incoming}` });
-      const feed = net.createConnection(incoming);
-      createReadStream(snapshot).pipe(feed);
-      for (;;) {
-        const status = ((await qmp('query-migrate')) as { status?: string }).status;
-        if (status === 'completed') break;
-        if (status === 'failed' || !alive()) throw new Error(`floor: migration ${status ?? 'ended with QEMU'}`);
-        await sleep(2);
-      }
-      await qmp('cont');
-      const agent = await RawAgent.connect(ctx.agentSocketPath, Date.now() + kAgentTimeoutMs, alive);
-      await mustExec(agent, check);
-      agent.close();
-    } finally {
-      qmpServer.close();
-      qmpConn?.destroy();
-      if (child) await stopPlain({ child, dir });
-      else await rm(dir, { recursive: true, force: true });
-      await rm(ram, { force: true });
+async function plainRestore(snapshot: string, tag: string, check?: string): Promise<number> {
+  const spec = await launchSpec(tag);
+  spec.incomingSnapshot = true;
+  const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'floor-'));
+  // Where and as provium puts its own, so a later run sweeps it if this bench is killed mid-restore.
+  const ram = await sharedRamPath(spec.memoryBytes);
+  if (!ram) throw new Error('bench: no room for a guest RAM file (PROVIUM_RAM_DIR, /dev/shm): the floor restores as provium does');
+  let child: ChildProcess | undefined;
+  let qmpConn: net.Socket | undefined;
+  const qmpServer = net.createServer((s) => { qmpConn = s; });
+  try {
+    const started = performance.now();
+    await execFileP('cp', ['--sparse=always', '--', ramImageOf(snapshot), ram]);
+    const ctx = {
+      accel: await accel(), initrdPath: spec.profile.initrd, tscKhz: undefined, ram: { path: ram, shared: true },
+      qmpSocketPath: path.join(dir, 'qmp.sock'), agentSocketPath: path.join(dir, 'agent.sock'),
+      consoleSocketPath: path.join(dir, 'console.sock'), consoleLogPath: path.join(dir, 'console.log'),
+    };
+    await new Promise<void>((resolve) => qmpServer.listen(ctx.qmpSocketPath, resolve));
+    const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...buildQemuArgs(spec, ctx)] : [qemuBinary(), ...buildQemuArgs(spec, ctx)];
+    child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+    children.add(child);
+    const alive = () => child!.exitCode === null && child!.signalCode === null;
+    while (!qmpConn) { if (!alive()) throw new Error('floor: QEMU exited before QMP'); await sleep(2); }
+    const qmp = rawQmp(qmpConn);
+    await qmp('qmp_capabilities');
+    await qmp('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    const incoming = path.join(dir, 'mig.sock');
+    await qmp('migrate-incoming', { uri: `unix:${incoming}` });
+    createReadStream(snapshot).pipe(net.createConnection(incoming));
+    for (;;) {
+      const status = ((await qmp('query-migrate')) as { status?: string }).status;
+      if (status === 'completed') break;
+      if (status === 'failed' || !alive()) throw new Error(`floor: migration ${status ?? 'ended with QEMU'}`);
+      await sleep(2);
     }
-  };
+    await qmp('cont');
+    const agent = await RawAgent.connect(ctx.agentSocketPath, Date.now() + kAgentTimeoutMs, alive);
+    const ms = performance.now() - started;
+    if (check !== undefined) await mustExec(agent, check);
+    agent.close();
+    return ms;
+  } finally {
+    qmpServer.close();
+    qmpConn?.destroy();
+    if (child) await stopPlain({ child, dir });
+    else await rm(dir, { recursive: true, force: true });
+    await rm(ram, { force: true });
+  }
+}
+
+/** The floor of the fixture suite: its restores and checks through plainRestore, two at a time. Returns the wall ms. */
+async function plainRestoreSuite(snapshot: string, files: number): Promise<number> {
   const started = performance.now();
   let next = 0;
-  const lane = async () => { while (next < files) await one(next++); };
+  const lane = async () => { while (next < files) await plainRestore(snapshot, `floor${next++}`, kSuite40CheckCmd); };
   await Promise.all([lane(), lane()]);
   return performance.now() - started;
 }
@@ -1373,10 +1378,16 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
   await cache.extract(entry, floorDir);
   const floorSnapshot = path.join(floorDir, 'svc.snap');
   const wall = { floor: [] as number[], fixture: [] as number[], setup: [] as number[], cold: [] as number[] };
+  const floorAlone: number[] = [];
+  const floorPairs: number[] = [];
   for (let round = 0; round < kSuite40Rounds; round++) {
     const run = async (dir: string, env?: Record<string, string>) =>
       mustPass(await runCli(['.', '--no-progress', '-j2'], { cwd: dir, timingsFile, events: false, ...(env ? { env } : {}) }), `suite of ${kSuite40Files}`).wallMs;
-    wall.floor.push(await restoreFloorSuite(floorSnapshot, kSuite40Files));
+    wall.floor.push(await plainRestoreSuite(floorSnapshot, kSuite40Files));
+    for (let i = 0; i < kPoolRounds; i++) {
+      floorAlone.push(await plainRestore(floorSnapshot, `alone${i}`));
+      floorPairs.push(Math.max(...(await Promise.all([plainRestore(floorSnapshot, `x${i}`), plainRestore(floorSnapshot, `y${i}`)]))));
+    }
     wall.fixture.push(await run(suites.fixture));
     wall.setup.push(await run(suites.setup));
     wall.cold.push(await run(suites.setup, { PROVIUM_BOOT_SNAPSHOTS: '0' }));
@@ -1387,6 +1398,8 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
   const lone = median(alone);
   const two = median(pairs);
   out.push({ figure: 'restore: two at once / one alone  [vm_spawned]', floor: ms(lone), harness: ms(two), ratio: times(two / lone), note: `target ≤ 1.50×: ${two / lone <= 1.5 ? 'met' : 'MISSED'}; ${alone.length} lone, ${pairs.length} pairs, boot-snapshot restores (--no-warm-pool)` });
+  const plainTwo = median(floorPairs) / median(floorAlone);
+  out.push({ figure: '  plain QEMU: two at once / one alone', floor: ms(median(floorAlone)), harness: ms(median(floorPairs)), ratio: times(plainTwo), note: `the floor of the line above: ${floorAlone.length} lone, ${floorPairs.length} pairs of plainRestore (the fixture's snapshot, to the raw hello)` });
   out.push({ figure: 'boot(): warm pool / restore', floor: ms(lone), harness: ms(median(pooled)), ratio: times(median(pooled) / lone), note: `target ≤ 20 ms: ${median(pooled) <= 20 ? 'met' : 'MISSED'}; ${hits} of ${pooled.length} boots took a spare` });
   out.push({ figure: '  cold boot (PROVIUM_BOOT_SNAPSHOTS=0)', floor: '', harness: ms(median(cold)), ratio: '', note: 'the same run' });
   const ideal = (kSuite40Files * lone) / 2;
