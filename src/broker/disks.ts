@@ -9,7 +9,6 @@
 
 import { open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { qemuBackendRefusal } from '../disk/blkdebug.js';
 import { Disk } from '../disk/disk.js';
 import { kSectorBytes, type FaultEvent } from '../disk/faults.js';
@@ -256,6 +255,7 @@ export class SessionDisks {
       // A qcow2 image is read through a raw copy (qemu-img), so both backends serve plain bytes.
       if (await isQcow2(image)) {
         const raw = path.join(dir, backend === 'nbd' ? `${name}.backing.raw` : `${name}.img`);
+        const { execa } = await import('execa');
         await execa('qemu-img', ['convert', '-O', 'raw', image, raw]).catch((err: { stderr?: string; message: string }) => {
           throw new BrokerError(`disk \`${spec.id}\`: converting the qcow2 image ${spec.image} failed: ${(err.stderr ?? err.message).trim()}`);
         });

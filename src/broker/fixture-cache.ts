@@ -21,7 +21,6 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { execa } from 'execa';
 import { acquireFileLock, isProcessAlive, removeStaleFileLock, type FileLockOptions } from '../vmm/file-lock.js';
 import { isRamImage } from '../vmm/guest-ram.js';
 
@@ -372,6 +371,7 @@ export class FixtureCache {
         const data = await src.readFile();
         bytes = await writeSparse(dst, out, [data], hash, name);
       } else {
+        const { execa } = await import('execa');
         // zstd reads the pinned descriptor; we hash its output and write it with holes. (execa's
         // types admit only descriptors 3–9 for stdin; its runtime hands any number to spawn.)
         const child = execa('zstd', ['-d', '-c', '-q'], {
@@ -405,6 +405,7 @@ export class FixtureCache {
    * skipping zero blocks, and fails on a frame checksum that does not match. Returns the length.
    */
   private async _extractSparse(entry: FixtureEntry, f: FixtureFile, src: FileHandle, out: string, signal: AbortSignal): Promise<number> {
+    const { execa } = await import('execa');
     // `as 3`: execa's types admit only descriptors 3–9 for stdin; its runtime hands any number to spawn.
     await this._checkUnzstd(entry, f, await execa('zstd', ['-d', '-q', '-f', '--sparse', '-o', out], { stdin: src.fd as 3, stdout: 'ignore', stderr: 'pipe', reject: false, cancelSignal: signal }));
     return (await stat(out)).size;
@@ -504,6 +505,7 @@ async function storeFile(src: string, rel: string, dataDir: string, name: string
     let bytes: number;
     // A RAM image (src/vmm/guest-ram.ts): stored without our hash, extracted sparse by zstd.
     if (isRamImage(rel)) {
+      const { execa } = await import('execa');
       // zstd reads it with holes as zeros (C speed); its frame checksum stands for our sha256.
       const r = await execa('zstd', [...kZstdCompress, '-o', dst, src], { stdout: 'ignore', stderr: 'pipe', reject: false });
       if (r.code === 'ENOENT') throw zstdMissing(name);
@@ -514,6 +516,7 @@ async function storeFile(src: string, rel: string, dataDir: string, name: string
       await writeFile(dst, data, { flag: 'wx' }).catch((e) => { throw ioError(name, 'write', dst, e); });
       [sha256, bytes] = [createHash('sha256').update(data).digest('hex'), data.length];
     } else {
+      const { execa } = await import('execa');
       // `as 3`: execa's types admit only descriptors 3–9 for stdin; its runtime hands any number to spawn.
       const child = execa('zstd', [...kZstdCompress, '-o', dst], { stdin: fh.fd as 3, stdout: 'ignore', stderr: 'pipe', reject: false });
       const [r, hashed] = await Promise.all([child, hashFile(fh).catch((e: unknown) => ioError(name, 'read', src, e))]);

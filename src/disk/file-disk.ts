@@ -4,7 +4,6 @@
 // Faults are blkdebug rules (./blkdebug.ts) that the broker installs in QEMU; this class keeps the
 // policy they come from. There is no write cache below the guest, so a power cut loses only what
 // the guest itself had not written out.
-import { execa } from 'execa';
 import { blkdebugRules, type BlkdebugRules } from './blkdebug.js';
 import { FaultPolicy, kSectorBytes, type FaultEvent } from './faults.js';
 import { openRawImage, type ImageStore } from './image.js';
@@ -75,6 +74,7 @@ export class FileDisk {
 
 /** `cp --sparse=always --reflink=auto`: holes stay holes, and a CoW file system shares the blocks. */
 async function copySparse(from: string, to: string): Promise<void> {
+  const { execa } = await import('execa');
   const r = await execa('cp', ['--sparse=always', '--reflink=auto', '--', from, to], { reject: false });
   if (r.exitCode !== 0) throw new Error(`copying ${from} to ${to} failed: ${r.stderr.trim() || `cp exited with ${r.exitCode}`}`);
 }

@@ -7,7 +7,6 @@
 import { createHash } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import type { DebianRoot } from '../config/profiles.js';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
 import { installStaging, stagingFor } from './staged-dir.js';
@@ -106,6 +105,7 @@ async function runBuild(root: DebianRoot, key: string, dir: string, profile: str
     const args = ['build', '--out', staging, '--suite', root.suite, '--variant', root.variant,
       '--apt-cache', join(downloadsDir(), `debian-${root.suite}-${kArch}`), '--packages', root.packages.join(' ')];
     if (root.mirror) args.push('--mirror', root.mirror);
+    const { execa } = await import('execa');
     const child = execa('bash', [profileScript('debian'), ...args], { reject: false, all: true, stdin: 'ignore' });
     const tail: string[] = [];
     let partial = '';

@@ -18,7 +18,6 @@
 import { randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 
 /** Where a VM's RAM lives: a shared file in a tmpfs, or a private map of a snapshot's image. */
 export interface GuestRam {
@@ -73,6 +72,7 @@ export async function sharedRamPath(memoryBytes: number): Promise<string | undef
 /** Copies `from` to `to` sparsely (kSparseCopy). */
 export async function copySparse(from: string, to: string): Promise<void> {
   const [cp, ...flags] = kSparseCopy;
+  const { execa } = await import('execa');
   const r = await execa(cp!, [...flags, from, to], { reject: false });
   if (r.exitCode !== 0) throw new Error(`${kSparseCopy.join(' ')} ${from} ${to}: ${(r.stderr || r.shortMessage || `exit code ${r.exitCode}`).trim()}`);
 }

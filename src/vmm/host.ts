@@ -2,7 +2,6 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { release } from 'node:os';
-import { execa } from 'execa';
 import { fileStamp } from './file-hash.js';
 import { qemuBinary, qemuBinaryPath } from './paths.js';
 
@@ -18,6 +17,7 @@ let qemuVersionMemo: Promise<string> | undefined;
  */
 export function hostTscKhz(): Promise<number | undefined> {
   tscMemo ??= (async () => {
+    const { execa } = await import('execa');
     const fromLog = await execa('dmesg', [], { reject: false, stdin: 'ignore' })
       .then((r) => (r.exitCode === 0 ? r.stdout : ''))
       .catch(() => '');
@@ -40,7 +40,8 @@ export function mhzToKhz(mhz: string): number {
 
 /** `qemu-system-x86_64 --version`'s first line, e.g. "QEMU emulator version 7.2.22 (…)". */
 export function qemuVersion(): Promise<string> {
-  qemuVersionMemo ??= execa(qemuBinary(), ['--version'], { reject: false, stdin: 'ignore' })
+  qemuVersionMemo ??= import('execa')
+    .then(({ execa }) => execa(qemuBinary(), ['--version'], { reject: false, stdin: 'ignore' }))
     .then((r) => (r.exitCode === 0 ? r.stdout.split('\n')[0]!.trim() : `unknown (${r.shortMessage})`));
   return qemuVersionMemo;
 }

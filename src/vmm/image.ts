@@ -16,7 +16,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
 import { hashFile } from './file-hash.js';
 import { installStaging, stagingFor } from './staged-dir.js';
@@ -201,6 +200,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
   const started = Date.now();
   log(`building image \`${kProfile}\` (${versions.kernelPackage} ${versions.kernelVersion}, agent ${agentSha.slice(0, 12)})`);
   try {
+    const { execa } = await import('execa');
     const child = execa('bash', [script, 'build', '--out', staging, '--agent', agentPath, '--downloads', downloadsDir(),
       '--kernel-pkg', versions.kernelPackage, '--kernel-version', versions.kernelVersion,
       '--busybox-version', versions.busyboxVersion], { reject: false, all: true, stdin: 'ignore' });
@@ -256,6 +256,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
 }
 
 async function resolveVersions(): Promise<Versions> {
+  const { execa } = await import('execa');
   const r = await execa('bash', [profileScript(kProfile), 'resolve'], { reject: false, stdin: 'ignore' });
   if (r.exitCode !== 0) {
     throw new ImageBuildError(r.stderr.trim() || `resolving package versions failed (exit ${r.exitCode}) — run \`apt-get update\` as root`);

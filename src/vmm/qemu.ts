@@ -12,7 +12,6 @@ import { constants as fsConstants, createReadStream, createWriteStream } from 'n
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { execa } from 'execa';
 import { prepareProfile, type PrepareOptions } from '../config/profile-prepare.js';
 import { minimalProfile } from '../config/profiles.js';
 import { kKvmProbeTimeoutMs, resolveAccelWith, type KvmProbeResult } from './accel-verdict.js';
@@ -192,6 +191,9 @@ export class QemuVm {
       const bin = qemuBinary();
       const command = [...guestRam.fillFirst, bin, ...args];
       const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...command] : command;
+      // execa is imported where it is used, here and elsewhere: its modules take ~140 ms to load,
+      // which a run pays only once it starts a process (and `--help`, `list` never).
+      const { execa } = await import('execa');
       const child = execa(argv[0]!, argv.slice(1), {
         stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true,
       });

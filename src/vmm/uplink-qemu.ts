@@ -4,7 +4,6 @@
 // `setpriv --pdeathsig KILL` (spawned from the main thread), and an `exit` hook SIGKILLs the
 // ones still alive.
 
-import { execa } from 'execa';
 import { qemuBinary } from './paths.js';
 import { findSetpriv } from './qemu.js';
 
@@ -64,6 +63,7 @@ export class UplinkQemu {
     const setpriv = await findSetpriv();
     const bin = qemuBinary();
     const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', bin, ...args] : [bin, ...args];
+    const { execa } = await import('execa');
     const child = execa(argv[0]!, argv.slice(1), { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true, buffer: false });
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {
