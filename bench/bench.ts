@@ -41,11 +41,11 @@ import { MAX_FRAME_BYTES, STREAM_WINDOW_BYTES } from '../src/protocol/agent.js';
 import { builtinProfiles, type Profile } from '../src/config/profiles.js';
 import { readEvents, type DecodedEvent } from '../src/events/codec.js';
 import { resolveAccel } from '../src/vmm/accel.js';
-import { buildQemuArgs, type LaunchSpec } from '../src/vmm/cmdline.js';
+import { buildQemuArgs, type LaunchContext, type LaunchSpec } from '../src/vmm/cmdline.js';
 import { imageInfo } from '../src/vmm/image.js';
 import { cacheDir, qemuBinary } from '../src/vmm/paths.js';
 import { FixtureCache } from '../src/broker/fixture-cache.js';
-import { ramImageOf, sharedRamPath } from '../src/vmm/guest-ram.js';
+import { copySparse, ramImageOf, sharedRamPath, type GuestRam } from '../src/vmm/guest-ram.js';
 import { snapshotFileBytes } from '../src/vmm/snapshot.js';
 
 const execFileP = promisify(execFile);
@@ -257,31 +257,41 @@ const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => {
   try { accessSync(p, fsConstants.X_OK); return true; } catch { return false; }
 });
 
-async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<PlainVm> {
-  const spec = await launchSpec(name);
-  if (extraQemuArgs.length) spec.extraQemuArgs = extraQemuArgs;
-  const acc = await accel();
-  const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'vm-'));
-  const ctx = {
-    accel: acc,
+/** The context of provium's argv for a plain QEMU whose sockets live in `dir` (RAM in `ram` when given). */
+async function plainContext(dir: string, spec: LaunchSpec, ram?: GuestRam): Promise<LaunchContext> {
+  return {
+    accel: await accel(),
     initrdPath: spec.profile.initrd, // the minimal profile injects nothing: its initrd is used as is
     qmpSocketPath: path.join(dir, 'qmp.sock'),
     agentSocketPath: path.join(dir, 'agent.sock'),
     consoleSocketPath: path.join(dir, 'console.sock'),
     consoleLogPath: path.join(dir, 'console.log'),
     tscKhz: undefined,
+    ...(ram ? { ram } : {}),
   };
+}
+
+/** QEMU on provium's argv for `spec`, under setpriv when present (as provium), killed on exit; stderr kept. */
+function spawnPlain(spec: LaunchSpec, ctx: LaunchContext): { child: ChildProcess; alive: () => boolean; stderr: () => string } {
   const args = buildQemuArgs(spec, ctx);
-  // QEMU dials QMP as a client: something must listen. Accept and leave it idle.
-  const qmp = net.createServer((s) => { s.on('data', () => undefined); s.on('error', () => undefined); });
-  await new Promise<void>((resolve) => qmp.listen(ctx.qmpSocketPath, resolve));
   const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...args] : [qemuBinary(), ...args];
-  const started = performance.now();
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const alive = () => child.exitCode === null && child.signalCode === null;
+  return { child, alive: () => child.exitCode === null && child.signalCode === null, stderr: () => stderr.trim() };
+}
+
+async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<PlainVm> {
+  const spec = await launchSpec(name);
+  if (extraQemuArgs.length) spec.extraQemuArgs = extraQemuArgs;
+  const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'vm-'));
+  const ctx = await plainContext(dir, spec);
+  // QEMU dials QMP as a client: something must listen. Accept and leave it idle.
+  const qmp = net.createServer((s) => { s.on('data', () => undefined); s.on('error', () => undefined); });
+  await new Promise<void>((resolve) => qmp.listen(ctx.qmpSocketPath, resolve));
+  const started = performance.now();
+  const { child, alive, stderr } = spawnPlain(spec, ctx);
   try {
     const agent = await RawAgent.connect(ctx.agentSocketPath, Date.now() + kAgentTimeoutMs, alive);
     const bootMs = performance.now() - started;
@@ -290,7 +300,7 @@ async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<Pl
   } catch (err) {
     qmp.close();
     await stopPlain({ child, dir });
-    throw new Error(`plain QEMU boot failed: ${(err as Error).message}\n${stderr.trim()}`);
+    throw new Error(`plain QEMU boot failed: ${(err as Error).message}\n${stderr()}`);
   }
 }
 
@@ -1265,18 +1275,13 @@ async function plainRestore(snapshot: string, tag: string, check?: string): Prom
   const qmpServer = net.createServer((s) => { qmpConn = s; });
   try {
     const started = performance.now();
-    await execFileP('cp', ['--sparse=always', '--', ramImageOf(snapshot), ram]);
-    const ctx = {
-      accel: await accel(), initrdPath: spec.profile.initrd, tscKhz: undefined, ram: { path: ram, shared: true },
-      qmpSocketPath: path.join(dir, 'qmp.sock'), agentSocketPath: path.join(dir, 'agent.sock'),
-      consoleSocketPath: path.join(dir, 'console.sock'), consoleLogPath: path.join(dir, 'console.log'),
-    };
+    await copySparse(ramImageOf(snapshot), ram);
+    const ctx = await plainContext(dir, spec, { path: ram, shared: true });
     await new Promise<void>((resolve) => qmpServer.listen(ctx.qmpSocketPath, resolve));
-    const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...buildQemuArgs(spec, ctx)] : [qemuBinary(), ...buildQemuArgs(spec, ctx)];
-    child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
-    children.add(child);
-    const alive = () => child!.exitCode === null && child!.signalCode === null;
-    while (!qmpConn) { if (!alive()) throw new Error('floor: QEMU exited before QMP'); await sleep(2); }
+    const qemu = spawnPlain(spec, ctx);
+    child = qemu.child;
+    const alive = qemu.alive;
+    while (!qmpConn) { if (!alive()) throw new Error(`floor: QEMU exited before QMP: ${qemu.stderr()}`); await sleep(2); }
     const qmp = rawQmp(qmpConn);
     await qmp('qmp_capabilities');
     await qmp('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });

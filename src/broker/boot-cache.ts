@@ -38,8 +38,6 @@ function sumOf(snapshotFile: string): string {
   return `${snapshotFile}.sum`;
 }
 
-
-
 async function fileStamp(file: string | undefined): Promise<string> {
   if (!file) return '-';
   try {

@@ -273,16 +273,12 @@ export async function contentHash(file: string): Promise<string> {
   const hash = (async () => {
     const known = await memo?.get(file, stamp);
     if (known !== undefined) return known;
-    const computed = await hashStream(file);
+    const computed = `sha256:${await hashFile(file)}`;
     await memo?.put(file, stamp, computed);
     return computed;
   })().catch(absent);
   if (still) kHashes.set(file, { stamp, hash });
   return hash;
-}
-
-async function hashStream(file: string): Promise<string> {
-  return `sha256:${await hashFile(file)}`;
 }
 
 /** What to fold in for a file that cannot be read: creating it later must change the key. */

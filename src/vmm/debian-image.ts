@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { DebianRoot } from '../config/profiles.js';
 import { acquireFileLock, FileLockTimeoutError } from './file-lock.js';
 import { installStaging, stagingFor } from './staged-dir.js';
-import { sha256File } from './image.js';
+import { hashFile } from './file-hash.js';
 import { downloadsDir, imageDir, profileScript } from './paths.js';
 
 const kManifestVersion = 1;
@@ -63,7 +63,7 @@ export function debianRootBuilder(log: (line: string) => void): (profile: { name
 
 /** The content key of a root: everything the image's bytes depend on. */
 export async function debianImageKey(root: DebianRoot): Promise<string> {
-  const script = await sha256File(profileScript('debian'));
+  const script = await hashFile(profileScript('debian'));
   const inputs = { suite: root.suite, variant: root.variant, packages: [...root.packages].sort(), mirror: root.mirror ?? '', arch: kArch, script };
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 20);
 }

@@ -23,9 +23,15 @@ export function fileStamp(st: { size: bigint; mtimeNs: bigint; ctimeNs: bigint; 
   return `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}:${st.dev}`;
 }
 
+/** A hash and the fileStamp it holds for. */
+interface MemoEntry {
+  stamp: string;
+  hash: string;
+}
+
 interface MemoFile {
   version: number;
-  files: Record<string, { stamp: string; hash: string }>;
+  files: Record<string, MemoEntry>;
 }
 
 const kMemoVersion = 1;
@@ -37,7 +43,7 @@ const kMemoEntries = 256;
  * runs writing at once lose at most an entry (hashed again later); an unreadable file is empty.
  */
 export class HashMemo {
-  private _files: Promise<Map<string, { stamp: string; hash: string }>> | undefined;
+  private _files: Promise<Map<string, MemoEntry>> | undefined;
 
   constructor(readonly file: string) {}
 
@@ -63,13 +69,13 @@ export class HashMemo {
     }
   }
 
-  private _load(): Promise<Map<string, { stamp: string; hash: string }>> {
+  private _load(): Promise<Map<string, MemoEntry>> {
     this._files ??= readMemo(this.file);
     return this._files;
   }
 }
 
-async function readMemo(file: string): Promise<Map<string, { stamp: string; hash: string }>> {
+async function readMemo(file: string): Promise<Map<string, MemoEntry>> {
   try {
     const memo = JSON.parse(await readFile(file, 'utf8')) as MemoFile;
     if (memo.version !== kMemoVersion || typeof memo.files !== 'object' || memo.files === null) return new Map();

@@ -159,8 +159,8 @@ async function checkFresh(dir: string, agentPath: string, log: (line: string) =>
     return undefined;
   }
   const [agentSha, scriptSha, stamp] = await Promise.all([
-    sha256File(agentPath).catch(() => undefined),
-    sha256File(profileScript(kProfile)),
+    hashFile(agentPath).catch(() => undefined),
+    hashFile(profileScript(kProfile)),
     aptListsStamp(),
   ]);
   if (agentSha === undefined) throw missingAgent(agentPath);
@@ -189,10 +189,10 @@ async function checkFresh(dir: string, agentPath: string, log: (line: string) =>
 
 async function runBuild(dir: string, agentPath: string, log: (line: string) => void): Promise<BuiltImage> {
   // 1. Inputs: the agent must exist before anything is downloaded.
-  const agentSha = await sha256File(agentPath).catch(() => undefined);
+  const agentSha = await hashFile(agentPath).catch(() => undefined);
   if (agentSha === undefined) throw missingAgent(agentPath);
   const script = profileScript(kProfile);
-  const [scriptSha, stamp, versions] = await Promise.all([sha256File(script), aptListsStamp(), resolveVersions()]);
+  const [scriptSha, stamp, versions] = await Promise.all([hashFile(script), aptListsStamp(), resolveVersions()]);
 
   // 2. Build into a staging dir next to the final one, so a failed build leaves the old image.
   const staging = await stagingFor(dir);
@@ -223,7 +223,7 @@ async function runBuild(dir: string, agentPath: string, log: (line: string) => v
     for (const name of kOutputs) {
       const st = await stat(join(staging, name));
       outputBytes[name] = st.size;
-      outputStamps[name] = { mtimeMs: st.mtimeMs, sha256: await sha256File(join(staging, name)) };
+      outputStamps[name] = { mtimeMs: st.mtimeMs, sha256: await hashFile(join(staging, name)) };
     }
     const manifest: Manifest = {
       manifestVersion: kManifestVersion,
@@ -292,7 +292,7 @@ async function outputProblem(dir: string, manifest: Manifest): Promise<string | 
     const stamp = manifest.outputStamps?.[name];
     if (!stamp || stamp.mtimeMs === st.mtimeMs) continue;
     // Written since the build: the same bytes (a copy) are fine, other bytes are corruption.
-    const sha = await sha256File(file);
+    const sha = await hashFile(file);
     if (sha !== stamp.sha256) return `${file} does not have the bytes it was built with (sha256 ${sha.slice(0, 12)}…, the manifest says ${stamp.sha256.slice(0, 12)}…)`;
     stamp.mtimeMs = st.mtimeMs;
     restamped = true;
@@ -333,10 +333,6 @@ function toBuiltImage(dir: string, m: Manifest, rebuilt: boolean): BuiltImage {
     builtAt: m.builtAt,
     rebuilt,
   };
-}
-
-export function sha256File(path: string): Promise<string> {
-  return hashFile(path);
 }
 
 function parseKeyValues(text: string): Map<string, string> {
