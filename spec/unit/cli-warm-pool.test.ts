@@ -1,7 +1,7 @@
 // The warm pool with the real CLI and real guests: a later file's boot takes a spare restored
 // while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
 // a clone of its own (its own random bytes), the first file's boot finds one when the files name
-// its profile, and --no-warm-pool keeps none.
+// its profile, a lab fixture's guests come with their NICs, and --no-warm-pool keeps none.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -80,6 +80,47 @@ describe('the warm pool (real guests)', () => {
     const first = run.events.find((e) => e.kind === 'pool_hit' || e.kind === 'pool_miss');
     assert.equal(first?.kind, 'pool_hit', `the first boot: ${JSON.stringify(first)}`);
     assert.equal(first.payload['file'], 'plain1.test.lua');
+  });
+
+  it('a lab fixture on a bridge: later files take spares whose NICs join their bridge', async () => {
+    await mkdir(path.join(dir, 't/fx'), { recursive: true });
+    await writeFile(
+      path.join(dir, 't/fx/pair.fixture.lua'),
+      [
+        'local a = provium:vm("a", "minimal", {memory = "128M"})',
+        'local b = provium:vm("b", "minimal", {memory = "128M"})',
+        'provium:bridge("net"):attach({a, b})',
+        'provium:boot()',
+        'return provium:snapshot()',
+        '',
+      ].join('\n'),
+    );
+    const files: string[] = [];
+    for (let n = 1; n <= 3; n++) {
+      files.push(`t/lab${n}.test.lua`);
+      await writeFile(
+        path.join(dir, files.at(-1)!),
+        [
+          'local lab = provium:lab_fixture("fx/pair")',
+          `test("lab file ${n}", function(t)`,
+          '  local a, b = lab:vm("a"), lab:vm("b")',
+          '  t:log("seen=" .. a:run("ls /tmp | grep -c marker || true").stdout:gsub("%s", ""))',
+          `  a:write_file("/tmp/marker-${n}", "x")`,
+          '  t:assert(a:run("ping -c1 -W5 b"):ok(), "a reaches b over the bridge")',
+          '  t:assert(b:run("ping -c1 -W5 a"):ok(), "b reaches a over the bridge")',
+          '  a:run("sleep 1"):assert_ok()',
+          'end)',
+          '',
+        ].join('\n'),
+      );
+    }
+    const run = await runProvium(dir, ['--json', '-j1', ...files], path.join(dir, 'lab.bin'));
+    assert.equal(run.code, 0, run.out);
+    const hits = run.events.filter((e) => e.kind === 'pool_hit');
+    for (const name of ['a', 'b']) {
+      assert.ok(hits.some((h) => h.payload['vm_name'] === name && h.payload['file'] !== files[0]), `a later file took a spare of ${name}: ${JSON.stringify(hits)}`);
+    }
+    assert.deepEqual(run.out.match(/seen=\d+/g), ['seen=0', 'seen=0', 'seen=0'], 'no file saw another file\'s marker');
   });
 
   it('--no-warm-pool keeps no spares', async () => {

@@ -245,14 +245,16 @@ export class ManagedVm {
 
   /**
    * A restore served by a spare already restored from the same snapshot (a fixture's VM, warm):
-   * its guest becomes this VM's.
+   * its guest becomes this VM's. `devices` are the spare's hot-plugged devices as this VM has them
+   * (its NICs on this VM's bridges).
    */
-  async restoreFromSpare(spare: ManagedVm): Promise<void> {
+  async restoreFromSpare(spare: ManagedVm, devices: SlotDevice[] = []): Promise<void> {
     if (this.state !== 'created' && this.state !== 'shutdown') throw this._stateError('restore', ['created', 'shutdown']);
     const launched = spare._launched!;
     await this._acquire(launched);
     this._adopt(spare);
-    this._launched = { ...launched, name: this.name };
+    for (const d of devices) this._record(d);
+    this._launched = { ...launched, name: this.name, ...(devices.length > 0 ? { slotDevices: devices } : {}) };
     this._started();
   }
 

@@ -17,6 +17,7 @@ import { ownedTempDir } from '../vmm/qemu.js';
 import type { EventBus } from '../events/bus.js';
 import type { BridgeFault, BridgeView, LabSnapshotManifest, NetImpairment, NicCounters, NicView } from '../protocol/rpc.js';
 import type { ManagedVm } from './managed-vm.js';
+import type { ParkedNics } from './parked-nics.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
 import { BridgeUplink } from './uplink.js';
@@ -283,6 +284,15 @@ export class SessionNetwork {
       }
     }
     if (any) await this._writeHosts();
+  }
+
+  /** A warm spare became `vm`: its parked NIC connections become the ports of `vm`'s NICs. */
+  adoptParked(vm: ManagedVm, parked: ParkedNics): void {
+    for (const bridge of this._bridges.values()) {
+      const nic = bridge.nics.get(vm.id);
+      const socket = nic && parked.take(nic.id);
+      if (socket) bridge.sw.adoptConnection(vm.name, socket);
+    }
   }
 
   /** After a restore that plugged `vm`'s NICs itself (from the snapshot's argv): they are plugged. */

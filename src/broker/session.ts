@@ -9,6 +9,7 @@ import type { Profile } from '../config/profiles.js';
 import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
+import { ParkedNics, takeParkedNics } from './parked-nics.js';
 import { ManagedVm, type SpareSource } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { Fixtures } from './fixtures.js';
@@ -23,6 +24,9 @@ import { copyLabSnapshot, copyVmSnapshot, deleteSnapshot, prepareLabDir, readLab
 import { AgentBackedStream, CaptureStream, type BrokerStream } from './streams.js';
 import { AsyncCalls } from './async-calls.js';
 import type { AgentOps } from '../protocol/agent.js';
+
+/** A warm spare's QEMU connects its parked NICs while it starts; this long is a failed start. */
+const kParkedConnectTimeoutMs = 30_000;
 
 export interface SessionDeps {
   bus: EventBus;
@@ -154,30 +158,9 @@ export class Session {
    * back on their slots, connected to where their bridges and disks are now in this file.
    */
   private async _restoreVm(vm: ManagedVm, file: string, again = false): Promise<void> {
-    const devices = await ManagedVm.snapshotDevices(file);
-    // A guest with no NICs or disks can come from the warm pool: a fixture's lone VM (while files
-    // wait to start), or a reset_between_tests snapshot (while later tests will want it again).
-    const warm = this._deps.warm;
-    const fixture = this._fixtureDirs.has(path.dirname(file));
-    if (again && devices.length === 0) this._resets.add(file);
-    const pooled = warm?.enabled && devices.length === 0 && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
-    if (pooled) {
-      const spare = await warm!.take(pooled);
-      if (spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
-      else this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
-      if (spare) await vm.restoreFromSpare(spare);
-      else await vm.restore(file, []);
-      const start = async (s: ManagedVm) => {
-        await s.restore(file, []);
-        await s.warmUp();
-      };
-      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
-      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
-      await this._started(vm, {});
-      return;
-    }
-    const current: SlotDevice[] = [];
-    for (const d of devices) {
+    const saved = await ManagedVm.snapshotDevices(file);
+    const devices: SlotDevice[] = [];
+    for (const d of saved) {
       let device: SlotDevice = d;
       if (d.kind === 'nic') {
         const moved = this._network.nicSocketOf(vm, d.id);
@@ -189,13 +172,46 @@ export class Session {
         const what = d.kind === 'nic' ? 'a bridge' : `disk \`${d.serial}\``;
         throw new BrokerError(`vm \`${vm.name}\`: cannot restore ${file}: it was taken on ${what} this file no longer has; restore it while its bridges and disks exist`);
       }
-      current.push(device);
+      devices.push(device);
     }
-    const serials = current.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
-    await this._disks.loadContents(vm, file, serials);
-    await vm.restore(file, current);
-    this._network.markRestored(vm, current.flatMap((d) => (d.kind === 'nic' ? [d.id] : [])));
+    const nics = devices.flatMap((d) => (d.kind === 'nic' ? [d] : []));
+    const serials = devices.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
+    // A guest without disks can come from the warm pool: a fixture's VM (while files wait to
+    // start), or a reset_between_tests snapshot (while later tests will want it again). Its NICs
+    // wait parked until it is taken (parked-nics.ts); disks cannot follow a guest into a file.
+    const warm = this._deps.warm;
+    const fixture = this._fixtureDirs.has(path.dirname(file));
+    if (again && serials.length === 0) this._resets.add(file);
+    const pooled = warm?.enabled && serials.length === 0 && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
+    const spare = pooled ? await warm!.take(pooled) : undefined;
+    if (pooled && spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
+    else if (pooled) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
+    if (spare) {
+      const parked = takeParkedNics(spare);
+      await vm.restoreFromSpare(spare, devices);
+      if (parked) this._network.adoptParked(vm, parked);
+    } else {
+      await this._disks.loadContents(vm, file, serials);
+      await vm.restore(file, devices);
+    }
+    this._network.markRestored(vm, nics.map((d) => d.id));
     this._disks.markRestored(vm, serials);
+    if (pooled) {
+      const start = async (s: ManagedVm) => {
+        const parked = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;
+        try {
+          await s.restore(file, parked?.devices ?? []);
+          await parked?.connected(kParkedConnectTimeoutMs);
+        } catch (err) {
+          await parked?.close();
+          throw err;
+        }
+        parked?.holdFor(s);
+        await s.warmUp();
+      };
+      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
+      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
+    }
     await this._started(vm, {});
   }
 

@@ -16,7 +16,7 @@ import type { ResourcePool } from './resources.js';
 /** Spares kept per key at most: one per file slot (-j), up to this. */
 const kSparesPerKey = 2;
 /** Keys kept warm at once: the most recently booted. */
-export const kWarmKeys = 2;
+export const kWarmKeys = 4;
 /** The pool's own id in the resource pool (sessions count up from 1). */
 const kPoolSessionId = 0;
 

@@ -126,6 +126,15 @@ export class Port {
     this._wakeWaiters();
   }
 
+  /**
+   * A guest connection made elsewhere becomes this port's, as if accepted here (a warm spare's NIC,
+   * parked until a file took the spare). Its unread bytes are its first frames.
+   */
+  adopt(socket: Socket): void {
+    this._accept(socket);
+    socket.resume();
+  }
+
   private _accept(socket: Socket): void {
     if (this._closed) {
       socket.destroy();

@@ -6,6 +6,7 @@
 // flood) → per destination: partition/isolation check → that direction's impairment pipeline
 // (only when one applies or frames are still inside it) → destination link check → write.
 
+import type { Socket } from 'node:net';
 import { CaptureHub, type CaptureOptions, type CaptureRecord, type CaptureSubscription } from './capture.js';
 import { dstMacOf, isGroupMac, kEthernetHeaderBytes, srcMacOf } from './ethernet.js';
 import { Directions } from './directions.js';
@@ -159,6 +160,11 @@ export class Switch {
 
   counters(name: string): PortCounters {
     return { ...this._port(name).counters };
+  }
+
+  /** A guest connection made elsewhere becomes port `name`'s (Port.adopt). */
+  adoptConnection(name: string, socket: Socket): void {
+    this._port(name).adopt(socket);
   }
 
   /** Resolves once a guest is connected to the port. */
