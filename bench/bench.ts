@@ -44,6 +44,7 @@ import { resolveAccel } from '../src/vmm/accel.js';
 import { buildQemuArgs, type LaunchContext, type LaunchSpec } from '../src/vmm/cmdline.js';
 import { imageInfo } from '../src/vmm/image.js';
 import { cacheDir, qemuBinary } from '../src/vmm/paths.js';
+import { qemuEnv } from '../src/vmm/qemu.js';
 import { FixtureCache } from '../src/broker/fixture-cache.js';
 import { copySparse, ramImageOf, sharedRamPath, type GuestRam } from '../src/vmm/guest-ram.js';
 import { snapshotFileBytes } from '../src/vmm/snapshot.js';
@@ -271,11 +272,12 @@ async function plainContext(dir: string, spec: LaunchSpec, ram?: GuestRam): Prom
   };
 }
 
-/** QEMU on provium's argv for `spec`, under setpriv when present (as provium), killed on exit; stderr kept. */
+/** QEMU on provium's argv (and environment) for `spec`, under setpriv when present (as provium), killed on exit; stderr kept. */
 function spawnPlain(spec: LaunchSpec, ctx: LaunchContext): { child: ChildProcess; alive: () => boolean; stderr: () => string } {
   const args = buildQemuArgs(spec, ctx);
   const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...args] : [qemuBinary(), ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // QEMU as provium runs it, its environment too (qemuEnv: no malloc_trim).
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...qemuEnv() } });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
@@ -1071,7 +1073,8 @@ async function startQemuNbd(image: string, sock: string): Promise<ChildProcess> 
   const nbd = existsSync(bin) ? bin : 'qemu-nbd';
   const args = ['--persistent', '--shared=4', '--format=raw', `--socket=${sock}`, image];
   const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', nbd, ...args] : [nbd, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // QEMU as provium runs it, its environment too (qemuEnv: no malloc_trim).
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...qemuEnv() } });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });

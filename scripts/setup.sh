@@ -3,7 +3,7 @@
 # everything is already there:
 #   1. Debian packages (apt-get, as root; otherwise prints the command and exits 2)
 #   2. npm ci, only when node_modules is missing or older than package-lock.json or a patches/ file
-#   3. npm run build (tsc + make -C agent), always: both are incremental
+#   3. npm run build (tsc, make -C agent, QEMU's preload), always: quick when nothing changed
 #   4. provium image build (rebuilds the guest image only when an input changed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules || -n "$newer_patc
 fi
 
 # 3. TypeScript and the agent.
-say "building (tsc + agent)"
+say "building (tsc, agent, QEMU preload)"
 npm run -s build
 
 # 4. The guest image of the built-in profile.

@@ -65,6 +65,11 @@ export function agentBinaryPath(): string {
   return explicit ? resolve(explicit) : join(repoRoot(), 'agent', 'build', 'provium-agent');
 }
 
+/** The library preloaded into QEMU (src/vmm/no-malloc-trim.c, built by `npm run build`). */
+export function noMallocTrimPath(): string {
+  return join(repoRoot(), 'dist', 'no-malloc-trim.so');
+}
+
 /** The QEMU binary: `$PROVIUM_QEMU`, else `qemu-system-x86_64` from PATH. */
 export function qemuBinary(): string {
   return process.env['PROVIUM_QEMU'] || 'qemu-system-x86_64';

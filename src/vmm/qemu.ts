@@ -6,7 +6,7 @@
 // the `exit` hook below SIGKILLs whatever is left, and killAllQemu() is exported for other
 // handlers (SIGINT in the CLI).
 
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { access, copyFile, open, rm, stat } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -22,7 +22,7 @@ import { prepareGuestRam, type GuestRam } from './guest-ram.js';
 import { hostTscKhz } from './host.js';
 import { acquireFileLock } from './file-lock.js';
 import { imageInfo } from './image.js';
-import { cacheDir, qemuBinary } from './paths.js';
+import { cacheDir, noMallocTrimPath, qemuBinary } from './paths.js';
 import { QmpClient } from './qmp.js';
 import { ownedTempDir } from './temp-dirs.js';
 import { watchConsoleLog } from './console-log.js';
@@ -59,6 +59,19 @@ export class QemuLaunchError extends Error {
   constructor(message: string, readonly stderrTail: string) {
     super(stderrTail ? `${message}\n${stderrTail.trimEnd()}` : message);
   }
+}
+
+let preload: string | undefined | null = null;
+
+/**
+ * The environment QEMU runs with, beside the host's: no-malloc-trim.so preloaded (why: that
+ * file), when built; a checkout that was not built runs QEMU as it is.
+ */
+export function qemuEnv(): Record<string, string> {
+  if (preload === null) preload = existsSync(noMallocTrimPath()) ? noMallocTrimPath() : undefined;
+  if (preload === undefined) return {};
+  const others = process.env['LD_PRELOAD'];
+  return { LD_PRELOAD: others ? `${others} ${preload}` : preload };
 }
 
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
@@ -195,7 +208,7 @@ export class QemuVm {
       // which a run pays only once it starts a process (and `--help`, `list` never).
       const { execa } = await import('execa');
       const child = execa(argv[0]!, argv.slice(1), {
-        stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true,
+        stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true, env: qemuEnv(),
       });
       const exit: Promise<QemuExit> = child.then(async (r): Promise<QemuExit> => {
         const tail = await tailFile(stderrPath, kStderrTailBytes);
