@@ -35,6 +35,33 @@ describe('framing', () => {
     assert.equal(reader.pendingBytes, 3);
   });
 
+  it('gathers a large frame as it arrives, with the frames around it in the same chunks', () => {
+    const blob = Buffer.alloc(3 << 20);
+    for (let i = 0; i < blob.byteLength; i++) blob[i] = (i * 7) & 0xff;
+    const all = Buffer.concat([encodeFrame('before'), encodeFrame({ out: blob }), encodeFrame('after'), encodeFrame('partial').subarray(0, 5)]);
+    const reader = new FrameReader(8 << 20);
+    const bodies: unknown[] = [];
+    // 64 KiB chunks, offset so that headers and the large frame's end fall inside chunks.
+    for (let at = 0; at < all.byteLength; at += 65_531) {
+      bodies.push(...reader.push(all.subarray(at, at + 65_531)).map(decodeBody));
+      assert.ok(reader.pendingBytes < all.byteLength, 'held bytes are counted once');
+    }
+    assert.equal(bodies.length, 3);
+    assert.equal(bodies[0], 'before');
+    const out = (bodies[1] as { out: Uint8Array }).out;
+    assert.ok(Buffer.from(out).equals(blob), 'the large body arrives intact');
+    assert.equal(out.buffer.byteLength, encodeFrame({ out: blob }).byteLength, 'in a buffer of its own size, not a join of everything held');
+    assert.equal(bodies[2], 'after');
+    assert.equal(reader.pendingBytes, 5);
+    reader.clear();
+    assert.equal(reader.pendingBytes, 0);
+    // clear() in the middle of a large frame forgets it: the next frame starts fresh.
+    const big = encodeFrame({ out: blob });
+    reader.push(big.subarray(0, 2 << 20));
+    reader.clear();
+    assert.deepEqual(reader.push(encodeFrame('fresh')).map(decodeBody), ['fresh']);
+  });
+
   it('refuses an oversized frame from its header, before the body arrives', () => {
     const reader = new FrameReader(16);
     const header = Buffer.alloc(4);
