@@ -1,6 +1,7 @@
-// QEMU's environment (qemuEnv): every QEMU provium starts has no-malloc-trim.so preloaded, so
-// its RCU thread's malloc_trim() calls (a TLB shootdown per free page range) do nothing. The
-// bench's floors run QEMU the same way; BENCHMARKS.md shows what it saves.
+// How QEMU is started: every QEMU provium starts has no-malloc-trim.so preloaded (qemuEnv), so
+// its RCU thread's malloc_trim() calls (a TLB shootdown per free page range) do nothing, and a
+// binary that is not there fails the launch with its path and the reason. The bench's floors
+// run QEMU the same way; BENCHMARKS.md shows what the preload saves.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -36,6 +37,25 @@ describe('QEMU environment', () => {
       assert.ok(maps.includes(noMallocTrimPath()), `QEMU (pid ${vm.pid}) maps ${noMallocTrimPath()}`);
     } finally {
       await vm.stop();
+    }
+  });
+
+  it('a QEMU binary that is not there fails the launch, naming it and why', async (t) => {
+    const image = await imageInfo();
+    if (!image) return t.skip('the minimal image is not built (npm run setup)');
+    const saved = process.env['PROVIUM_QEMU'];
+    process.env['PROVIUM_QEMU'] = '/nonexistent/qemu-system-x86_64';
+    try {
+      const profile = { ...minimalProfile(image), accel: 'tcg' as const };
+      await assert.rejects(QemuVm.launch({ name: 'no-qemu', profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 }), (err: Error) => {
+        assert.match(err.message, /VM no-qemu \(profile minimal\)/);
+        assert.match(err.message, /\/nonexistent\/qemu-system-x86_64/);
+        assert.match(err.message, /No such file or directory|ENOENT/);
+        return true;
+      });
+    } finally {
+      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
+      else process.env['PROVIUM_QEMU'] = saved;
     }
   });
 });

@@ -6,6 +6,7 @@
 // the `exit` hook below SIGKILLs whatever is left, and killAllQemu() is exported for other
 // handlers (SIGINT in the CLI).
 
+import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { access, copyFile, open, rm, stat } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
@@ -204,18 +205,18 @@ export class QemuVm {
       const bin = qemuBinary();
       const command = [...guestRam.fillFirst, bin, ...args];
       const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...command] : command;
-      // execa is imported where it is used, here and elsewhere: its modules take ~140 ms to load,
-      // which a run pays only once it starts a process (and `--help`, `list` never).
-      const { execa } = await import('execa');
-      const child = execa(argv[0]!, argv.slice(1), {
-        stdin: 'ignore', stdout: 'ignore', stderr: { file: stderrPath, append: true }, reject: false, cleanup: true, env: qemuEnv(),
-      });
-      const exit: Promise<QemuExit> = child.then(async (r): Promise<QemuExit> => {
-        const tail = await tailFile(stderrPath, kStderrTailBytes);
-        // A spawn failure (ENOENT) prints nothing: execa's message says what happened.
-        const spawnError = r.failed && r.exitCode === undefined && r.signal === undefined ? String(r.shortMessage ?? '') : '';
-        return { code: r.exitCode ?? null, signal: r.signal ?? null, stderrTail: tail || spawnError };
-      });
+      // Node's own spawn, not execa: QEMU needs no stdio piping and has its own exit hook and
+      // pdeathsig, and importing execa (~120 ms) would sit on the first boot of every run.
+      const stderrFile = await open(stderrPath, 'a');
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', stderrFile.fd], env: { ...process.env, ...qemuEnv() } });
+      const exit: Promise<QemuExit> = new Promise<QemuExit>((resolve) => {
+        // A spawn that failed (ENOENT) emits only this, and prints nothing: its message says what happened.
+        child.on('error', (err) => {
+          if (child.pid === undefined) resolve({ code: null, signal: null, stderrTail: err.message });
+        });
+        child.once('exit', (code, signal) => resolve({ code, signal, stderrTail: '' }));
+      }).then(async (e) => ({ ...e, stderrTail: (await tailFile(stderrPath, kStderrTailBytes)) || e.stderrTail }));
+      await stderrFile.close(); // QEMU has its own copy
       if (child.pid === undefined) {
         const e = await exit;
         throw new QemuLaunchError(`${where}: could not start ${bin} — install it with \`apt-get install qemu-system-x86\` or set PROVIUM_QEMU`, e.stderrTail);
