@@ -277,7 +277,7 @@ function spawnPlain(spec: LaunchSpec, ctx: LaunchContext): { child: ChildProcess
   const args = buildQemuArgs(spec, ctx);
   const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...args] : [qemuBinary(), ...args];
   // QEMU as provium runs it, its environment too (qemuEnv: no malloc_trim).
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...qemuEnv() } });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: qemuEnv() });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
@@ -1073,8 +1073,7 @@ async function startQemuNbd(image: string, sock: string): Promise<ChildProcess> 
   const nbd = existsSync(bin) ? bin : 'qemu-nbd';
   const args = ['--persistent', '--shared=4', '--format=raw', `--socket=${sock}`, image];
   const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', nbd, ...args] : [nbd, ...args];
-  // QEMU as provium runs it, its environment too (qemuEnv: no malloc_trim).
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...qemuEnv() } });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });

@@ -65,14 +65,14 @@ export class QemuLaunchError extends Error {
 let preload: string | undefined | null = null;
 
 /**
- * The environment QEMU runs with, beside the host's: no-malloc-trim.so preloaded (why: that
- * file), when built; a checkout that was not built runs QEMU as it is.
+ * The environment QEMU runs with: the host's, with no-malloc-trim.so preloaded (why: that file)
+ * when built; a checkout that was not built runs QEMU as it is.
  */
-export function qemuEnv(): Record<string, string> {
+export function qemuEnv(): NodeJS.ProcessEnv {
   if (preload === null) preload = existsSync(noMallocTrimPath()) ? noMallocTrimPath() : undefined;
-  if (preload === undefined) return {};
+  if (preload === undefined) return process.env;
   const others = process.env['LD_PRELOAD'];
-  return { LD_PRELOAD: others ? `${others} ${preload}` : preload };
+  return { ...process.env, LD_PRELOAD: others ? `${others} ${preload}` : preload };
 }
 
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
@@ -208,7 +208,7 @@ export class QemuVm {
       // Node's own spawn, not execa: QEMU needs no stdio piping and has its own exit hook and
       // pdeathsig, and importing execa (~120 ms) would sit on the first boot of every run.
       const stderrFile = await open(stderrPath, 'a');
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', stderrFile.fd], env: { ...process.env, ...qemuEnv() } });
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', stderrFile.fd], env: qemuEnv() });
       const exit: Promise<QemuExit> = new Promise<QemuExit>((resolve) => {
         // A spawn that failed (ENOENT) emits only this, and prints nothing: its message says what happened.
         child.on('error', (err) => {
