@@ -65,14 +65,29 @@ export class QemuLaunchError extends Error {
 let preload: string | undefined | null = null;
 
 /**
- * The environment QEMU runs with: the host's, with no-malloc-trim.so preloaded (why: that file)
- * when built; a checkout that was not built runs QEMU as it is.
+ * glibc's malloc asks for transparent huge pages for its heaps (glibc 2.35+; older ones ignore
+ * it). QEMU's allocations while it starts and translates guest code otherwise fault in one 4 KiB
+ * page at a time: this takes a fixture suite's page faults from ~10,000 to ~6,000 per file and
+ * its CPU down ~7% (BENCHMARKS.md).
+ */
+const kMallocTunables = 'glibc.malloc.hugetlb=1';
+
+/**
+ * The environment QEMU runs with: the host's, with kMallocTunables before the host's own
+ * GLIBC_TUNABLES (glibc keeps the last setting of a tunable, so the host's wins), and
+ * no-malloc-trim.so preloaded (why: that file) when built; a checkout that was not built runs
+ * QEMU without the preload.
  */
 export function qemuEnv(): NodeJS.ProcessEnv {
   if (preload === null) preload = existsSync(noMallocTrimPath()) ? noMallocTrimPath() : undefined;
-  if (preload === undefined) return process.env;
-  const others = process.env['LD_PRELOAD'];
-  return { ...process.env, LD_PRELOAD: others ? `${others} ${preload}` : preload };
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const tunables = process.env['GLIBC_TUNABLES'];
+  env['GLIBC_TUNABLES'] = tunables ? `${kMallocTunables}:${tunables}` : kMallocTunables;
+  if (preload !== undefined) {
+    const others = process.env['LD_PRELOAD'];
+    env['LD_PRELOAD'] = others ? `${others} ${preload}` : preload;
+  }
+  return env;
 }
 
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
