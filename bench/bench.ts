@@ -4,9 +4,9 @@
 // (floor, harness, floor, harness, …; the order alternates between rounds) so that machine noise
 // hits both; every figure is the median of at least 5 rounds (the network section: 3 rounds, and
 // 4 boots of each kind; the disk section: 3 rounds; each to stay within ~90 s). Floors:
-//   - boot: plain QEMU with the argv provium builds (buildQemuArgs, same spec), started directly
-//     (under `setpriv --pdeathsig KILL` when present, as provium does, so it cannot outlive us),
-//     timed to the agent's first hello reply on agent.sock (framing functions only);
+//   - boot: plain QEMU with the argv and environment provium builds (buildQemuArgs, qemuEnv, same
+//     spec), started as provium starts it (launchProcess: it cannot outlive us), timed to the
+//     agent's first hello reply on agent.sock (framing functions only);
 //   - calls, files, stats, streams, workers: the agent's own round trips from this process over a
 //     raw socket to such a plain QEMU, no harness in between;
 //   - network: two such plain QEMUs joined directly by QEMU's own `-netdev stream` pair (no
@@ -15,7 +15,8 @@
 //     in place of the broker's NBD server, the same guest commands over its raw agent socket (and,
 //     for reference, one whose disk is QEMU's own qemu-nbd, through the same nbd client);
 //   - the 40-file fixture suite: plain QEMUs restoring the same fixture snapshot two at a time
-//     (RAM image copied, device state through QEMU's own migrate-incoming), each running the
+//     (RAM image copied on the spawn, as provium does, device state through QEMU's own
+//     migrate-incoming), each running the
 //     suite's check over its raw agent socket.
 // Harness figures come from `provium` CLI runs of bench/lua/*.test.lua and of generated files, read
 // back from the saved msgpack event stream (`--save-events`): there is no wall clock in the Lua
@@ -46,7 +47,8 @@ import { imageInfo } from '../src/vmm/image.js';
 import { cacheDir, qemuBinary } from '../src/vmm/paths.js';
 import { qemuEnv } from '../src/vmm/qemu.js';
 import { FixtureCache } from '../src/broker/fixture-cache.js';
-import { copySparse, ramImageOf, sharedRamPath, type GuestRam } from '../src/vmm/guest-ram.js';
+import { prepareGuestRam, ramImageOf, type GuestRam } from '../src/vmm/guest-ram.js';
+import { closeProcessLauncher, launchProcess } from '../src/vmm/process-launcher.js';
 import { snapshotFileBytes } from '../src/vmm/snapshot.js';
 
 const execFileP = promisify(execFile);
@@ -89,7 +91,14 @@ const benchmarksMd = path.join(repo, 'BENCHMARKS.md');
 const children = new Set<ChildProcess>();
 let workDir: string | undefined;
 
+/** Plain QEMUs (spawnPlain) not yet seen to exit, by pid. */
+const plainPids = new Set<number>();
+
 function killChildren(): void {
+  for (const pid of plainPids) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  plainPids.clear();
   for (const c of children) {
     if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
       try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
@@ -233,7 +242,9 @@ class RawAgent {
 // ---------------------------------------------------------------------------------------------
 // Plain QEMU: the argv provium builds for the same spec, spawned directly.
 
-interface PlainVm { child: ChildProcess; dir: string; agent: RawAgent; bootMs: number }
+/** A plain QEMU (spawnPlain): its pid, whether it still runs, and its stderr so far (qemu.stderr in its dir). */
+interface PlainQemu { pid: number; exit: Promise<unknown>; alive: () => boolean; stderr: () => string }
+interface PlainVm { qemu: PlainQemu; dir: string; agent: RawAgent; bootMs: number }
 
 let profileMemo: Profile | undefined;
 let accelMemo: 'kvm' | 'tcg' | undefined;
@@ -272,16 +283,18 @@ async function plainContext(dir: string, spec: LaunchSpec, ram?: GuestRam): Prom
   };
 }
 
-/** QEMU on provium's argv (and environment) for `spec`, under setpriv when present (as provium), killed on exit; stderr kept. */
-function spawnPlain(spec: LaunchSpec, ctx: LaunchContext): { child: ChildProcess; alive: () => boolean; stderr: () => string } {
-  const args = buildQemuArgs(spec, ctx);
-  const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', qemuBinary(), ...args] : [qemuBinary(), ...args];
-  // QEMU as provium runs it, its environment too (qemuEnv: no malloc_trim).
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: qemuEnv() });
-  children.add(child);
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-  return { child, alive: () => child.exitCode === null && child.signalCode === null, stderr: () => stderr.trim() };
+/**
+ * QEMU on provium's argv and environment for `spec`, started as provium starts it (launchProcess),
+ * with `fillFirst` (prepareGuestRam: the RAM copy that rides on the spawn) first; stderr in `dir`.
+ */
+async function spawnPlain(spec: LaunchSpec, ctx: LaunchContext, dir: string, fillFirst: string[] = []): Promise<PlainQemu> {
+  const stderrPath = path.join(dir, 'qemu.stderr');
+  const proc = await launchProcess([...fillFirst, qemuBinary(), ...buildQemuArgs(spec, ctx)], { env: qemuEnv(), stderrPath });
+  plainPids.add(proc.pid);
+  let running = true;
+  const exit = proc.exit.finally(() => { running = false; plainPids.delete(proc.pid); });
+  const stderr = () => { try { return readFileSync(stderrPath, 'utf8').trim(); } catch { return ''; } };
+  return { pid: proc.pid, exit, alive: () => running, stderr };
 }
 
 async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<PlainVm> {
@@ -293,27 +306,26 @@ async function bootPlain(name: string, extraQemuArgs: string[] = []): Promise<Pl
   const qmp = net.createServer((s) => { s.on('data', () => undefined); s.on('error', () => undefined); });
   await new Promise<void>((resolve) => qmp.listen(ctx.qmpSocketPath, resolve));
   const started = performance.now();
-  const { child, alive, stderr } = spawnPlain(spec, ctx);
+  const qemu = await spawnPlain(spec, ctx, dir);
   try {
-    const agent = await RawAgent.connect(ctx.agentSocketPath, Date.now() + kAgentTimeoutMs, alive);
+    const agent = await RawAgent.connect(ctx.agentSocketPath, Date.now() + kAgentTimeoutMs, qemu.alive);
     const bootMs = performance.now() - started;
     qmp.close();
-    return { child, dir, agent, bootMs };
+    return { qemu, dir, agent, bootMs };
   } catch (err) {
     qmp.close();
-    await stopPlain({ child, dir });
-    throw new Error(`plain QEMU boot failed: ${(err as Error).message}\n${stderr()}`);
+    const stderr = qemu.stderr();
+    await stopPlain({ qemu, dir });
+    throw new Error(`plain QEMU boot failed: ${(err as Error).message}\n${stderr}`);
   }
 }
 
-async function stopPlain(vm: { child: ChildProcess; dir: string; agent?: RawAgent }): Promise<void> {
+async function stopPlain(vm: { qemu: PlainQemu; dir: string; agent?: RawAgent }): Promise<void> {
   vm.agent?.close();
-  if (vm.child.exitCode === null && vm.child.signalCode === null) {
-    const gone = new Promise((r) => vm.child.once('exit', r));
-    vm.child.kill('SIGKILL');
-    await gone;
+  if (vm.qemu.alive()) {
+    try { process.kill(vm.qemu.pid, 'SIGKILL'); } catch { /* gone */ }
+    await vm.qemu.exit;
   }
-  children.delete(vm.child);
   await rm(vm.dir, { recursive: true, force: true });
 }
 
@@ -1269,19 +1281,19 @@ async function plainRestore(snapshot: string, tag: string, check?: string): Prom
   const spec = await launchSpec(tag);
   spec.incomingSnapshot = true;
   const dir = await mkdtemp(path.join(workDir ?? os.tmpdir(), 'floor-'));
-  // Where and as provium puts its own, so a later run sweeps it if this bench is killed mid-restore.
-  const ram = await sharedRamPath(spec.memoryBytes);
-  if (!ram) throw new Error('bench: no room for a guest RAM file (PROVIUM_RAM_DIR, /dev/shm): the floor restores as provium does');
-  let child: ChildProcess | undefined;
+  let qemu: PlainQemu | undefined;
+  let ram: string | undefined;
   let qmpConn: net.Socket | undefined;
   const qmpServer = net.createServer((s) => { qmpConn = s; });
   try {
     const started = performance.now();
-    await copySparse(ramImageOf(snapshot), ram);
-    const ctx = await plainContext(dir, spec, { path: ram, shared: true });
+    // Where and as provium puts its own (so a later run sweeps it if this bench is killed mid-restore), copied on the spawn.
+    const guestRam = await prepareGuestRam({ memoryBytes: spec.memoryBytes, ramImage: ramImageOf(snapshot) });
+    if (!guestRam.ram?.shared) throw new Error('bench: no room for a guest RAM file (PROVIUM_RAM_DIR, /dev/shm): the floor restores as provium does');
+    ram = guestRam.ram.path;
+    const ctx = await plainContext(dir, spec, guestRam.ram);
     await new Promise<void>((resolve) => qmpServer.listen(ctx.qmpSocketPath, resolve));
-    const qemu = spawnPlain(spec, ctx);
-    child = qemu.child;
+    qemu = await spawnPlain(spec, ctx, dir, guestRam.fillFirst);
     const alive = qemu.alive;
     while (!qmpConn) { if (!alive()) throw new Error(`floor: QEMU exited before QMP: ${qemu.stderr()}`); await sleep(2); }
     const qmp = rawQmp(qmpConn);
@@ -1305,9 +1317,9 @@ async function plainRestore(snapshot: string, tag: string, check?: string): Prom
   } finally {
     qmpServer.close();
     qmpConn?.destroy();
-    if (child) await stopPlain({ child, dir });
+    if (qemu) await stopPlain({ qemu, dir });
     else await rm(dir, { recursive: true, force: true });
-    await rm(ram, { force: true });
+    if (ram) await rm(ram, { force: true });
   }
 }
 
@@ -1659,6 +1671,7 @@ async function main(): Promise<void> {
     for (const name of kSectionNames) if (!only || only.has(name)) await steps[name]();
   } finally {
     killChildren();
+    await closeProcessLauncher();
     await rm(work, { recursive: true, force: true });
   }
   const totalS = (performance.now() - started) / 1000;

@@ -4,6 +4,7 @@
 // and a stray handle must not keep a finished run alive).
 
 import { runCli } from './program.js';
+import { closeProcessLauncher } from '../vmm/process-launcher.js';
 
 function drain(stream: NodeJS.WriteStream): Promise<void> {
   return new Promise((resolve) => {
@@ -26,5 +27,5 @@ const code = await runCli(process.argv, {
   env: process.env,
   cwd: process.cwd(),
 });
-await Promise.all([drain(process.stdout), drain(process.stderr)]);
+await Promise.all([drain(process.stdout), drain(process.stderr), closeProcessLauncher()]);
 process.exit(code);

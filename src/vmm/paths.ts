@@ -70,6 +70,11 @@ export function noMallocTrimPath(): string {
   return join(repoRoot(), 'dist', 'no-malloc-trim.so');
 }
 
+/** The process launcher (process-launcher.c), built by `npm run build`. */
+export function processLauncherPath(): string {
+  return join(repoRoot(), 'dist', 'process-launcher');
+}
+
 /** The QEMU binary: `$PROVIUM_QEMU`, else `qemu-system-x86_64` from PATH. */
 export function qemuBinary(): string {
   return process.env['PROVIUM_QEMU'] || 'qemu-system-x86_64';

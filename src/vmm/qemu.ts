@@ -6,7 +6,6 @@
 // the `exit` hook below SIGKILLs whatever is left, and killAllQemu() is exported for other
 // handlers (SIGINT in the CLI).
 
-import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { access, copyFile, open, rm, stat } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
@@ -20,6 +19,7 @@ import { agentHello } from './agent-hello.js';
 import { debianRootBuilder } from './debian-image.js';
 import { buildQemuArgs, type LaunchSpec } from './cmdline.js';
 import { prepareGuestRam, type GuestRam } from './guest-ram.js';
+import { launchProcess, type LaunchError } from './process-launcher.js';
 import { hostTscKhz } from './host.js';
 import { acquireFileLock } from './file-lock.js';
 import { imageInfo } from './image.js';
@@ -214,29 +214,17 @@ export class QemuVm {
         server!.listen(paths.qmpSocketPath, () => { server!.off('error', reject); resolve(); });
       });
 
-      // 4. Spawn under setpriv --pdeathsig KILL. QEMU's stdout is unused (no stdio chardevs).
+      // 4. Start it (process-launcher.ts: without forking this process; it dies with us). QEMU's
+      //    stdout is unused (no stdio chardevs).
       const stderrPath = join(scratch, 'qemu.stderr');
-      const setpriv = await findSetpriv();
       const bin = qemuBinary();
-      const command = [...guestRam.fillFirst, bin, ...args];
-      const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...command] : command;
-      // Node's own spawn, not execa: QEMU needs no stdio piping and has its own exit hook and
-      // pdeathsig, and importing execa (~120 ms) would sit on the first boot of every run.
-      const stderrFile = await open(stderrPath, 'a');
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', stderrFile.fd], env: qemuEnv() });
-      const exit: Promise<QemuExit> = new Promise<QemuExit>((resolve) => {
-        // A spawn that failed (ENOENT) emits only this, and prints nothing: its message says what happened.
-        child.on('error', (err) => {
-          if (child.pid === undefined) resolve({ code: null, signal: null, stderrTail: err.message });
-        });
-        child.once('exit', (code, signal) => resolve({ code, signal, stderrTail: '' }));
-      }).then(async (e) => ({ ...e, stderrTail: (await tailFile(stderrPath, kStderrTailBytes)) || e.stderrTail }));
-      await stderrFile.close(); // QEMU has its own copy
-      if (child.pid === undefined) {
-        const e = await exit;
-        throw new QemuLaunchError(`${where}: could not start ${bin} — install it with \`apt-get install qemu-system-x86\` or set PROVIUM_QEMU`, e.stderrTail);
-      }
-      const vm = new QemuVm(spec, accel, scratch, child.pid, argv, ram, exit);
+      const argv = [...guestRam.fillFirst, bin, ...args];
+      const launched = await launchProcess(argv, { env: qemuEnv(), stderrPath }).catch((err: LaunchError) => {
+        const hint = err.code === 'ENOENT' ? ' — install it with `apt-get install qemu-system-x86` or set PROVIUM_QEMU' : '';
+        throw new QemuLaunchError(`${where}: could not start ${bin}${hint}`, err.message);
+      });
+      const exit: Promise<QemuExit> = launched.exit.then(async (e) => ({ ...e, stderrTail: await tailFile(stderrPath, kStderrTailBytes) }));
+      const vm = new QemuVm(spec, accel, scratch, launched.pid, argv, ram, exit);
       spawned = true;
       live.add(vm);
       // A chatty guest must not fill the temp dir: the log keeps its boot and its last MiBs.
