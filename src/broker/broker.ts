@@ -18,6 +18,7 @@ import { Session } from './session.js';
 import { kWarmKeys, WarmPool } from './warm-pool.js';
 import type { LaunchSpec } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
+import { startProcessLauncher } from '../vmm/process-launcher.js';
 
 export { sizePool, type PoolSizing } from './resources.js';
 export type { SchedulerView } from './barriers.js';
@@ -71,6 +72,7 @@ export class Broker {
   readonly seed: bigint;
 
   constructor(private readonly _opts: BrokerOptions) {
+    startProcessLauncher();
     this._bootCache = new BootCache(_opts.cacheDir, _opts.warn);
     this._pool = new ResourcePool(_opts.resources, _opts.bus);
     this.seed = _opts.seed ?? randomBytes(8).readBigUInt64BE();

@@ -44,12 +44,26 @@ export class LaunchError extends Error {
  */
 export async function launchProcess(argv: string[], opts: LaunchOptions): Promise<Launched> {
   if (argv.length === 0) throw new LaunchError('launchProcess: an empty argv');
-  if (!launcher || launcher.dead) {
-    const path = processLauncherPath();
-    if (!existsSync(path)) throw new LaunchError(`spawn ${argv[0]}: ${path} is missing: build it with \`npm run build\``);
-    launcher = new Launcher(path);
-  }
-  return launcher.launch(argv, opts);
+  const l = runningLauncher();
+  if (!l) throw new LaunchError(`spawn ${argv[0]}: ${processLauncherPath()} is missing: build it with \`npm run build\``);
+  return l.launch(argv, opts);
+}
+
+/**
+ * Starts the launcher now, if it is not running (the broker does, as it is made): its own start
+ * is then off the first boot's path, and the fork that starts it is of a Node process that has
+ * not grown yet.
+ */
+export function startProcessLauncher(): void {
+  runningLauncher();
+}
+
+/** The launcher, started if it is not running; undefined when it is not built. */
+function runningLauncher(): Launcher | undefined {
+  if (launcher && !launcher.dead) return launcher;
+  const path = processLauncherPath();
+  launcher = existsSync(path) ? new Launcher(path) : undefined;
+  return launcher;
 }
 
 let launcher: Launcher | undefined;
