@@ -76,6 +76,20 @@ describe('process launcher', { skip: built }, () => {
     assert.deepEqual(await p.exit, { code: 0, signal: null });
   });
 
+  it('refuses an argv and environment over its limit, and goes on', async () => {
+    const huge = 'x'.repeat(2 * 1024 * 1024);
+    const running = await launchProcess(['sleep', '30'], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, stderrPath: join(dir, 'huge.stderr') });
+    await assert.rejects(launchProcess(['/bin/echo', huge], { env: {}, stderrPath: join(dir, 'huge.stderr') }), (err: unknown) => {
+      assert.ok(err instanceof LaunchError);
+      assert.equal(err.code, 'E2BIG');
+      assert.match(err.message, /^spawn \/bin\/echo E2BIG \(its argv and environment are \d+ bytes; the limit is 1048576\)$/);
+      return true;
+    });
+    assert.ok(!ended(running.pid), 'what runs is not disturbed');
+    process.kill(running.pid, 'SIGKILL');
+    assert.deepEqual(await running.exit, { code: null, signal: 'SIGKILL' });
+  });
+
   it('tells many starts at once apart', async () => {
     const all = await Promise.all(Array.from({ length: 24 }, (_, i) =>
       launchProcess(['/bin/sh', '-c', `exit ${i}`], { env: {}, stderrPath: join(dir, 'many.stderr') })));

@@ -79,6 +79,8 @@ export async function closeProcessLauncher(): Promise<void> {
   if (l) await l.close();
 }
 
+/** MAX_REQUEST of process-launcher.c: Linux's own limit on argv and environment is larger (ARG_MAX). */
+const kMaxRequestBytes = 1 << 20;
 /** How long the launcher gets to exit after its stdin ends before it is killed. */
 const kCloseTimeoutMs = 2000;
 
@@ -107,6 +109,10 @@ class Launcher {
     const env = Object.entries(opts.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const strings = [id, opts.stderrPath, String(argv.length), ...argv, String(env.length), ...env];
     const payload = Buffer.from(`${strings.join('\0')}\0`);
+    // The launcher ends on a request over its limit, and takes every process it runs with it.
+    if (payload.length > kMaxRequestBytes) {
+      return Promise.reject(new LaunchError(`spawn ${argv[0]} E2BIG (its argv and environment are ${payload.length} bytes; the limit is ${kMaxRequestBytes})`, 'E2BIG'));
+    }
     const header = Buffer.alloc(4);
     header.writeUInt32LE(payload.length);
     return new Promise((resolve, reject) => {
