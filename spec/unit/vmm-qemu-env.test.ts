@@ -76,7 +76,8 @@ describe('QEMU environment', () => {
       await assert.rejects(QemuVm.launch({ name: 'no-qemu', profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 }), (err: Error) => {
         assert.match(err.message, /VM no-qemu \(profile minimal\)/);
         assert.match(err.message, /\/nonexistent\/qemu-system-x86_64/);
-        assert.match(err.message, /No such file or directory|ENOENT/);
+        assert.match(err.message, /ENOENT \(no such file or directory\)/);
+        assert.match(err.message, /install it with `apt-get install qemu-system-x86` or set PROVIUM_QEMU/);
         return true;
       });
     } finally {
