@@ -104,9 +104,11 @@ describe('process launcher', { skip: built }, () => {
     process.kill(launcherPid, 'SIGKILL');
     assert.deepEqual(await p.exit, { code: null, signal: 'SIGKILL' });
     await waitFor(() => ended(p.pid), `sleep (pid ${p.pid}) to die with its launcher`);
-    const next = await launchProcess(['/bin/true'], { env: {}, stderrPath: join(dir, 'next.stderr') });
-    assert.notEqual(ppidOf(next.pid) , launcherPid);
-    assert.deepEqual(await next.exit, { code: 0, signal: null });
+    // A process that stays up long enough to read its parent.
+    const next = await launchProcess(['sleep', '30'], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, stderrPath: join(dir, 'next.stderr') });
+    assert.notEqual(ppidOf(next.pid), launcherPid);
+    process.kill(next.pid, 'SIGKILL');
+    assert.deepEqual(await next.exit, { code: null, signal: 'SIGKILL' });
   });
 
   it('nothing it started outlives a Node process that is SIGKILLed; an idle launcher keeps none alive', async () => {
