@@ -16,8 +16,7 @@
 //     for reference, one whose disk is QEMU's own qemu-nbd, through the same nbd client);
 //   - the 40-file fixture suite: plain QEMUs restoring the same fixture snapshot two at a time
 //     (RAM image copied on the spawn, as provium does, device state through QEMU's own
-//     migrate-incoming), each running the
-//     suite's check over its raw agent socket.
+//     migrate-incoming), each running the suite's check over its raw agent socket.
 // Harness figures come from `provium` CLI runs of bench/lua/*.test.lua and of generated files, read
 // back from the saved msgpack event stream (`--save-events`): there is no wall clock in the Lua
 // sandbox, so per-call costs are test durations minus the duration of an empty test (the network

@@ -82,7 +82,14 @@ describe('process launcher', { skip: built }, () => {
     await assert.rejects(launchProcess(['/bin/echo', huge], { env: {}, stderrPath: join(dir, 'huge.stderr') }), (err: unknown) => {
       assert.ok(err instanceof LaunchError);
       assert.equal(err.code, 'E2BIG');
-      assert.match(err.message, /^spawn \/bin\/echo E2BIG \(its argv and environment are \d+ bytes; the limit is 1048576\)$/);
+      assert.match(err.message, /^spawn \/bin\/echo E2BIG \(its argv and environment are \d+ bytes in 6 strings; the limits are 1048576 and 4096\)$/);
+      return true;
+    });
+    const manyVars = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`V${i}`, '1']));
+    await assert.rejects(launchProcess(['/bin/true'], { env: manyVars, stderrPath: join(dir, 'huge.stderr') }), (err: unknown) => {
+      assert.ok(err instanceof LaunchError);
+      assert.equal(err.code, 'E2BIG');
+      assert.match(err.message, / in 5005 strings; the limits are 1048576 and 4096\)$/);
       return true;
     });
     assert.ok(!ended(running.pid), 'what runs is not disturbed');

@@ -79,8 +79,9 @@ export async function closeProcessLauncher(): Promise<void> {
   if (l) await l.close();
 }
 
-/** MAX_REQUEST of process-launcher.c: Linux's own limit on argv and environment is larger (ARG_MAX). */
+/** MAX_REQUEST and MAX_STRINGS of process-launcher.c: Linux's own limit on argv and environment is larger (ARG_MAX). */
 const kMaxRequestBytes = 1 << 20;
+const kMaxRequestStrings = 4096;
 /** How long the launcher gets to exit after its stdin ends before it is killed. */
 const kCloseTimeoutMs = 2000;
 
@@ -109,9 +110,10 @@ class Launcher {
     const env = Object.entries(opts.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const strings = [id, opts.stderrPath, String(argv.length), ...argv, String(env.length), ...env];
     const payload = Buffer.from(`${strings.join('\0')}\0`);
-    // The launcher ends on a request over its limit, and takes every process it runs with it.
-    if (payload.length > kMaxRequestBytes) {
-      return Promise.reject(new LaunchError(`spawn ${argv[0]} E2BIG (its argv and environment are ${payload.length} bytes; the limit is ${kMaxRequestBytes})`, 'E2BIG'));
+    // The launcher ends on a request over its limits, and takes every process it runs with it.
+    if (payload.length > kMaxRequestBytes || strings.length > kMaxRequestStrings) {
+      const size = `${payload.length} bytes in ${strings.length} strings; the limits are ${kMaxRequestBytes} and ${kMaxRequestStrings}`;
+      return Promise.reject(new LaunchError(`spawn ${argv[0]} E2BIG (its argv and environment are ${size})`, 'E2BIG'));
     }
     const header = Buffer.alloc(4);
     header.writeUInt32LE(payload.length);
@@ -135,8 +137,10 @@ class Launcher {
           const pid = Number(b);
           p.resolve({ pid, exit: new Promise((resolve) => this.exits.set(pid, resolve)) });
         } else {
+          // `ENOENT (no such file or directory)`, as Node words a failed spawn of its own.
           const errno = Number(b);
-          p.reject(new LaunchError(`spawn ${p.program} ${errnoText(errno)}`, getSystemErrorMap().get(-errno)?.[0]));
+          const known = getSystemErrorMap().get(-errno);
+          p.reject(new LaunchError(`spawn ${p.program} ${known ? `${known[0]} (${known[1]})` : `errno ${errno}`}`, known?.[0]));
         }
       } else if (kind === 'X') {
         const pid = Number(a);
@@ -182,12 +186,6 @@ class Launcher {
     for (const resolve of this.exits.values()) resolve({ code: null, signal: 'SIGKILL' });
     this.exits.clear();
   }
-}
-
-/** `ENOENT (no such file or directory)`, as Node words a failed spawn of its own. */
-function errnoText(errno: number): string {
-  const known = getSystemErrorMap().get(-errno);
-  return known ? `${known[0]} (${known[1]})` : `errno ${errno}`;
 }
 
 function signalName(signo: number): NodeJS.Signals {
