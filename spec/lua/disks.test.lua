@@ -93,6 +93,22 @@ test("a snapshot holds the disks' contents: a restore gives them back", function
   snap:delete()
 end)
 
+test("a snapshot saved over the one its disk was restored from keeps the contents", function(t)
+  -- The restored disk reads the saved contents as its backing; saving again must not rewrite them under it.
+  local holder = provium:lab("disk-holder"):snapshot()
+  local file = holder:path() .. "/d.snap"
+  write_block(70, "first save", ",fsync"):assert_ok()
+  vm:snapshot(file)
+  vm:shutdown()
+  vm:restore(file)
+  vm:snapshot(file)
+  vm:shutdown()
+  vm:restore(file)
+  t:assert_eq(block_text(70):sub(1, 10), "first save")
+  t:assert_eq(data:read_sectors(560, 1):sub(1, 10), "first save")
+  holder:delete()
+end)
+
 test("an ext2 filesystem made in the guest survives a reboot", function(t)
   vm:run("mke2fs -q /dev/vda && mkdir -p /mnt && mount -t ext2 /dev/vda /mnt && echo kept > /mnt/file && umount /mnt"):assert_ok()
   vm:shutdown()

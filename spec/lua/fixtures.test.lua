@@ -1,4 +1,4 @@
--- Fixtures: a vm fixture and a lab fixture restored into this file (both call forms), names,
+-- Fixtures: a vm fixture (one with a disk) and a lab fixture restored into this file (both call forms), names,
 -- and the errors of a missing fixture, the wrong kind and a builder that returns no snapshot.
 
 local web = provium:vm_fixture("lua/fixtures/web")
@@ -17,6 +17,28 @@ test("the dot form and a name give a second copy, separate from the first", func
   other:write_file("/srv/index.html", "changed\n")
   t:assert_eq(web:read_file("/srv/index.html"), "hello from the fixture\n")
   t:assert_eq(provium:vm("web2"), other, "a fixture's VM lives at file scope")
+end)
+
+test("a vm fixture's disk comes back with its contents, a copy this file writes on its own", function(t)
+  local store = provium:vm_fixture("lua/fixtures/store")
+  local data = store:disk("data")
+  local dev = require("lua.lib.blocks").on(store)
+  t:assert_eq(data:device(), "/dev/vda")
+  t:assert_eq(dev.text(1):sub(1, 13), "fixture guest")
+  t:assert_eq(dev.text(2):sub(1, 12), "fixture host")
+  dev.write(1, "this file", ",fsync"):assert_ok()
+  t:assert_eq(data:read_sectors(8, 1):sub(1, 9), "this file")
+  -- A second copy starts from the fixture, not from this file's writes.
+  local other = provium:vm_fixture("lua/fixtures/store", "store2")
+  t:assert_eq(require("lua.lib.blocks").on(other).text(1):sub(1, 13), "fixture guest")
+  -- Faults reach the guest through the restored disk, and only this copy's.
+  data:fail_reads()
+  local r = dev.read(3)
+  t:assert(r.exit_code ~= 0, "a read of the faulted disk fails")
+  t:assert_contains(r.stdout, "Input/output error")
+  require("lua.lib.blocks").on(other).read(3):assert_ok()
+  data:clear_policy()
+  dev.read(3):assert_ok()
 end)
 
 test("a lab fixture is a new sub-lab with its VMs and bridge", function(t)

@@ -193,8 +193,9 @@ local function icmp_seen(pcap)
 end
 
 test("a capture holds the ping, as pcap bytes and as a pcap file", function(t)
-  -- One fixed host path: each run overwrites it (a test cannot remove a host file).
-  local path = "/tmp/provium-spec-capture.pcap"
+  -- Inside a transient snapshot's directory, which goes with it: nothing is left on the host.
+  local holder = provium:lab("capture-holder"):snapshot()
+  local path = holder:path() .. "/capture.pcap"
   local cap = net:capture({file = path})
   local nic_cap = n2:nic("net"):capture()
   t:assert(ping_ok(n1, "n2"))
@@ -210,6 +211,7 @@ test("a capture holds the ping, as pcap bytes and as a pcap file", function(t)
   n1:push_file(path, "/tmp/cap.pcap")
   t:assert_eq(n1:read_file("/tmp/cap.pcap"):sub(1, #bytes), bytes)
   t:assert_contains(t:assert_raises(function() net:capture({file = "/nonexistent/dir/x.pcap"}) end), "cannot write /nonexistent/dir/x.pcap")
+  holder:delete()
 end)
 
 test("a bridge made in a test dies with it; a VM booted later on a bridge gets its NIC at boot", function(t)

@@ -123,6 +123,50 @@ describe('the warm pool (real guests)', () => {
     assert.deepEqual(run.out.match(/seen=\d+/g), ['seen=0', 'seen=0', 'seen=0'], 'no file saw another file\'s marker');
   });
 
+  it('a vm fixture with a disk: later files take spares whose disk is a clone of their own', async () => {
+    await mkdir(path.join(dir, 't/fx'), { recursive: true });
+    await writeFile(
+      path.join(dir, 't/fx/store.fixture.lua'),
+      [
+        'local vm = provium:vm("s", "minimal", {memory = "128M", disks = {{id = "data", size = "8M"}}})',
+        'vm:boot()',
+        'vm:disk("data"):write_sectors(0, "from the fixture" .. string.rep("\\0", 496))',
+        'return vm:snapshot()',
+        '',
+      ].join('\n'),
+    );
+    const files: string[] = [];
+    for (let n = 1; n <= 3; n++) {
+      files.push(`t/disk${n}.test.lua`);
+      await writeFile(
+        path.join(dir, files.at(-1)!),
+        [
+          'local vm = provium:vm_fixture("fx/store")',
+          `test("disk file ${n}", function(t)`,
+          '  local data = vm:disk("data")',
+          '  t:assert_eq(data:device(), "/dev/vda")',
+          '  local guest = "dd if=/dev/vda bs=4k count=1 iflag=direct 2>/dev/null | head -c 16"',
+          '  t:log("seen=" .. vm:run(guest).stdout:gsub("%s", "_"))',
+          `  vm:run("printf file-${n} | dd of=/dev/vda bs=4k count=1 conv=sync,fsync oflag=direct"):assert_ok()`,
+          `  t:assert_eq(data:read_sectors(0, 1):sub(1, 6), "file-${n}")`,
+          '  data:fail_reads()',
+          '  t:assert(not vm:run("dd if=/dev/vda of=/dev/null bs=4k count=1 skip=9 iflag=direct"):ok(), "the fault reaches the guest")',
+          '  data:clear_policy()',
+          '  vm:run("sleep 1"):assert_ok()',
+          'end)',
+          '',
+        ].join('\n'),
+      );
+    }
+    const run = await runProvium(dir, ['--json', '-j1', ...files], path.join(dir, 'disk.bin'));
+    assert.equal(run.code, 0, run.out);
+    const hits = run.events.filter((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 's');
+    assert.ok(hits.some((h) => h.payload['file'] !== files[0]), `a later file took a spare: ${JSON.stringify(run.events.filter((e) => e.kind.startsWith('pool_')))}`);
+    assert.deepEqual(run.out.match(/seen=[\w-]+/g), ['seen=from_the_fixture', 'seen=from_the_fixture', 'seen=from_the_fixture'], 'every file started from the fixture\'s disk');
+    const faults = run.events.filter((e) => e.kind === 'disk_fault' && e.payload['kind'] === 'fail_reads');
+    assert.deepEqual(faults.map((e) => e.payload['file']).sort(), files.slice().sort(), 'each file\'s fault is reported as its own');
+  });
+
   it('--no-warm-pool keeps no spares', async () => {
     const run = await runProvium(dir, ['--json', '-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
     assert.equal(run.code, 0, run.out);

@@ -1,13 +1,16 @@
 // A file's disks, in the session's scratch directory. A disk belongs to its VM: it is hot-plugged
 // after every boot (so a VM with disks still boots from its boot snapshot), keeps its contents
-// across shutdown and boot, and goes when the VM's scope ends. Two backends:
+// across shutdown and boot, and goes when the VM's scope ends. A restore puts a snapshot's
+// contents on a new medium: a copy-on-write clone of the file the snapshot saved them in (so a
+// restore costs nothing per byte), or, for a warm spare's guest, the clone it was restored with
+// (parked-disks.ts). Two backends:
 // - "nbd" (the default): one NBD server per session (src/disk) with an export per disk, over a
 //   sparse raw image or a copy-on-write overlay of a backing image. The server applies every
 //   fault and keeps the disk's volatile write cache, so the guest sees all of them.
 // - "qemu": QEMU opens a raw file itself behind a blkdebug filter, at plain -drive speed; faults
 //   are blkdebug rules (fail_reads, fail_writes, fail_range, fail_after), swapped in at runtime.
 
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { qemuBackendRefusal } from '../disk/blkdebug.js';
 import { Disk } from '../disk/disk.js';
@@ -30,6 +33,19 @@ const kCopySectors = 8192;
 /** How long the guest may take to show a hot-plugged disk in /sys/block. */
 const kDeviceTimeoutMs = 15_000;
 
+/** What a disk answers to: its random source for random faults, and who hears of its faults. */
+export interface DiskOwner {
+  random: () => number;
+  onFault: (event: FaultEvent) => void;
+}
+
+/** Disks a guest already runs on, to be handed to a file (a warm spare's: parked-disks.ts). */
+export interface DiskHandover {
+  serials(): string[];
+  /** Disk `serial`, now answering to `owner`. */
+  take(serial: string, owner: DiskOwner): Disk | undefined;
+}
+
 interface VmDisk {
   vm: ManagedVm;
   id: string;
@@ -42,6 +58,10 @@ interface VmDisk {
   detached: boolean;
   /** The guest generation it was plugged into. */
   pluggedGeneration: number | null;
+  /** Its random source and fault reporter, kept by whichever medium the disk is on. */
+  owner: DiskOwner;
+  /** Files of the current medium this session made (removed when a restore replaces it). */
+  files: string[];
 }
 
 export interface DiskDeps {
@@ -56,6 +76,8 @@ export class SessionDisks {
   private _server: Promise<NbdServer> | undefined;
   /** Names each blkdebug node a "qemu" disk gets; QEMU wants them unique. */
   private _filters = 0;
+  /** Names each medium a restore puts a disk on; exports of the server are unique. */
+  private _media = 0;
 
   constructor(private readonly _deps: DiskDeps) {}
 
@@ -175,29 +197,61 @@ export class SessionDisks {
     return lost;
   }
 
-  /** A snapshot of `vm` at `file`: each plugged disk's contents go to `<file>.disk-<id>`. */
+  /**
+   * A snapshot of `vm` at `file`: each plugged disk's contents go to `<file>.disk-<id>`, sparse
+   * (zero runs stay holes), and by rename: a disk restored from an earlier snapshot at that path
+   * still reads the old file as its backing.
+   */
   async saveContents(vm: ManagedVm, file: string): Promise<void> {
+    const zeros = Buffer.alloc(kCopySectors * kSectorBytes);
     for (const vd of this._disks.get(vm) ?? []) {
       if (!this._isPlugged(vd)) continue;
-      const out = await open(diskFileOf(file, vd.id), 'w');
+      const target = diskFileOf(file, vd.id);
+      const partial = `${target}.partial-${process.pid}`;
+      const out = await open(partial, 'w');
       try {
         const sectors = vd.disk.sizeBytes / kSectorBytes;
         for (let s = 0; s < sectors; s += kCopySectors) {
-          await out.write(await vd.disk.readSectors(s, Math.min(kCopySectors, sectors - s)));
+          const chunk = await vd.disk.readSectors(s, Math.min(kCopySectors, sectors - s));
+          if (!chunk.equals(zeros.subarray(0, chunk.byteLength))) await out.write(chunk, 0, chunk.byteLength, s * kSectorBytes);
         }
-      } finally {
+        await out.truncate(vd.disk.sizeBytes);
+      } catch (err) {
         await out.close();
+        await rm(partial, { force: true });
+        throw err;
       }
+      await out.close();
+      await rename(partial, target);
     }
   }
 
-  /** A restore of `vm` from `file`: each disk the snapshot saved gets those contents back, and is plugged again. */
+  /**
+   * A restore of `vm` from `file`: each disk the snapshot saved gets those contents back before
+   * the guest is plugged again. An NBD disk moves to a copy-on-write clone of the saved file; a
+   * "qemu" disk, whose file QEMU opens by path, has the contents copied in.
+   */
   async loadContents(vm: ManagedVm, file: string, serials: string[]): Promise<void> {
     for (const id of serials) {
       const vd = this._disk(vm, id);
-      const input = await open(diskFileOf(file, id), 'r').catch((err: Error) => {
+      const saved = diskFileOf(file, id);
+      await stat(saved).catch((err: Error) => {
         throw new BrokerError(`disk \`${id}\`: the snapshot's contents are missing: ${err.message}`);
       });
+      if (vd.disk instanceof Disk) {
+        const name = `vm${vm.id}-${id}.${++this._media}`;
+        const overlayPath = path.join(await this._ensureDir(), `${name}.overlay`);
+        const disk = await Disk.open({
+          name,
+          image: { kind: 'overlay', backingPath: saved, overlayPath, sizeBytes: vd.disk.sizeBytes },
+          readOnly: vd.readonly,
+          random: () => vd.owner.random(),
+          onFault: (event) => vd.owner.onFault(event),
+        });
+        await this._moveTo(vd, disk, [overlayPath]);
+        continue;
+      }
+      const input = await open(saved, 'r');
       try {
         const sectors = vd.disk.sizeBytes / kSectorBytes;
         for (let s = 0; s < sectors; s += kCopySectors) {
@@ -211,12 +265,39 @@ export class SessionDisks {
     }
   }
 
+  /** `vm` took a warm spare: the disks its guest runs on (the spare's clones) become `vm`'s disks of those ids. */
+  async adoptParked(vm: ManagedVm, parked: DiskHandover): Promise<void> {
+    for (const id of parked.serials()) {
+      const vd = this._disk(vm, id);
+      await this._moveTo(vd, parked.take(id, vd.owner)!, []);
+    }
+  }
+
+  /** Puts `vd` on a new medium: its export now serves `disk`, which keeps the disk's fault policy. */
+  private async _moveTo(vd: VmDisk, disk: Disk, files: string[]): Promise<void> {
+    const old = vd.disk as Disk;
+    const server = await this._ensureServer();
+    server.removeExport(old.name);
+    disk.faults.copyFrom(old.faults);
+    server.addExport(disk);
+    vd.disk = disk;
+    const oldFiles = vd.files;
+    vd.files = files;
+    await old.close({ flush: false }).catch(() => undefined);
+    await Promise.all(oldFiles.map((f) => rm(f, { force: true })));
+  }
+
   /**
    * After a restore that plugged `vm`'s disks itself, on backends from backendOf: a "qemu" disk
    * came back with the rules of its policy now, as an NBD disk (whose policy is the server's) does.
+   * Its device is the one the restored guest has (a fixture's disk is new to this file).
    */
-  markRestored(vm: ManagedVm, serials: string[]): void {
-    for (const vd of this._disks.get(vm) ?? []) if (serials.includes(vd.id)) vd.pluggedGeneration = vm.info().generation;
+  async markRestored(vm: ManagedVm, serials: string[]): Promise<void> {
+    for (const vd of this._disks.get(vm) ?? []) {
+      if (!serials.includes(vd.id)) continue;
+      vd.pluggedGeneration = vm.info().generation;
+      vd.device = await this._findDevice(vd);
+    }
   }
 
   /** VMs gone with their scope: their disks close, and their images are removed. */
@@ -229,6 +310,7 @@ export class SessionDisks {
         } else {
           await vd.disk.close().catch(() => undefined);
         }
+        await Promise.all(vd.files.map((f) => rm(f, { force: true })));
       }
       this._disks.delete(vm);
     }
@@ -270,24 +352,29 @@ export class SessionDisks {
     }
     const readonly = spec.readonly === true;
     const onFault = (event: FaultEvent) => this._onFault(vm, spec.id, event);
+    const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
+    const owner: DiskOwner = { random: () => prng.float(), onFault };
+    const files: string[] = [];
     let disk: Disk | FileDisk;
     if (backend === 'qemu') {
       // QEMU writes the file itself, so a writable disk gets its own copy of the image; a
       // read-only one reads the image (or its raw conversion) in place.
       const own = image === undefined || converted || !readonly ? path.join(dir, `${name}.img`) : image;
+      if (own !== image) files.push(own);
       disk = await FileDisk.open({ name, path: own, sizeBytes, readOnly: readonly, onFault, ...(image !== undefined && !converted && own !== image ? { copyFrom: image } : {}) });
     } else {
-      const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
+      const medium = image !== undefined ? path.join(dir, `${name}.overlay`) : path.join(dir, `${name}.img`);
+      files.push(medium);
       disk = await Disk.open({
         name,
-        image: image !== undefined ? { kind: 'overlay', backingPath: image, overlayPath: path.join(dir, `${name}.overlay`), sizeBytes } : { kind: 'raw', path: path.join(dir, `${name}.img`), sizeBytes },
+        image: image !== undefined ? { kind: 'overlay', backingPath: image, overlayPath: medium, sizeBytes } : { kind: 'raw', path: medium, sizeBytes },
         readOnly: readonly,
-        random: () => prng.float(),
+        random: owner.random,
         onFault,
       });
       (await this._ensureServer()).addExport(disk);
     }
-    return { vm, id: spec.id, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null };
+    return { vm, id: spec.id, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null, owner, files };
   }
 
   /** Where disk `id` of `vm` is served now: a restore gives it to the new QEMU in place of the snapshot's. */

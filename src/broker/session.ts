@@ -10,6 +10,7 @@ import type { EventBus } from '../events/bus.js';
 import type { Barriers } from './barriers.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
 import { ParkedNics, takeParkedNics } from './parked-nics.js';
+import { ParkedDisks, takeParkedDisks } from './parked-disks.js';
 import { ManagedVm, type SpareSource } from './managed-vm.js';
 import type { BootCache } from './boot-cache.js';
 import type { Fixtures } from './fixtures.js';
@@ -159,6 +160,69 @@ export class Session {
    */
   private async _restoreVm(vm: ManagedVm, file: string, again = false): Promise<void> {
     const saved = await ManagedVm.snapshotDevices(file);
+    let devices = await this._devicesNow(vm, saved, file);
+    const nics = devices.flatMap((d) => (d.kind === 'nic' ? [d] : []));
+    const disks = devices.flatMap((d) => (d.kind === 'disk' ? [d] : []));
+    const serials = disks.map((d) => d.serial);
+    // A guest can come from the warm pool: a fixture's VM (while files wait to start), or a
+    // reset_between_tests snapshot (while later tests will want it again). Its NICs wait parked
+    // until it is taken (parked-nics.ts), and its disks are clones of the snapshot's contents
+    // (parked-disks.ts); a "qemu" disk, a file QEMU opens by path, cannot follow it into a file.
+    const warm = this._deps.warm;
+    const fixture = this._fixtureDirs.has(path.dirname(file));
+    const poolable = disks.every((d) => d.backend.kind === 'nbd');
+    if (again && poolable) this._resets.add(file);
+    const pooled = warm?.enabled && poolable && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
+    const spare = pooled ? await warm!.take(pooled) : undefined;
+    if (pooled && spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
+    else if (pooled) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
+    if (spare) {
+      const parkedNics = takeParkedNics(spare);
+      const parkedDisks = takeParkedDisks(spare);
+      try {
+        if (parkedDisks) await this._disks.adoptParked(vm, parkedDisks);
+        devices = await this._devicesNow(vm, saved, file);
+        await vm.restoreFromSpare(spare, devices);
+      } catch (err) {
+        await spare.shutdown().catch(() => undefined);
+        throw err;
+      }
+      if (parkedNics) this._network.adoptParked(vm, parkedNics);
+    } else {
+      await this._disks.loadContents(vm, file, serials);
+      devices = await this._devicesNow(vm, saved, file);
+      await vm.restore(file, devices);
+    }
+    this._network.markRestored(vm, nics.map((d) => d.id));
+    await this._disks.markRestored(vm, serials);
+    if (pooled) {
+      const start = async (s: ManagedVm) => {
+        const parkedNics = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;
+        const parkedDisks = disks.length > 0 ? await ParkedDisks.open(disks, file).catch(async (err: unknown) => {
+          await parkedNics?.close();
+          throw err;
+        }) : undefined;
+        const parkedDevices = devices.map((d) => (d.kind === 'nic' ? parkedNics!.devices.find((n) => n.id === d.id)! : parkedDisks!.devices.find((x) => x.serial === d.serial)!));
+        try {
+          await s.restore(file, parkedDevices);
+          await parkedNics?.connected(kParkedConnectTimeoutMs);
+        } catch (err) {
+          await parkedNics?.close();
+          await parkedDisks?.close();
+          throw err;
+        }
+        parkedNics?.holdFor(s);
+        parkedDisks?.holdFor(s);
+        await s.warmUp();
+      };
+      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
+      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
+    }
+    await this._started(vm, {});
+  }
+
+  /** The devices `file` saved, on the backends this file has for them now (its bridges' sockets, its disks' media). */
+  private async _devicesNow(vm: ManagedVm, saved: SlotDevice[], file: string): Promise<SlotDevice[]> {
     const devices: SlotDevice[] = [];
     for (const d of saved) {
       let device: SlotDevice = d;
@@ -174,45 +238,7 @@ export class Session {
       }
       devices.push(device);
     }
-    const nics = devices.flatMap((d) => (d.kind === 'nic' ? [d] : []));
-    const serials = devices.flatMap((d) => (d.kind === 'disk' ? [d.serial] : []));
-    // A guest without disks can come from the warm pool: a fixture's VM (while files wait to
-    // start), or a reset_between_tests snapshot (while later tests will want it again). Its NICs
-    // wait parked until it is taken (parked-nics.ts); disks cannot follow a guest into a file.
-    const warm = this._deps.warm;
-    const fixture = this._fixtureDirs.has(path.dirname(file));
-    if (again && serials.length === 0) this._resets.add(file);
-    const pooled = warm?.enabled && serials.length === 0 && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
-    const spare = pooled ? await warm!.take(pooled) : undefined;
-    if (pooled && spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
-    else if (pooled) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
-    if (spare) {
-      const parked = takeParkedNics(spare);
-      await vm.restoreFromSpare(spare, devices);
-      if (parked) this._network.adoptParked(vm, parked);
-    } else {
-      await this._disks.loadContents(vm, file, serials);
-      await vm.restore(file, devices);
-    }
-    this._network.markRestored(vm, nics.map((d) => d.id));
-    this._disks.markRestored(vm, serials);
-    if (pooled) {
-      const start = async (s: ManagedVm) => {
-        const parked = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;
-        try {
-          await s.restore(file, parked?.devices ?? []);
-          await parked?.connected(kParkedConnectTimeoutMs);
-        } catch (err) {
-          await parked?.close();
-          throw err;
-        }
-        parked?.holdFor(s);
-        await s.warmUp();
-      };
-      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
-      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
-    }
-    await this._started(vm, {});
+    return devices;
   }
 
   /** vm:snapshot and each VM of lab:snapshot: refused while the VM has streams open. */

@@ -128,6 +128,17 @@ export class FaultPolicy {
     this._notify('clear', {});
   }
 
+  /** Takes `other`'s whole policy, counters included, without an event: the same disk on a new medium. */
+  copyFrom(other: FaultPolicy): void {
+    this._failReads = other._failReads;
+    this._failWrites = other._failWrites;
+    this._failAfter = other._failAfter && { ...other._failAfter };
+    this._failRange = other._failRange && { ...other._failRange };
+    this._delayMs = other._delayMs;
+    this._tornWrite = other._tornWrite;
+    this._randomEioRate = other._randomEioRate;
+  }
+
   describe(): FaultPolicyView {
     return {
       fail_reads: this._failReads,

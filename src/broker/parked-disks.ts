@@ -1,0 +1,109 @@
+// A warm spare's disks before a file takes it. A restored guest's disks are on its QEMU's argv, so
+// they must be served before the spare starts, and the file that will take it is not known yet.
+// So each disk of the snapshot gets a copy-on-write clone of the snapshot's contents here, served
+// by an NBD server of the spare's own; the taking file's SessionDisks adopts those Disks
+// (adoptParked), and the guest's connection to them never drops. Until then the disks have no
+// faults and report to nobody; once taken, they draw their randomness and report their faults as
+// the file's own disk of that id.
+
+import { rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Disk } from '../disk/disk.js';
+import { NbdServer } from '../disk/nbd-server.js';
+import type { SlotDevice } from '../vmm/cmdline.js';
+import { ownedTempDir } from '../vmm/qemu.js';
+import { diskFileOf, type DiskHandover, type DiskOwner } from './disks.js';
+import type { ManagedVm } from './managed-vm.js';
+
+type DiskDevice = Extract<SlotDevice, { kind: 'disk' }>;
+
+/** The parked disks of each spare that has disks, until a file takes it. */
+const parkedBySpare = new WeakMap<ManagedVm, ParkedDisks>();
+/** Export names unique across every spare of the run (a file's server may serve several). */
+let nextSpareDisks = 1;
+
+export class ParkedDisks implements DiskHandover {
+  private _closed = false;
+
+  private constructor(
+    private readonly _dir: string,
+    private readonly _server: NbdServer,
+    /** The disks as the spare's QEMU plugs them: exports of this object's server. */
+    readonly devices: DiskDevice[],
+    /** Untaken disks and who they answer to, by serial. */
+    private readonly _disks: Map<string, { disk: Disk; owner: DiskOwner }>,
+  ) {}
+
+  /** Clones the contents `snapshot` saved for each disk of `devices`, and serves them. */
+  static async open(devices: DiskDevice[], snapshot: string): Promise<ParkedDisks> {
+    // Marked with our pid: a killed run's clones are swept by the next run (temp-dirs.ts).
+    const dir = await ownedTempDir('provium-parked-disks-');
+    const server = new NbdServer({ socketPath: path.join(dir, 'nbd.sock') });
+    const disks = new Map<string, { disk: Disk; owner: DiskOwner }>();
+    const parked = new ParkedDisks(dir, server, [], disks);
+    try {
+      await server.start();
+      const tag = nextSpareDisks++;
+      for (const d of devices) {
+        const contents = diskFileOf(snapshot, d.serial);
+        // An owner until a file takes the disk: no faults are set, so neither is ever called.
+        const entry = { disk: undefined as unknown as Disk, owner: { random: Math.random, onFault: () => undefined } as DiskOwner };
+        entry.disk = await Disk.open({
+          name: `spare${tag}-${d.serial}`,
+          image: { kind: 'overlay', backingPath: contents, overlayPath: path.join(dir, `${d.serial}.overlay`), sizeBytes: (await stat(contents)).size },
+          readOnly: d.readonly,
+          random: () => entry.owner.random(),
+          onFault: (event) => entry.owner.onFault(event),
+        });
+        disks.set(d.serial, entry);
+        server.addExport(entry.disk);
+        parked.devices.push({ ...d, backend: { kind: 'nbd', socketPath: server.socketPath, exportName: entry.disk.name } });
+      }
+    } catch (err) {
+      await parked.close();
+      throw err;
+    }
+    return parked;
+  }
+
+  /**
+   * Keeps this spare's disks until a file takes it (takeParkedDisks). When the guest's QEMU exits
+   * (a spare nobody took, or the taking file's VM), the server and the untaken disks go; a taken
+   * disk stays open where its file keeps it, its files already unlinked.
+   */
+  holdFor(spare: ManagedVm): void {
+    parkedBySpare.set(spare, this);
+    void spare.qemu?.exited.then(() => this.close());
+  }
+
+  /** Disk `serial`, now answering to `owner`; undefined when the spare had no such disk. */
+  take(serial: string, owner: DiskOwner): Disk | undefined {
+    const entry = this._disks.get(serial);
+    if (!entry) return undefined;
+    this._disks.delete(serial);
+    entry.owner = owner;
+    return entry.disk;
+  }
+
+  /** The serials still here. */
+  serials(): string[] {
+    return [...this._disks.keys()];
+  }
+
+  /** Ends the server and the untaken disks, and removes the clones' files. Idempotent. */
+  async close(): Promise<void> {
+    if (this._closed) return;
+    this._closed = true;
+    await this._server.stop().catch(() => undefined);
+    await Promise.all([...this._disks.values()].map(({ disk }) => disk.close({ flush: false }).catch(() => undefined)));
+    this._disks.clear();
+    await rm(this._dir, { recursive: true, force: true });
+  }
+}
+
+/** The parked disks of `spare`, handed over once. */
+export function takeParkedDisks(spare: ManagedVm): ParkedDisks | undefined {
+  const parked = parkedBySpare.get(spare);
+  parkedBySpare.delete(spare);
+  return parked;
+}
