@@ -21,13 +21,17 @@ import type { EventBus } from '../events/bus.js';
 import { Prng } from '../net/prng.js';
 import type { DiskBackend, DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
 import type { DiskBackendSpec, SlotDevice } from '../vmm/cmdline.js';
+import { copySparse } from '../vmm/guest-ram.js';
 import { ownedTempDir } from '../vmm/qemu.js';
 import type { ManagedVm } from './managed-vm.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
 import { BrokerError } from './rpc-server.js';
 
 /** virtio-blk serials are at most 20 bytes; the id is the serial. */
-const kIdPattern = /^[A-Za-z0-9_.-]{1,20}$/;
+const kId = '[A-Za-z0-9_.-]{1,20}';
+const kIdPattern = new RegExp(`^${kId}$`);
+/** A disk's contents beside a snapshot (diskFileOf). */
+const kDiskFilePattern = new RegExp(`\\.disk-${kId}$`);
 /** Sectors per read or write when a snapshot saves or restores a disk (4 MiB). */
 const kCopySectors = 8192;
 /** How long the guest may take to show a hot-plugged disk in /sys/block. */
@@ -229,7 +233,7 @@ export class SessionDisks {
   /**
    * A restore of `vm` from `file`: each disk the snapshot saved gets those contents back before
    * the guest is plugged again. An NBD disk moves to a copy-on-write clone of the saved file; a
-   * "qemu" disk, whose file QEMU opens by path, has the contents copied in.
+   * "qemu" disk, whose file QEMU opens by path, has the saved file copied over its own (sparse).
    */
   async loadContents(vm: ManagedVm, file: string, serials: string[]): Promise<void> {
     for (const id of serials) {
@@ -251,17 +255,7 @@ export class SessionDisks {
         await this._moveTo(vd, disk, [overlayPath]);
         continue;
       }
-      const input = await open(saved, 'r');
-      try {
-        const sectors = vd.disk.sizeBytes / kSectorBytes;
-        for (let s = 0; s < sectors; s += kCopySectors) {
-          const chunk = Buffer.alloc(Math.min(kCopySectors, sectors - s) * kSectorBytes);
-          await input.read(chunk, 0, chunk.byteLength, s * kSectorBytes);
-          await vd.disk.writeSectors(s, chunk);
-        }
-      } finally {
-        await input.close();
-      }
+      await copySparse(saved, vd.disk.path);
     }
   }
 
@@ -355,13 +349,19 @@ export class SessionDisks {
     const prng = new Prng(this._deps.seed).fork(`disk:${vm.name}:${spec.id}`);
     const owner: DiskOwner = { random: () => prng.float(), onFault };
     const files: string[] = [];
+    // A blank read-only disk reads zeros: its sparse file is made here (read-only images must exist).
+    if (image === undefined && readonly) {
+      const blank = await open(path.join(dir, `${name}.img`), 'wx', 0o600);
+      await blank.truncate(sizeBytes).finally(() => blank.close());
+    }
     let disk: Disk | FileDisk;
     if (backend === 'qemu') {
       // QEMU writes the file itself, so a writable disk gets its own copy of the image; a
       // read-only one reads the image (or its raw conversion) in place.
       const own = image === undefined || converted || !readonly ? path.join(dir, `${name}.img`) : image;
       if (own !== image) files.push(own);
-      disk = await FileDisk.open({ name, path: own, sizeBytes, readOnly: readonly, onFault, ...(image !== undefined && !converted && own !== image ? { copyFrom: image } : {}) });
+      if (image !== undefined && !converted && own !== image) await copySparse(image, own);
+      disk = await FileDisk.open({ name, path: own, sizeBytes, readOnly: readonly, onFault });
     } else {
       const medium = image !== undefined ? path.join(dir, `${name}.overlay`) : path.join(dir, `${name}.img`);
       files.push(medium);
@@ -488,6 +488,11 @@ export async function slotBackendGone(d: SlotDevice): Promise<boolean> {
 /** Where a snapshot keeps a disk's contents. */
 export function diskFileOf(snapshot: string, id: string): string {
   return `${snapshot}.disk-${id}`;
+}
+
+/** Whether `file` is a disk's contents beside a snapshot (diskFileOf). */
+export function isDiskFile(file: string): boolean {
+  return kDiskFilePattern.test(file);
 }
 
 function backendName(vd: VmDisk): DiskBackend {

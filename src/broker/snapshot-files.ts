@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { LabSnapshotManifest } from '../protocol/rpc.js';
 import { copySparse, isRamImage, ramImageOf } from '../vmm/guest-ram.js';
 import { consoleLogOf, snapshotFileBytes } from '../vmm/qemu.js';
-import { diskFileOf } from './disks.js';
+import { diskFileOf, isDiskFile } from './disks.js';
 import { ManagedVm } from './managed-vm.js';
 import { BrokerError } from './rpc-server.js';
 
@@ -69,9 +69,9 @@ export async function snapshotBytes(p: string): Promise<number> {
   return sizes.reduce((a, b) => a + b, 0);
 }
 
-/** A copy: a RAM image keeps its holes (cp), anything else is cloned where the file system can. */
+/** A copy: a RAM image or a disk's contents keeps its holes (cp), anything else is cloned where the file system can. */
 function copySnapshotFile(from: string, to: string): Promise<void> {
-  return isRamImage(from) ? copySparse(from, to) : copyFile(from, to, constants.COPYFILE_FICLONE);
+  return isRamImage(from) || isDiskFile(from) ? copySparse(from, to) : copyFile(from, to, constants.COPYFILE_FICLONE);
 }
 
 /** Deletes a VM snapshot with its sidecars, or a lab snapshot's directory; refuses what a snapshot did not write. */

@@ -10,12 +10,10 @@ import { openRawImage, type ImageStore } from './image.js';
 
 export interface FileDiskOptions {
   name: string;
-  /** The raw file QEMU opens. Created sparse when missing (from `copyFrom` when given). */
+  /** The raw file QEMU opens. Created sparse when missing. */
   path: string;
   /** Bytes; the file grows to it (a hole). Default: the file's size. */
   sizeBytes?: number;
-  /** A raw image whose bytes the new file starts with; copied sparse (a reflink where the file system can). */
-  copyFrom?: string;
   readOnly?: boolean;
   onFault?: (event: FaultEvent) => void;
 }
@@ -36,7 +34,6 @@ export class FileDisk {
 
   static async open(opts: FileDiskOptions): Promise<FileDisk> {
     const readOnly = opts.readOnly ?? false;
-    if (opts.copyFrom !== undefined && opts.copyFrom !== opts.path) await copySparse(opts.copyFrom, opts.path);
     const image = await openRawImage({ path: opts.path, sizeBytes: opts.sizeBytes, readOnly });
     return new FileDisk(opts.name, opts.path, image, readOnly, opts.onFault ?? (() => {}));
   }
@@ -70,11 +67,4 @@ export class FileDisk {
   async close(): Promise<void> {
     await this._image.close();
   }
-}
-
-/** `cp --sparse=always --reflink=auto`: holes stay holes, and a CoW file system shares the blocks. */
-async function copySparse(from: string, to: string): Promise<void> {
-  const { execa } = await import('execa');
-  const r = await execa('cp', ['--sparse=always', '--reflink=auto', '--', from, to], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`copying ${from} to ${to} failed: ${r.stderr.trim() || `cp exited with ${r.exitCode}`}`);
 }

@@ -42,8 +42,11 @@ export function isRamImage(file: string): boolean {
 }
 
 const kRamImageSuffix = '.ram';
-/** `cp` keeping holes and making holes of zero blocks (a RAM file is mostly zero); the paths follow. */
-const kSparseCopy = ['cp', '--sparse=always', '--'];
+/**
+ * `cp` keeping holes and making holes of zero blocks (a RAM file or a disk is mostly zero), and
+ * sharing the blocks where the file system can; the paths follow.
+ */
+const kSparseCopy = ['cp', '--sparse=always', '--reflink=auto', '--'];
 
 /** Shared RAM files are named with the run's pid, so a later run sweeps what a killed one left (temp-dirs.ts). */
 export const kRamFilePrefix = 'provium-ram-';
@@ -69,7 +72,7 @@ export async function sharedRamPath(memoryBytes: number): Promise<string | undef
   return join(dir, `${kRamFilePrefix}${process.pid}-${randomBytes(6).toString('hex')}`);
 }
 
-/** Copies `from` to `to` sparsely (kSparseCopy). */
+/** Copies `from` to `to` sparsely (kSparseCopy); an existing `to` is rewritten in place. */
 export async function copySparse(from: string, to: string): Promise<void> {
   const [cp, ...flags] = kSparseCopy;
   const { execa } = await import('execa');
