@@ -163,6 +163,9 @@ describe('the warm pool (real guests)', () => {
     const hits = run.events.filter((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 's');
     assert.ok(hits.some((h) => h.payload['file'] !== files[0]), `a later file took a spare: ${JSON.stringify(run.events.filter((e) => e.kind.startsWith('pool_')))}`);
     assert.deepEqual(run.out.match(/seen=[\w-]+/g), ['seen=from_the_fixture', 'seen=from_the_fixture', 'seen=from_the_fixture'], 'every file started from the fixture\'s disk');
+    const restores = run.events.filter((e) => e.kind === 'vm_restored' && e.payload['vm_name'] === 's');
+    assert.deepEqual(restores.map((e) => e.payload['file']), files, 'each file\'s restore is reported');
+    assert.equal(restores.filter((e) => e.payload['pooled'] === true).length, hits.length, 'vm_restored says which came from a spare');
     const faults = run.events.filter((e) => e.kind === 'disk_fault' && e.payload['kind'] === 'fail_reads');
     assert.deepEqual(faults.map((e) => e.payload['file']).sort(), files.slice().sort(), 'each file\'s fault is reported as its own');
   });

@@ -159,6 +159,7 @@ export class Session {
    * back on their slots, connected to where their bridges and disks are now in this file.
    */
   private async _restoreVm(vm: ManagedVm, file: string, again = false): Promise<void> {
+    const started = performance.now();
     const saved = await ManagedVm.snapshotDevices(file);
     let devices = await this._devicesNow(vm, saved, file);
     const nics = devices.flatMap((d) => (d.kind === 'nic' ? [d] : []));
@@ -219,6 +220,8 @@ export class Session {
       warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
     }
     await this._started(vm, {});
+    const restoreNs = Math.round((performance.now() - started) * 1e6);
+    this._deps.bus.emit('vm_restored', { file: this.displayPath, vm_name: vm.name, restore_ns: restoreNs, from: file, pooled: spare !== undefined });
   }
 
   /** The devices `file` saved, on the backends this file has for them now (its bridges' sockets, its disks' media). */

@@ -105,7 +105,8 @@ export interface EventPayloads {
   };
   test_retry: { path: string; name: string; attempt: number; reason: string };
   test_flaky: { path: string; name: string; attempts: number };
-  vm_restored: { file: string; vm_name: string; restore_ns: number; from: string };
+  /** vm:restore, lab:restore, a fixture or a reset: `from` the snapshot file, `pooled` when a warm spare served it; `restore_ns` until its disks and NICs were plugged. */
+  vm_restored: { file: string; vm_name: string; restore_ns: number; from: string; pooled: boolean };
   /** A boot took a running spare from the warm pool. */
   pool_hit: { file: string; vm_name: string };
   /** A boot the warm pool could have served had none ready (or could not serve: `rng_seed`). */

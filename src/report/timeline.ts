@@ -1,6 +1,7 @@
 // The HTML report's timeline, from the event stream: one lane per worker (per shard and worker
 // when shards are merged) showing the files it ran, their tests, VM boots (cold, from the boot
-// snapshot, from the warm pool), and the network and disk faults the tests injected; fixture
+// snapshot, from the warm pool) and restores (of fixtures, resets, vm:restore and lab:restore),
+// and the network and disk faults the tests injected; fixture
 // builds run in threads of their own and get a lane of their own. Times are ms from each stream's
 // run_started, so merged shards line up at their starts.
 
@@ -103,6 +104,12 @@ function addStream(timeline: Timeline, stream: EventStream): void {
       case 'vm_spawned': {
         const p = event.payload;
         end('boot', open(p.file), at - p.boot_ns / 1e6, at, `${p.vm_name} (${p.profile})`, p.boot ?? (p.restored ? 'snapshot' : 'cold'), { detail: `${p.boot ?? ''} boot of ${p.vm_name} in ${(p.boot_ns / 1e9).toFixed(2)}s` });
+        break;
+      }
+      case 'vm_restored': {
+        const p = event.payload;
+        const how = p.pooled ? 'pool' : 'snapshot';
+        end('boot', open(p.file), at - p.restore_ns / 1e6, at, `${p.vm_name} (restore)`, how, { detail: `restore of ${p.vm_name} from ${p.from}${p.pooled ? ' (a warm spare)' : ''} in ${(p.restore_ns / 1e9).toFixed(2)}s` });
         break;
       }
       case 'fixture_build_started':
