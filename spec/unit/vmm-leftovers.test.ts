@@ -130,7 +130,7 @@ end)
 });
 
 describe('what a killed run left behind', () => {
-  it('the next run sweeps scratch, boot-files, disk and bridge dirs and snapshot files of dead processes, and nothing else', async () => {
+  it('the next run sweeps scratch, boot-files, disk and bridge dirs, parked NICs and disks of warm spares, and snapshot files of dead processes, and nothing else', async () => {
     const runtime = mkdtempSync(path.join(scratch, 'rt-'));
     const saved = { rt: process.env['PROVIUM_RUNTIME_DIR'], tmp: process.env['TMPDIR'] };
     process.env['PROVIUM_RUNTIME_DIR'] = runtime;
@@ -140,7 +140,7 @@ describe('what a killed run left behind', () => {
       const mine = await ownedTempDir('provium-files-');
       assert.equal(statSync(mine).mode & 0o777, 0o700);
       const stale: string[] = [];
-      for (const prefix of ['provium-vm-', 'provium-files-', 'provium-disks-', 'provium-br-']) {
+      for (const prefix of ['provium-vm-', 'provium-files-', 'provium-disks-', 'provium-br-', 'provium-parked-', 'provium-parked-disks-']) {
         const dir = path.join(runtime, `${prefix}dead1`);
         mkdirSync(dir);
         writeFileSync(path.join(dir, 'owner'), `${dead}\n`);

@@ -16,6 +16,7 @@ import { ResourcePool } from './resources.js';
 import { Fixtures, type FixtureBuilder } from './fixtures.js';
 import { Session } from './session.js';
 import { kWarmKeys, WarmPool } from './warm-pool.js';
+import { parkedClosed } from './parked.js';
 import type { LaunchSpec } from '../vmm/cmdline.js';
 import { qemuBinary } from '../vmm/paths.js';
 import { startProcessLauncher } from '../vmm/process-launcher.js';
@@ -211,6 +212,7 @@ export class Broker {
       await this._warm.close();
       await Promise.all([...this._sessions.keys()].map((id) => this.closeSession(id)));
       await this._fixtures.close();
+      await parkedClosed();
     })();
     return this._closed;
   }

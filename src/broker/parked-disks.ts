@@ -14,11 +14,12 @@ import type { SlotDevice } from '../vmm/cmdline.js';
 import { ownedTempDir } from '../vmm/qemu.js';
 import { diskFileOf, type DiskHandover, type DiskOwner } from './disks.js';
 import type { ManagedVm } from './managed-vm.js';
+import { ParkedBySpare } from './parked.js';
 
 type DiskDevice = Extract<SlotDevice, { kind: 'disk' }>;
 
 /** The parked disks of each spare that has disks, until a file takes it. */
-const parkedBySpare = new WeakMap<ManagedVm, ParkedDisks>();
+const parkedBySpare = new ParkedBySpare<ParkedDisks>();
 /** Export names unique across every spare of the run (a file's server may serve several). */
 let nextSpareDisks = 1;
 
@@ -72,8 +73,7 @@ export class ParkedDisks implements DiskHandover {
    * disk stays open where its file keeps it, its files already unlinked.
    */
   holdFor(spare: ManagedVm): void {
-    parkedBySpare.set(spare, this);
-    void spare.qemu?.exited.then(() => this.close());
+    parkedBySpare.hold(spare, this);
   }
 
   /** Disk `serial`, now answering to `owner`; undefined when the spare had no such disk. */
@@ -103,7 +103,5 @@ export class ParkedDisks implements DiskHandover {
 
 /** The parked disks of `spare`, handed over once. */
 export function takeParkedDisks(spare: ManagedVm): ParkedDisks | undefined {
-  const parked = parkedBySpare.get(spare);
-  parkedBySpare.delete(spare);
-  return parked;
+  return parkedBySpare.take(spare);
 }

@@ -11,11 +11,12 @@ import path from 'node:path';
 import type { SlotDevice } from '../vmm/cmdline.js';
 import { ownedTempDir } from '../vmm/qemu.js';
 import type { ManagedVm } from './managed-vm.js';
+import { ParkedBySpare } from './parked.js';
 
 type NicDevice = Extract<SlotDevice, { kind: 'nic' }>;
 
 /** The parked connections of each spare that has NICs, until a file takes it. */
-const parkedBySpare = new WeakMap<ManagedVm, ParkedNics>();
+const parkedBySpare = new ParkedBySpare<ParkedNics>();
 
 export class ParkedNics {
   private readonly _accepted: Promise<void>;
@@ -93,8 +94,7 @@ export class ParkedNics {
    * reads QEMU's end, so the ones nobody took close when the spare's QEMU exits.
    */
   holdFor(spare: ManagedVm): void {
-    parkedBySpare.set(spare, this);
-    void spare.qemu?.exited.then(() => this.close());
+    parkedBySpare.hold(spare, this);
   }
 
   /** The connection of NIC `id`, now the caller's. */
@@ -119,7 +119,5 @@ export class ParkedNics {
 
 /** The parked NIC connections of `spare`, handed over once. */
 export function takeParkedNics(spare: ManagedVm): ParkedNics | undefined {
-  const parked = parkedBySpare.get(spare);
-  parkedBySpare.delete(spare);
-  return parked;
+  return parkedBySpare.take(spare);
 }

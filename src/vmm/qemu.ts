@@ -1,10 +1,9 @@
 // One QEMU process: scratch directory, launch, QMP, console log, exit watch and teardown.
 //
-// QEMU must never outlive the harness. It runs under `setpriv --pdeathsig KILL`, so the kernel
-// SIGKILLs it when the thread that spawned it dies (even when Node is SIGKILLed); launch() must
-// therefore run on the main thread, which owns it for the process's lifetime. On a normal exit
-// the `exit` hook below SIGKILLs whatever is left, and killAllQemu() is exported for other
-// handlers (SIGINT in the CLI).
+// QEMU must never outlive the harness. The process launcher (process-launcher.ts) starts it with
+// PR_SET_PDEATHSIG SIGKILL and dies with the harness itself, so the kernel SIGKILLs QEMU even when
+// Node is SIGKILLed. On a normal exit the `exit` hook below SIGKILLs whatever is left, and
+// killAllQemu() is exported for other handlers (SIGINT in the CLI).
 
 import { existsSync, rmSync } from 'node:fs';
 import { access, copyFile, open, rm, stat } from 'node:fs/promises';

@@ -13,8 +13,8 @@ import { isProcessAlive } from './file-lock.js';
 import { ramDir } from './guest-ram.js';
 import { scratchParent } from './paths.js';
 
-/** Directories made by ownedTempDir, plus the QEMU scratch dirs (qemu.ts). */
-const kOwnedPrefixes = ['provium-vm-', 'provium-files-', 'provium-disks-', 'provium-br-'];
+/** Directories made by ownedTempDir, plus the QEMU scratch dirs (qemu.ts); `provium-parked-` is a warm spare's NICs or disks. */
+const kOwnedPrefixes = ['provium-vm-', 'provium-files-', 'provium-disks-', 'provium-br-', 'provium-parked-'];
 /**
  * Files and directories whose name says their owner: `provium-snap-<pid>-…`, `provium-labsnap-<pid>-…`,
  * and guest RAM files in the RAM dir, `provium-ram-<pid>-…` (guest-ram.ts).
