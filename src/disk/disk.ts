@@ -87,10 +87,12 @@ export class Disk {
   /** Serve one guest request: fault policy, delay, then the data operation. Never throws. */
   async serve(req: GuestRequest): Promise<GuestResult> {
     const decision = this.faults.check(req.op, req.offsetBytes, req.lengthBytes);
-    const waitMs = req.receivedAtMs + decision.delayMs - performance.now();
-    if (waitMs > 0) {
+    // Timers count whole milliseconds from the loop's cached clock and may fire a little early:
+    // sleep again until the delay has really passed.
+    const answerAt = req.receivedAtMs + decision.delayMs;
+    for (let waitMs = answerAt - performance.now(); waitMs > 0; waitMs = answerAt - performance.now()) {
       try {
-        await sleep(waitMs, undefined, { signal: this._closing.signal });
+        await sleep(Math.ceil(waitMs), undefined, { signal: this._closing.signal });
       } catch {
         return { ok: false };
       }
