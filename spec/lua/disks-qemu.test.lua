@@ -113,6 +113,14 @@ test("an image is copied for a writable disk and read in place for a read-only o
     t:assert_eq(again:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
     t:assert_contains(t:assert_raises(function() again:write_sectors(0, string.rep("x", 512)) end), "is read-only")
     t:assert(vm:run("echo x | dd of=" .. again:device() .. " bs=512 count=1 conv=sync oflag=direct 2>&1").exit_code ~= 0, "the guest cannot write a read-only disk")
+    if id == "raw" then
+      -- A restore leaves the image read in place alone (it is the user's file).
+      local snap = vm:snapshot()
+      vm:shutdown()
+      vm:restore(snap)
+      t:assert_eq(again:read_sectors(0, 1):sub(1, 18), "raw image sector 0")
+      snap:delete()
+    end
     again:detach()
   end
 end)

@@ -255,7 +255,8 @@ export class SessionDisks {
         await this._moveTo(vd, disk, [overlayPath]);
         continue;
       }
-      await copySparse(saved, vd.disk.path);
+      // A read-only image QEMU reads in place is the user's file, unchanged: never written.
+      if (vd.files.includes(vd.disk.path)) await copySparse(saved, vd.disk.path);
     }
   }
 
