@@ -62,7 +62,7 @@ interface VmDisk {
   detached: boolean;
   /** The guest generation it was plugged into. */
   pluggedGeneration: number | null;
-  /** Its random source and fault reporter, kept by whichever medium the disk is on. */
+  /** Its random source and fault reporter, for whichever medium the disk is on. */
   owner: DiskOwner;
   /** Files of the current medium this session made (removed when a restore replaces it). */
   files: string[];
@@ -249,8 +249,8 @@ export class SessionDisks {
           name,
           image: { kind: 'overlay', backingPath: saved, overlayPath, sizeBytes: vd.disk.sizeBytes },
           readOnly: vd.readonly,
-          random: () => vd.owner.random(),
-          onFault: (event) => vd.owner.onFault(event),
+          random: vd.owner.random,
+          onFault: vd.owner.onFault,
         });
         await this._moveTo(vd, disk, [overlayPath]);
         continue;

@@ -17,6 +17,12 @@ import type { ManagedVm } from './managed-vm.js';
 import { ParkedBySpare } from './parked.js';
 
 type DiskDevice = Extract<SlotDevice, { kind: 'disk' }>;
+/** A parked disk and who it answers to: nobody until a file takes it (it has no faults, so neither is called). */
+interface Parked {
+  disk: Disk;
+  answersTo: { owner: DiskOwner };
+}
+const kNobody: DiskOwner = { random: Math.random, onFault: () => undefined };
 
 /** The parked disks of each spare that has disks, until a file takes it. */
 const parkedBySpare = new ParkedBySpare<ParkedDisks>();
@@ -31,8 +37,8 @@ export class ParkedDisks implements DiskHandover {
     private readonly _server: NbdServer,
     /** The disks as the spare's QEMU plugs them: exports of this object's server. */
     readonly devices: DiskDevice[],
-    /** Untaken disks and who they answer to, by serial. */
-    private readonly _disks: Map<string, { disk: Disk; owner: DiskOwner }>,
+    /** Untaken disks, by serial. */
+    private readonly _disks: Map<string, Parked>,
   ) {}
 
   /** Clones the contents `snapshot` saved for each disk of `devices`, and serves them. */
@@ -40,25 +46,24 @@ export class ParkedDisks implements DiskHandover {
     // Marked with our pid: a killed run's clones are swept by the next run (temp-dirs.ts).
     const dir = await ownedTempDir('provium-parked-disks-');
     const server = new NbdServer({ socketPath: path.join(dir, 'nbd.sock') });
-    const disks = new Map<string, { disk: Disk; owner: DiskOwner }>();
+    const disks = new Map<string, Parked>();
     const parked = new ParkedDisks(dir, server, [], disks);
     try {
       await server.start();
       const tag = nextSpareDisks++;
       for (const d of devices) {
         const contents = diskFileOf(snapshot, d.serial);
-        // An owner until a file takes the disk: no faults are set, so neither is ever called.
-        const entry = { disk: undefined as unknown as Disk, owner: { random: Math.random, onFault: () => undefined } as DiskOwner };
-        entry.disk = await Disk.open({
+        const answersTo = { owner: kNobody };
+        const disk = await Disk.open({
           name: `spare${tag}-${d.serial}`,
           image: { kind: 'overlay', backingPath: contents, overlayPath: path.join(dir, `${d.serial}.overlay`), sizeBytes: (await stat(contents)).size },
           readOnly: d.readonly,
-          random: () => entry.owner.random(),
-          onFault: (event) => entry.owner.onFault(event),
+          random: () => answersTo.owner.random(),
+          onFault: (event) => answersTo.owner.onFault(event),
         });
-        disks.set(d.serial, entry);
-        server.addExport(entry.disk);
-        parked.devices.push({ ...d, backend: { kind: 'nbd', socketPath: server.socketPath, exportName: entry.disk.name } });
+        disks.set(d.serial, { disk, answersTo });
+        server.addExport(disk);
+        parked.devices.push({ ...d, backend: { kind: 'nbd', socketPath: server.socketPath, exportName: disk.name } });
       }
     } catch (err) {
       await parked.close();
@@ -81,7 +86,7 @@ export class ParkedDisks implements DiskHandover {
     const entry = this._disks.get(serial);
     if (!entry) return undefined;
     this._disks.delete(serial);
-    entry.owner = owner;
+    entry.answersTo.owner = owner;
     return entry.disk;
   }
 
