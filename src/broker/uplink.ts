@@ -32,7 +32,7 @@ export class BridgeUplink {
     let qemu: UplinkQemu | undefined;
     try {
       // 2. QEMU, then its connection or its exit, whichever comes first.
-      qemu = await UplinkQemu.launch({ name: sw.name, net: addresses.subnet, host: addresses.gateway, dns: addresses.dns, socketPath });
+      qemu = await UplinkQemu.launch({ name: sw.name, net: addresses.subnet, host: addresses.gateway, dns: addresses.dns, socketPath, stderrPath: path.join(dir, 'uplink.stderr') });
       const started = qemu;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

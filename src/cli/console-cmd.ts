@@ -8,7 +8,8 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { buildFilesCpio } from '../broker/boot-files.js';
@@ -22,7 +23,7 @@ import { buildQemuArgs, type LaunchSpec } from '../vmm/cmdline.js';
 import { hostTscKhz } from '../vmm/host.js';
 import { imageInfo } from '../vmm/image.js';
 import { qemuBinary } from '../vmm/paths.js';
-import { agentOverlayPath, findSetpriv } from '../vmm/qemu.js';
+import { agentOverlayPath } from '../vmm/qemu.js';
 import { pickProfile } from './profile-pick.js';
 
 export interface ConsoleFlags {
@@ -92,7 +93,8 @@ export async function consoleCommand(
     return ExitCode.ok;
   }
 
-  // 3. QEMU owns the terminal until it exits; it dies with us (pdeathsig).
+  // 3. QEMU owns the terminal until it exits, so it is spawned here, not by the process
+  // launcher; it dies with us (setpriv's pdeathsig).
   const setpriv = await findSetpriv();
   const full = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...argv] : argv;
   const ignore = (): void => {};
@@ -149,4 +151,18 @@ async function consoleInitrd(profile: Profile, cacheDir: string): Promise<string
 /** POSIX shell quoting: bare when safe, else single-quoted. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** setpriv(1) on PATH, for --pdeathsig (the console's QEMU dies with provium). */
+async function findSetpriv(): Promise<string | undefined> {
+  for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
+    const p = path.join(dir, 'setpriv');
+    try {
+      await access(p, constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return undefined;
 }

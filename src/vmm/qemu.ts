@@ -92,7 +92,6 @@ export function qemuEnv(): NodeJS.ProcessEnv {
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
 const live = new Set<QemuVm>();
 let exitHookInstalled = false;
-let setprivPath: Promise<string | undefined> | undefined;
 
 /** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs. */
 export function killAllQemu(): void {
@@ -391,7 +390,8 @@ async function concatInitrds(parts: string[], dest: string): Promise<string> {
   return dest;
 }
 
-async function tailFile(path: string, maxBytes: number): Promise<string> {
+/** The last `maxBytes` of a file as text ('' when it is missing). */
+export async function tailFile(path: string, maxBytes: number): Promise<string> {
   let fh;
   try {
     fh = await open(path, 'r');
@@ -407,18 +407,6 @@ async function tailFile(path: string, maxBytes: number): Promise<string> {
   } finally {
     await fh.close();
   }
-}
-
-/** setpriv(1) on PATH, for --pdeathsig (QEMU processes die with the run). */
-export function findSetpriv(): Promise<string | undefined> {
-  setprivPath ??= (async () => {
-    for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
-      const p = join(dir, 'setpriv');
-      try { await access(p, fsConstants.X_OK); return p; } catch { /* next */ }
-    }
-    return undefined;
-  })();
-  return setprivPath;
 }
 
 function installExitHook(): void {

@@ -1,11 +1,12 @@
 // A guest-less QEMU that lends a bridge its user-mode network (slirp): `-machine none`, a
 // `user` netdev and a `stream` netdev dialling the bridge's switch, joined by a hub. No root,
-// no TAP. Like every QEMU here it must not outlive the harness: it runs under
-// `setpriv --pdeathsig KILL` (spawned from the main thread), and an `exit` hook SIGKILLs the
-// ones still alive.
+// no TAP. Like every QEMU here it must not outlive the harness: the process launcher starts it
+// (dying with the harness, it takes its children along), and an `exit` hook SIGKILLs the ones
+// still alive.
 
 import { qemuBinary } from './paths.js';
-import { findSetpriv } from './qemu.js';
+import { launchProcess, type LaunchError } from './process-launcher.js';
+import { qemuEnv, tailFile } from './qemu.js';
 
 export interface UplinkQemuSpec {
   /** For messages: the bridge it serves. */
@@ -18,6 +19,8 @@ export interface UplinkQemuSpec {
   dns: string;
   /** The switch port's socket; it must be listening already (a stream client never retries). */
   socketPath: string;
+  /** Where QEMU's stderr goes (the bridge's directory): its last bytes explain an exit. */
+  stderrPath: string;
 }
 
 export interface UplinkQemuExit {
@@ -60,25 +63,12 @@ export class UplinkQemu {
       '-netdev', 'hubport,id=h0,hubid=0,netdev=u0',
       '-netdev', 'hubport,id=h1,hubid=0,netdev=s0',
     ];
-    const setpriv = await findSetpriv();
     const bin = qemuBinary();
-    const argv = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', bin, ...args] : [bin, ...args];
-    const { execa } = await import('execa');
-    const child = execa(argv[0]!, argv.slice(1), { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true, buffer: false });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString('utf8')).slice(-kStderrKeepBytes);
+    const launched = await launchProcess([bin, ...args], { env: qemuEnv(), stderrPath: spec.stderrPath }).catch((err: LaunchError) => {
+      throw new Error(`uplink of bridge \`${spec.name}\`: could not start ${bin}: ${err.message}`);
     });
-    const exited = child.then((r) => ({
-      code: r.exitCode ?? null,
-      signal: r.signal ?? null,
-      stderr: stderr || (r.failed && r.exitCode === undefined ? String(r.shortMessage ?? '') : ''),
-    }));
-    if (child.pid === undefined) {
-      const e = await exited;
-      throw new Error(`uplink of bridge \`${spec.name}\`: could not start ${bin}: ${e.stderr}`);
-    }
-    const q = new UplinkQemu(child.pid, exited);
+    const exited = launched.exit.then(async (e) => ({ code: e.code, signal: e.signal, stderr: await tailFile(spec.stderrPath, kStderrKeepBytes) }));
+    const q = new UplinkQemu(launched.pid, exited);
     live.add(q);
     if (!exitHookInstalled) {
       exitHookInstalled = true;
