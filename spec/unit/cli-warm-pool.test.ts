@@ -82,15 +82,16 @@ describe('the warm pool (real guests)', () => {
     assert.equal(first.payload['file'], 'plain1.test.lua');
   });
 
-  it('a lab fixture on a bridge: later files take spares whose NICs join their bridge', async () => {
+  it('a lab fixture on a bridge: later files take spares whose NICs join their bridge, and whose disk is their own', async () => {
     await mkdir(path.join(dir, 't/fx'), { recursive: true });
     await writeFile(
       path.join(dir, 't/fx/pair.fixture.lua'),
       [
-        'local a = provium:vm("a", "minimal", {memory = "128M"})',
+        'local a = provium:vm("a", "minimal", {memory = "128M", disks = {{id = "data", size = "4M"}}})',
         'local b = provium:vm("b", "minimal", {memory = "128M"})',
         'provium:bridge("net"):attach({a, b})',
         'provium:boot()',
+        'a:disk("data"):write_sectors(0, "lab fixture" .. string.rep("\\0", 501))',
         'return provium:snapshot()',
         '',
       ].join('\n'),
@@ -106,6 +107,9 @@ describe('the warm pool (real guests)', () => {
           '  local a, b = lab:vm("a"), lab:vm("b")',
           '  t:log("seen=" .. a:run("ls /tmp | grep -c marker || true").stdout:gsub("%s", ""))',
           `  a:write_file("/tmp/marker-${n}", "x")`,
+          '  t:assert_eq(a:disk("data"):read_sectors(0, 1):sub(1, 11), "lab fixture")',
+          `  a:disk("data"):write_sectors(0, "file ${n}" .. string.rep("\\0", 506))`,
+          `  t:assert_eq(a:run("dd if=/dev/vda bs=4k count=1 iflag=direct 2>/dev/null | head -c 6").stdout, "file ${n}")`,
           '  t:assert(a:run("ping -c1 -W5 b"):ok(), "a reaches b over the bridge")',
           '  t:assert(b:run("ping -c1 -W5 a"):ok(), "b reaches a over the bridge")',
           '  a:run("sleep 1"):assert_ok()',
