@@ -13,7 +13,7 @@ import { after, describe, it } from 'node:test';
 import { BootCache } from '../../src/broker/boot-cache.js';
 import { minimalProfile } from '../../src/config/profiles.js';
 import { capConsoleLog } from '../../src/vmm/console-log.js';
-import { QemuVm } from '../../src/vmm/qemu.js';
+import { killAllQemu, QemuVm } from '../../src/vmm/qemu.js';
 import { ownedTempDir, sweepStale } from '../../src/vmm/temp-dirs.js';
 import { FakeError, runLua } from './lua-fake-broker.js';
 
@@ -95,6 +95,27 @@ describe("a dead VM's console", () => {
       await vm.stop({ graceMs: 500 });
       assert.equal(existsSync(vm.scratchDir), false);
       assert.match(await vm.consoleTail(), /stand-in console/);
+    } finally {
+      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
+      else process.env['PROVIUM_QEMU'] = saved;
+    }
+  });
+
+  it('killAllQemu (a forced exit) removes the scratch dir of a QEMU that exited but was not stopped yet', { skip: missing }, async () => {
+    const saved = process.env['PROVIUM_QEMU'];
+    process.env['PROVIUM_QEMU'] = standin;
+    const kernel = path.join(scratch, 'vmlinux');
+    const initrd = path.join(scratch, 'initrd.img');
+    writeFileSync(kernel, 'stand-in kernel\n');
+    writeFileSync(initrd, 'stand-in initrd\n');
+    try {
+      const profile = { ...minimalProfile({ kernel, initrd }), accel: 'tcg' as const, memoryBytes: 64 * MiB };
+      const vm = await QemuVm.launch({ name: 'leftovers-forced', profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 });
+      vm.kill();
+      await vm.exited;
+      assert.equal(existsSync(vm.scratchDir), true, 'stop() has not run: the scratch dir is still there');
+      killAllQemu();
+      assert.equal(existsSync(vm.scratchDir), false);
     } finally {
       if (saved === undefined) delete process.env['PROVIUM_QEMU'];
       else process.env['PROVIUM_QEMU'] = saved;

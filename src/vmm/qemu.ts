@@ -91,16 +91,28 @@ export function qemuEnv(): NodeJS.ProcessEnv {
 
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
 const live = new Set<QemuVm>();
+/**
+ * Every scratch dir this process made and has not removed yet, with its guest's RAM file: from
+ * before QEMU starts (one it started mid-launch dies with the launcher) to after QEMU exited.
+ */
+const unremoved = new Set<ScratchFiles>();
+interface ScratchFiles {
+  scratchDir: string;
+  ram?: GuestRam;
+}
 let exitHookInstalled = false;
 
-/** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs. */
+/** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs and RAM files. */
 export function killAllQemu(): void {
   for (const vm of live) {
     try { process.kill(vm.pid, 'SIGKILL'); } catch { /* already gone */ }
-    try { rmSync(vm.scratchDir, { recursive: true, force: true }); } catch { /* best effort at exit */ }
-    if (vm.ram?.shared) try { rmSync(vm.ram.path, { force: true }); } catch { /* best effort at exit */ }
+  }
+  for (const files of unremoved) {
+    try { rmSync(files.scratchDir, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+    if (files.ram?.shared) try { rmSync(files.ram.path, { force: true }); } catch { /* best effort at exit */ }
   }
   live.clear();
+  unremoved.clear();
 }
 
 export class QemuVm {
@@ -119,6 +131,8 @@ export class QemuVm {
   /** The console's last bytes, read just before stop() removed the scratch dir. */
   private _keptConsole: string | undefined;
   private _consoleCap: { stop(): void } | undefined;
+  /** Its scratch dir and RAM file, tracked until stop() removes them (killAllQemu removes them at exit). */
+  private _files: ScratchFiles | undefined;
 
   private constructor(
     readonly spec: LaunchSpec,
@@ -187,12 +201,16 @@ export class QemuVm {
     // 2. Private scratch dir, marked with our pid so a later run can sweep it if we die without
     //    cleaning up (SIGKILL); the first launch sweeps what dead runs left (temp-dirs.ts).
     const scratch = await ownedTempDir(kScratchPrefix);
+    const files: ScratchFiles = { scratchDir: scratch };
+    unremoved.add(files);
+    installExitHook();
     let server: Server | undefined;
     let ram: GuestRam | undefined;
     let spawned = false;
     try {
       const guestRam = await prepareGuestRam(spec);
       ram = guestRam.ram;
+      if (ram) files.ram = ram;
       const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
       const paths = {
         qmpSocketPath: join(scratch, 'qmp.sock'),
@@ -223,6 +241,7 @@ export class QemuVm {
       });
       const exit: Promise<QemuExit> = launched.exit.then(async (e) => ({ ...e, stderrTail: await tailFile(stderrPath, kStderrTailBytes) }));
       const vm = new QemuVm(spec, accel, scratch, launched.pid, argv, ram, exit);
+      vm._files = files;
       spawned = true;
       live.add(vm);
       // A chatty guest must not fill the temp dir: the log keeps its boot and its last MiBs.
@@ -261,6 +280,7 @@ export class QemuVm {
       await rm(scratch, { recursive: true, force: true });
       // Once QEMU was spawned, its exit removes the RAM file.
       if (ram?.shared && !spawned) await rm(ram.path, { force: true });
+      unremoved.delete(files);
       throw err;
     } finally {
       server?.close();
@@ -306,6 +326,7 @@ export class QemuVm {
     }
     this._keptConsole = await tailFile(this.consoleLogPath, kConsoleKeptBytes);
     await rm(this.scratchDir, { recursive: true, force: true });
+    if (this._files) unremoved.delete(this._files);
   }
 }
 
