@@ -14,7 +14,7 @@ import { BootCache } from '../../src/broker/boot-cache.js';
 import { minimalProfile } from '../../src/config/profiles.js';
 import { capConsoleLog } from '../../src/vmm/console-log.js';
 import { killAllQemu, QemuVm } from '../../src/vmm/qemu.js';
-import { ownedTempDir, sweepStale } from '../../src/vmm/temp-dirs.js';
+import { ownedTempDir, removeOwnedSync, sweepStale } from '../../src/vmm/temp-dirs.js';
 import { FakeError, runLua } from './lua-fake-broker.js';
 
 const KiB = 1024;
@@ -183,6 +183,30 @@ describe('what a killed run left behind', () => {
       assert.deepEqual(removed.sort(), stale.sort());
       for (const p of stale) assert.equal(existsSync(p), false, p);
       for (const p of keep) assert.equal(existsSync(p), true, p);
+    } finally {
+      for (const [k, v] of [['PROVIUM_RUNTIME_DIR', saved.rt], ['TMPDIR', saved.tmp]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
+  it('at exit (or a forced kill) a run removes everything it owns in the temp dirs, and nothing else', async () => {
+    const runtime = mkdtempSync(path.join(scratch, 'own-'));
+    const saved = { rt: process.env['PROVIUM_RUNTIME_DIR'], tmp: process.env['TMPDIR'] };
+    process.env['PROVIUM_RUNTIME_DIR'] = runtime;
+    process.env['TMPDIR'] = runtime;
+    try {
+      const mine = [await ownedTempDir('provium-disks-'), await ownedTempDir('provium-parked-disks-'), path.join(runtime, `provium-snap-${process.pid}-7.bin`)];
+      writeFileSync(mine[2]!, 'snapshot');
+      const others = [path.join(runtime, `provium-snap-${process.pid + 1}-7.bin`), path.join(runtime, 'provium-br-other'), path.join(runtime, 'unrelated')];
+      writeFileSync(others[0]!, 'another run');
+      mkdirSync(others[1]!);
+      writeFileSync(path.join(others[1]!, 'owner'), `${process.pid + 1}\n`);
+      mkdirSync(others[2]!);
+      removeOwnedSync();
+      for (const p of mine) assert.equal(existsSync(p), false, p);
+      for (const p of others) assert.equal(existsSync(p), true, p);
     } finally {
       for (const [k, v] of [['PROVIUM_RUNTIME_DIR', saved.rt], ['TMPDIR', saved.tmp]] as const) {
         if (v === undefined) delete process.env[k];

@@ -24,7 +24,7 @@ import { acquireFileLock } from './file-lock.js';
 import { imageInfo } from './image.js';
 import { cacheDir, noMallocTrimPath, qemuBinary } from './paths.js';
 import { QmpClient } from './qmp.js';
-import { ownedTempDir } from './temp-dirs.js';
+import { ownedTempDir, removeOwnedSync } from './temp-dirs.js';
 import { watchConsoleLog } from './console-log.js';
 
 // The QEMU-layer surface the broker uses is importable from here (choosing the accelerator is
@@ -33,7 +33,7 @@ export type { LaunchSpec } from './cmdline.js';
 export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf, snapshotFileBytes } from './snapshot.js';
 export { ramImageOf } from './guest-ram.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
-export { ownedTempDir, isStaleOwner, sweepStaleOnce } from './temp-dirs.js';
+export { ownedTempDir, isStaleOwner, sweepStaleOnce, removeOwnedSync } from './temp-dirs.js';
 
 /** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
 export const kLaunchTimeoutMs = 30_000;
@@ -433,5 +433,8 @@ export async function tailFile(path: string, maxBytes: number): Promise<string> 
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', killAllQemu);
+  process.on('exit', () => {
+    killAllQemu();
+    removeOwnedSync();
+  });
 }

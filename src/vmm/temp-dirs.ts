@@ -6,6 +6,7 @@
 // process that is gone. Boot-snapshot `.tmp` files in the cache go the same way (boot-cache.ts,
 // through isStaleOwner).
 
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -50,10 +51,15 @@ export function sweepStaleOnce(): Promise<void> {
   return sweeping;
 }
 
-/** Removes, from the scratch parent, the OS temp dir and the RAM dir, every entry of ours whose owner is gone. */
+/** Where runs put what they own: the scratch parent, the OS temp dir and the RAM dir. */
+function tempParents(): Set<string> {
+  return new Set([scratchParent(), tmpdir(), ramDir() ?? tmpdir()]);
+}
+
+/** Removes, from the temp parents, every entry of ours whose owner is gone. */
 export async function sweepStale(): Promise<string[]> {
   const removed: string[] = [];
-  for (const parent of new Set([scratchParent(), tmpdir(), ramDir() ?? tmpdir()])) {
+  for (const parent of tempParents()) {
     for (const name of await readdir(parent).catch(() => [] as string[])) {
       const entry = join(parent, name);
       if (await isStaleEntry(entry, name)) {
@@ -75,4 +81,37 @@ async function isStaleEntry(entry: string, name: string): Promise<boolean> {
   const mtimeMs = (await stat(entry).catch(() => undefined))?.mtimeMs;
   if (mtimeMs === undefined) return false;
   return Date.now() - mtimeMs > (prefix === 'provium-vm-' ? kNoOwnerMinAgeMs.scratch : kNoOwnerMinAgeMs.other);
+}
+
+/**
+ * Synchronously removes everything this process owns in the temp parents: at exit, and when a
+ * second Ctrl-C kills at once, what a cut-short teardown left (a session's disks, a bridge, a
+ * parked spare's sockets) goes with the run instead of waiting for the next run's sweep.
+ */
+export function removeOwnedSync(): void {
+  for (const parent of tempParents()) {
+    let names: string[];
+    try {
+      names = readdirSync(parent);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const entry = join(parent, name);
+      if (ownerOfSync(entry, name) === process.pid) {
+        try { rmSync(entry, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+      }
+    }
+  }
+}
+
+function ownerOfSync(entry: string, name: string): number | undefined {
+  const named = kPidInName.exec(name);
+  if (named) return Number(named[1]);
+  if (!kOwnedPrefixes.some((p) => name.startsWith(p))) return undefined;
+  try {
+    return Number.parseInt(readFileSync(join(entry, 'owner'), 'utf8'), 10);
+  } catch {
+    return undefined;
+  }
 }
