@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { BootCache } from '../../src/broker/boot-cache.js';
 import { consoleLogOf } from '../../src/vmm/snapshot.js';
+import { minimalProfile } from '../../src/config/profiles.js';
 
 describe('BootCache.store', () => {
   const dirs: string[] = [];
@@ -118,6 +119,33 @@ describe('BootCache on a full filesystem (a 1 MiB tmpfs; needs root)', () => {
     } finally {
       execFileSync('umount', [mnt]);
       await rm(mnt, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('BootCache.key', () => {
+  it('names the boot files by their bytes: a copy elsewhere keeps the key, other bytes under the old size and mtime do not', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-bootkey-'));
+    try {
+      const kernel = path.join(dir, 'vmlinuz');
+      const initrd = path.join(dir, 'initrd.img');
+      await writeFile(kernel, 'kernel one');
+      await writeFile(initrd, 'initrd');
+      const specOf = (k: string) => ({ name: 'k', profile: { ...minimalProfile({ kernel: k, initrd }), injectAgent: false }, memoryBytes: 64 * 1024 * 1024, cpus: 1 });
+      const c = new BootCache(dir);
+      const first = await c.key(specOf(kernel), process.execPath);
+      assert.ok(first);
+      // A cache restored elsewhere (CI): the same bytes at another path, with a new mtime and inode.
+      const moved = path.join(dir, 'restored-vmlinuz');
+      await writeFile(moved, 'kernel one');
+      assert.equal(await c.key(specOf(moved), process.execPath), first);
+      // A rebuilt kernel that kept the size and the mtime.
+      const st = await stat(kernel);
+      await writeFile(kernel, 'kernel two');
+      await utimes(kernel, st.atime, st.mtime);
+      assert.notEqual(await c.key(specOf(kernel), process.execPath), first);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -5,14 +5,12 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileStamp } from '../../src/vmm/file-hash.js';
+import { contentHash, fileStamp, keepHashesIn } from '../../src/vmm/file-hash.js';
 import {
-  contentHash,
   FixtureCycleError,
   fixtureKey,
   FixtureNotFoundError,
   FixtureRefError,
-  keepHashesIn,
   resolveFixture,
   type FixtureKeyInputs,
 } from '../../src/broker/fixture-key.js';
@@ -291,7 +289,7 @@ describe('legacy fixtures (seed 002: provium.fixture("name") → fixtures/<name>
 });
 
 describe('content hashes across runs', () => {
-  const moduleUrl = new URL('../../src/broker/fixture-key.js', import.meta.url).href;
+  const moduleUrl = new URL('../../src/vmm/file-hash.js', import.meta.url).href;
   /** contentHash(file) in a new process (nothing remembered in memory), with the memo `memo`. */
   const hashInNewRun = (memo: string, file: string): string =>
     execFileSync(process.execPath, ['--input-type=module', '-e',

@@ -1,9 +1,12 @@
 // Boot snapshots (DESIGN §4): the first cold boot of a boot key saves the guest at agent-ready;
-// later boots of that key restore it. The key holds everything that shapes early boot.
+// later boots of that key restore it. The key holds everything that shapes early boot, its files
+// (kernel, initrd, root image, agent, QEMU) by content: a cache restored onto a fresh machine
+// keeps its snapshots, and a rebuilt kernel with the old size and mtime does not.
 //
 // Beside each `<key>.snap`: its RAM image (`.ram`, guest-ram.ts), its console log (`.console`,
 // replayed on restore) and its checksum (`.sum`: size, mtime and sha1 when saved; the RAM image's
-// size and mtime, as hashing its 512 MiB of mostly holes would cost more than the boot it saves). lookup() compares the size and mtime (a stat); a file
+// size and mtime, as hashing its 512 MiB of mostly holes would cost more than the boot it saves).
+// lookup() compares the size and mtime (a stat); a file
 // written since is hashed, and other bytes make it corrupt: it is removed with one line naming it,
 // and the boot is cold and saves a new one. A snapshot that fails to restore is removed the same
 // way (discard). sha1 is against corruption, not an attacker: 1.5 GB/s here, sha256 0.3 GB/s.
@@ -18,7 +21,7 @@ import { consoleLogOf, isNoSpace } from '../vmm/snapshot.js';
 import { kSnapshotFormat, ramImageOf } from '../vmm/guest-ram.js';
 import { acquireFileLock } from '../vmm/file-lock.js';
 import { qemuBinaryPath } from '../vmm/paths.js';
-import { hashFile } from '../vmm/file-hash.js';
+import { contentHash, hashFile } from '../vmm/file-hash.js';
 
 /** Snapshots kept per host; the least recently used go first. Each is roughly the guest's used RAM. */
 const MAX_BOOT_SNAPSHOTS = 12;
@@ -38,14 +41,9 @@ function sumOf(snapshotFile: string): string {
   return `${snapshotFile}.sum`;
 }
 
-async function fileStamp(file: string | undefined): Promise<string> {
-  if (!file) return '-';
-  try {
-    const st = await stat(file);
-    return `${file}@${st.size}:${st.mtimeMs}`;
-  } catch {
-    return `${file}@missing`;
-  }
+/** A file of the boot, by its bytes (contentHash, remembered by stamp: a stat per boot). */
+async function fileKey(file: string | undefined): Promise<string> {
+  return file ? contentHash(file) : '-';
 }
 
 export class BootCache {
@@ -68,14 +66,14 @@ export class BootCache {
     const parts = [
       `protocol=${PROTOCOL_VERSION}`,
       `profile=${p.name}`,
-      `kernel=${await fileStamp(p.kernel)}`,
-      `initrd=${await fileStamp(p.initrd)}`,
-      `root=${p.rootImage === undefined ? 'none' : await fileStamp(p.rootImage)}`,
+      `kernel=${await fileKey(p.kernel)}`,
+      `initrd=${await fileKey(p.initrd)}`,
+      `root=${p.rootImage === undefined ? 'none' : await fileKey(p.rootImage)}`,
       `cmdline=${spec.cmdlineReplace ?? p.cmdline}|${spec.cmdlineAppend ?? ''}`,
       `machine=${p.machine}`,
       `accel=${p.accel}`,
       // The agent that answers in the snapshot: a rebuilt agent needs a new boot.
-      `agent=${p.injectAgent ? await fileStamp(await agentOverlayPath(`profile ${p.name}`)) : 'none'}`,
+      `agent=${p.injectAgent ? await fileKey(await agentOverlayPath(`profile ${p.name}`)) : 'none'}`,
       // The machine's device layout: a snapshot only loads into the same set of devices.
       `hotplug=${spec.hotplugSlots ?? kDefaultHotplugSlots}`,
       // Fixed devices changed (pvpanic, the agent port's id): older snapshots do not load.
@@ -83,7 +81,7 @@ export class BootCache {
       `snapshot-format=${kSnapshotFormat}`,
       `memory=${spec.memoryBytes}`,
       `cpus=${spec.cpus}`,
-      `qemu=${await fileStamp(await qemuBinaryPath(qemuBinary))}`,
+      `qemu=${await fileKey(await qemuBinaryPath(qemuBinary))}`,
     ];
     return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 32);
   }

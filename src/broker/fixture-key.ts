@@ -12,9 +12,7 @@
 //   6. each literal host file (push_file, depends_on_file, a disk's image): its path relative to
 //      the fixture and its content hash, or `missing`.
 // Only the fixture's and its modules' own text is scanned (src/config/lua-scan.ts). Files are
-// hashed by content, never by mtime: CI restores a cached directory onto a fresh clone, where every
-// mtime is new. A hash is remembered by path, size, mtime, ctime and inode: per process, and for
-// large files also across runs (keepHashesIn), so a large kernel is read once per cache.
+// hashed by content (contentHash, src/vmm/file-hash.ts), never by mtime.
 
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -23,15 +21,10 @@ import { scanLua, type LuaStatics } from '../config/lua-scan.js';
 import { kFixtureSuffix } from '../config/config.js';
 import { legacyFixtureBase, legacyFixtureCandidates, legacyFixtureRefOf } from '../config/legacy-fixtures.js';
 import type { Profile } from '../config/profiles.js';
-import { fileStamp, hashFile, HashMemo } from '../vmm/file-hash.js';
+import { contentHash } from '../vmm/file-hash.js';
 
 /** Bumped when the way the key is computed changes, so that old cache entries stop matching. */
 const kKeyScheme = 'fixture-key/1';
-/**
- * A file modified this recently may change again within the same timestamp tick (Linux stamps
- * files from a coarse clock), so its hash is not remembered: the next call reads it again.
- */
-const kRacyWindowMs = 2_000;
 
 /** A fixture ref that names no file under the roots. */
 export class FixtureNotFoundError extends Error {
@@ -235,58 +228,6 @@ async function profileParts(name: string, profile: Profile | undefined): Promise
     parts.push(`${p}.disks[${i + 1}]=${fields.join(' ')}`);
   }
   return parts;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Content hashes, remembered per process, and for large files across runs.
-
-interface Remembered {
-  /** fileStamp when hashed: any change means the file must be read again. */
-  stamp: string;
-  hash: Promise<string>;
-}
-const kHashes = new Map<string, Remembered>();
-/** Smaller files are read again each run: cheaper than growing the memo. */
-const kMemoMinBytes = 1024 * 1024;
-let gMemo: HashMemo | undefined;
-
-/** Remembers the hashes of large files across runs in `file` (the cache's; undefined: per process only). */
-export function keepHashesIn(file: string | undefined): void {
-  gMemo = file === undefined ? undefined : gMemo?.file === file ? gMemo : new HashMemo(file);
-}
-
-/** `sha256:<hex>` of a file's bytes; `missing` when there is none; `not a file` for a directory. */
-export async function contentHash(file: string): Promise<string> {
-  let st;
-  try {
-    st = await stat(file, { bigint: true });
-  } catch (err) {
-    return absent(err);
-  }
-  if (!st.isFile()) return 'not a file';
-  const stamp = fileStamp(st);
-  const remembered = kHashes.get(file);
-  if (remembered?.stamp === stamp) return remembered.hash;
-  // Only a file that has been still for a while is safe to remember (see kRacyWindowMs).
-  const still = BigInt(Date.now() - kRacyWindowMs) * 1_000_000n > st.mtimeNs;
-  const memo = still && st.size >= kMemoMinBytes ? gMemo : undefined;
-  const hash = (async () => {
-    const known = await memo?.get(file, stamp);
-    if (known !== undefined) return known;
-    const computed = `sha256:${await hashFile(file)}`;
-    await memo?.put(file, stamp, computed);
-    return computed;
-  })().catch(absent);
-  if (still) kHashes.set(file, { stamp, hash });
-  return hash;
-}
-
-/** What to fold in for a file that cannot be read: creating it later must change the key. */
-function absent(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
-  if (code === 'EISDIR') return 'not a file';
-  return `unreadable (${code ?? (err as Error).message})`;
 }
 
 function sha256(bytes: Uint8Array): string {

@@ -20,7 +20,8 @@ import { kSnapshotFormat } from '../vmm/guest-ram.js';
 import { agentOverlayPath } from '../vmm/qemu.js';
 import { qemuBinaryPath } from '../vmm/paths.js';
 import { FixtureCache, FixtureCorruptError, type FixtureEntry } from './fixture-cache.js';
-import { contentHash, fixtureKey, keepHashesIn, type FixtureKey } from './fixture-key.js';
+import { contentHash, keepHashesIn } from '../vmm/file-hash.js';
+import { fixtureKey, type FixtureKey } from './fixture-key.js';
 import { BrokerError } from './rpc-server.js';
 import { readLabManifest } from './snapshot-files.js';
 

@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 
 /** Hex digest of `path`'s bytes. sha1 where it guards against corruption only (4x faster here). */
 export function hashFile(path: string, algorithm: 'sha1' | 'sha256' = 'sha256'): Promise<string> {
@@ -83,4 +83,64 @@ async function readMemo(file: string): Promise<Map<string, MemoEntry>> {
   } catch {
     return new Map();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content hashes of the files a cache key names (fixture keys, boot snapshots), remembered per
+// process, and for large files across runs. Never by mtime alone: CI restores a cached directory
+// onto a fresh clone, where every mtime is new, and a rebuilt file may keep its size and mtime.
+
+/**
+ * A file modified this recently may change again within the same timestamp tick (Linux stamps
+ * files from a coarse clock), so its hash is not remembered: the next call reads it again.
+ */
+const kRacyWindowMs = 2_000;
+
+interface Remembered {
+  /** fileStamp when hashed: any change means the file must be read again. */
+  stamp: string;
+  hash: Promise<string>;
+}
+const kHashes = new Map<string, Remembered>();
+/** Smaller files are read again each run: cheaper than growing the memo. */
+const kMemoMinBytes = 1024 * 1024;
+let gMemo: HashMemo | undefined;
+
+/** Remembers the hashes of large files across runs in `file` (the cache's; undefined: per process only). */
+export function keepHashesIn(file: string | undefined): void {
+  gMemo = file === undefined ? undefined : gMemo?.file === file ? gMemo : new HashMemo(file);
+}
+
+/** `sha256:<hex>` of a file's bytes; `missing` when there is none; `not a file` for a directory. */
+export async function contentHash(file: string): Promise<string> {
+  let st;
+  try {
+    st = await stat(file, { bigint: true });
+  } catch (err) {
+    return absent(err);
+  }
+  if (!st.isFile()) return 'not a file';
+  const stamp = fileStamp(st);
+  const remembered = kHashes.get(file);
+  if (remembered?.stamp === stamp) return remembered.hash;
+  // Only a file that has been still for a while is safe to remember (see kRacyWindowMs).
+  const still = BigInt(Date.now() - kRacyWindowMs) * 1_000_000n > st.mtimeNs;
+  const memo = still && st.size >= kMemoMinBytes ? gMemo : undefined;
+  const hash = (async () => {
+    const known = await memo?.get(file, stamp);
+    if (known !== undefined) return known;
+    const computed = `sha256:${await hashFile(file)}`;
+    await memo?.put(file, stamp, computed);
+    return computed;
+  })().catch(absent);
+  if (still) kHashes.set(file, { stamp, hash });
+  return hash;
+}
+
+/** What to fold in for a file that cannot be read: creating it later must change the key. */
+function absent(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
+  if (code === 'EISDIR') return 'not a file';
+  return `unreadable (${code ?? (err as Error).message})`;
 }
