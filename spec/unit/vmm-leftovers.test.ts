@@ -79,7 +79,8 @@ describe("a dead VM's console", () => {
   const agent = path.join(repo, 'agent', 'build', 'provium-agent');
   const missing = !existsSync(agent) ? `${agent} is missing (make -C agent)` : undefined;
 
-  it('QemuVm keeps the console tail after stop() removed its scratch dir', { skip: missing }, async () => {
+  /** A QemuVm of the stand-in QEMU (qemu-standin.mjs), given to `use`. */
+  const withStandin = async (name: string, use: (vm: QemuVm) => Promise<void>): Promise<void> => {
     const saved = process.env['PROVIUM_QEMU'];
     process.env['PROVIUM_QEMU'] = standin;
     const kernel = path.join(scratch, 'vmlinux');
@@ -88,39 +89,31 @@ describe("a dead VM's console", () => {
     writeFileSync(initrd, 'stand-in initrd\n');
     try {
       const profile = { ...minimalProfile({ kernel, initrd }), accel: 'tcg' as const, memoryBytes: 64 * MiB };
-      const vm = await QemuVm.launch({ name: 'leftovers-console', profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 });
+      await use(await QemuVm.launch({ name, profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 }));
+    } finally {
+      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
+      else process.env['PROVIUM_QEMU'] = saved;
+    }
+  };
+
+  it('QemuVm keeps the console tail after stop() removed its scratch dir', { skip: missing }, () =>
+    withStandin('leftovers-console', async (vm) => {
       const deadline = Date.now() + 5000;
       while (!(await vm.consoleTail()).includes('stand-in console') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       assert.ok(readFileSync(path.join(vm.scratchDir, 'owner'), 'utf8').startsWith(`${process.pid}`));
       await vm.stop({ graceMs: 500 });
       assert.equal(existsSync(vm.scratchDir), false);
       assert.match(await vm.consoleTail(), /stand-in console/);
-    } finally {
-      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
-      else process.env['PROVIUM_QEMU'] = saved;
-    }
-  });
+    }));
 
-  it('killAllQemu (a forced exit) removes the scratch dir of a QEMU that exited but was not stopped yet', { skip: missing }, async () => {
-    const saved = process.env['PROVIUM_QEMU'];
-    process.env['PROVIUM_QEMU'] = standin;
-    const kernel = path.join(scratch, 'vmlinux');
-    const initrd = path.join(scratch, 'initrd.img');
-    writeFileSync(kernel, 'stand-in kernel\n');
-    writeFileSync(initrd, 'stand-in initrd\n');
-    try {
-      const profile = { ...minimalProfile({ kernel, initrd }), accel: 'tcg' as const, memoryBytes: 64 * MiB };
-      const vm = await QemuVm.launch({ name: 'leftovers-forced', profile, memoryBytes: 64 * MiB, cpus: 1, hotplugSlots: 0 });
+  it('killAllQemu (a forced exit) removes the scratch dir of a QEMU that exited but was not stopped yet', { skip: missing }, () =>
+    withStandin('leftovers-forced', async (vm) => {
       vm.kill();
       await vm.exited;
       assert.equal(existsSync(vm.scratchDir), true, 'stop() has not run: the scratch dir is still there');
       killAllQemu();
       assert.equal(existsSync(vm.scratchDir), false);
-    } finally {
-      if (saved === undefined) delete process.env['PROVIUM_QEMU'];
-      else process.env['PROVIUM_QEMU'] = saved;
-    }
-  });
+    }));
 
   it("a test that failed on a dead VM carries that VM's console excerpt", async () => {
     const { result } = await runLua(
