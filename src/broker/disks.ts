@@ -285,13 +285,16 @@ export class SessionDisks {
   /**
    * After a restore that plugged `vm`'s disks itself, on backends from backendOf: a "qemu" disk
    * came back with the rules of its policy now, as an NBD disk (whose policy is the server's) does.
-   * Its device is the one the restored guest has (a fixture's disk is new to this file).
+   * Its device is the one the restored guest has (a fixture's disk is new to this file): as the
+   * snapshot recorded it, else asked of the guest (a snapshot of an older version).
    */
-  async markRestored(vm: ManagedVm, serials: string[]): Promise<void> {
+  async markRestored(vm: ManagedVm, restored: { serial: string; guestDevice?: string }[]): Promise<void> {
     for (const vd of this._disks.get(vm) ?? []) {
-      if (!serials.includes(vd.id)) continue;
+      const saved = restored.find((d) => d.serial === vd.id);
+      if (!saved) continue;
       vd.pluggedGeneration = vm.info().generation;
-      vd.device = await this._findDevice(vd);
+      vd.device = saved.guestDevice ?? (await this._findDevice(vd));
+      vm.noteDiskDevice(vd.node, vd.device);
     }
   }
 
@@ -394,6 +397,7 @@ export class SessionDisks {
     await vd.vm.plugDisk({ node: vd.node, backend, readonly: vd.readonly, serial: vd.id });
     vd.pluggedGeneration = vd.vm.info().generation;
     vd.device = await this._findDevice(vd);
+    vd.vm.noteDiskDevice(vd.node, vd.device);
   }
 
   /** The current policy's rules, in the running QEMU. */

@@ -815,6 +815,12 @@ export class ManagedVm {
     }
   }
 
+  /** The guest's name for a plugged disk, kept with the device: a snapshot of this guest carries it. */
+  noteDiskDevice(node: string, guestDevice: string): void {
+    const device = this._devices.get(node);
+    if (device?.kind === 'disk') device.guestDevice = guestDevice;
+  }
+
   /** Unplugs a disk; the guest releases it in the background, then its nodes go and its slot is free. */
   async unplugDisk(node: string): Promise<void> {
     const device = this._devices.get(node);

@@ -195,7 +195,7 @@ export class Session {
       await vm.restore(file, devices);
     }
     this._network.markRestored(vm, nics.map((d) => d.id));
-    await this._disks.markRestored(vm, serials);
+    await this._disks.markRestored(vm, disks);
     if (pooled) {
       const start = async (s: ManagedVm) => {
         const parkedNics = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;

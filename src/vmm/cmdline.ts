@@ -29,7 +29,8 @@ export interface BlkdebugRuleLists {
 /** A device hot-plugged into a pcie-root-port (`slot`), given again on the argv of a restore. */
 export type SlotDevice =
   | { kind: 'nic'; slot: string; id: string; socketPath: string; mac: string }
-  | { kind: 'disk'; slot: string; node: string; readonly: boolean; serial: string; backend: DiskBackendSpec };
+  /** `guestDevice`: the guest's name for it (/dev/vdX) once known; a snapshot keeps it, so a restore need not ask. */
+  | { kind: 'disk'; slot: string; node: string; readonly: boolean; serial: string; backend: DiskBackendSpec; guestDevice?: string };
 
 /**
  * The block nodes of a disk, bottom up, as blockdev-add arguments (QMP, or JSON on the argv).
