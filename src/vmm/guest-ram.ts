@@ -27,9 +27,10 @@ export interface GuestRam {
 
 /**
  * The snapshot layout, in every cache key of a snapshot (boot snapshots, fixtures): 2 is a device
- * stream with a RAM image beside it; entries of 1 streamed RAM and would restore the slow way.
+ * stream with a RAM image beside it (entries of 1 streamed RAM and would restore the slow way); 3
+ * also records each disk's guest device, which a restore of an older entry must ask the guest for.
  */
-export const kSnapshotFormat = 2;
+export const kSnapshotFormat = 3;
 
 /** The RAM image beside a snapshot file. */
 export function ramImageOf(snapshotFile: string): string {
