@@ -196,29 +196,8 @@ export class Session {
     }
     this._network.markRestored(vm, nics.map((d) => d.id));
     await this._disks.markRestored(vm, disks);
-    if (pooled) {
-      const start = async (s: ManagedVm) => {
-        const parkedNics = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;
-        const parkedDisks = disks.length > 0 ? await ParkedDisks.open(disks, file).catch(async (err: unknown) => {
-          await parkedNics?.close();
-          throw err;
-        }) : undefined;
-        const parkedDevices = devices.map((d) => (d.kind === 'nic' ? parkedNics!.devices.find((n) => n.id === d.id)! : parkedDisks!.devices.find((x) => x.serial === d.serial)!));
-        try {
-          await s.restore(file, parkedDevices);
-          await parkedNics?.connected(kParkedConnectTimeoutMs);
-        } catch (err) {
-          await parkedNics?.close();
-          await parkedDisks?.close();
-          throw err;
-        }
-        parkedNics?.holdFor(s);
-        parkedDisks?.holdFor(s);
-        await s.warmUp();
-      };
-      // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
-      warm!.keep(pooled, vm.profile, start, fixture ? undefined : again ? 1 : 0);
-    }
+    // A fixture's spares follow the queue of files; a reset snapshot's, the tests left.
+    if (pooled) warm!.keep(pooled, vm.profile, (s) => startSpare(s, file, devices), fixture ? undefined : again ? 1 : 0);
     await this._started(vm, {});
     const restoreNs = Math.round((performance.now() - started) * 1e6);
     this._deps.bus.emit('vm_restored', { file: this.displayPath, vm_name: vm.name, restore_ns: restoreNs, from: file, pooled: spare !== undefined });
@@ -519,6 +498,30 @@ export class Session {
     })();
     return this._closed;
   }
+}
+
+/**
+ * Restores `spare` from `file` for whichever file takes it: `devices`' NICs connect to parked
+ * sockets, and their disks are parked clones of the snapshot's contents.
+ */
+async function startSpare(spare: ManagedVm, file: string, devices: SlotDevice[]): Promise<void> {
+  const nics = devices.flatMap((d) => (d.kind === 'nic' ? [d] : []));
+  const disks = devices.flatMap((d) => (d.kind === 'disk' ? [d] : []));
+  const parkedNics = nics.length > 0 ? await ParkedNics.listen(nics) : undefined;
+  let parkedDisks: ParkedDisks | undefined;
+  try {
+    parkedDisks = disks.length > 0 ? await ParkedDisks.open(disks, file) : undefined;
+    const parked = devices.map((d) => (d.kind === 'nic' ? parkedNics!.devices.find((n) => n.id === d.id)! : parkedDisks!.devices.find((x) => x.serial === d.serial)!));
+    await spare.restore(file, parked);
+    await parkedNics?.connected(kParkedConnectTimeoutMs);
+  } catch (err) {
+    await parkedNics?.close();
+    await parkedDisks?.close();
+    throw err;
+  }
+  parkedNics?.holdFor(spare);
+  parkedDisks?.holdFor(spare);
+  await spare.warmUp();
 }
 
 /**
