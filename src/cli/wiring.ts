@@ -20,7 +20,7 @@ import { debianRootBuilder } from '../vmm/debian-image.js';
 import { acquireFileLock, FileLockTimeoutError } from '../vmm/file-lock.js';
 import { imageForRun, imageInfo } from '../vmm/image.js';
 import { qemuBinary } from '../vmm/paths.js';
-import { killAllQemu, removeOwnedSync } from '../vmm/qemu.js';
+import { killAllQemu } from '../vmm/qemu.js';
 
 /** An executable by name on PATH (or a path), without spawning it. */
 export async function findExecutable(name: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
@@ -164,9 +164,6 @@ export function realDeps(opts: { skipPreflight: boolean; prepare?: RunPrepare })
       const verdict = await autoAccel();
       return verdict.accel;
     },
-    forceKill: () => {
-      killAllQemu();
-      removeOwnedSync();
-    },
+    forceKill: () => killAllQemu(),
   };
 }

@@ -5,7 +5,7 @@
 // Node is SIGKILLed. On a normal exit the `exit` hook below SIGKILLs whatever is left, and
 // killAllQemu() is exported for other handlers (SIGINT in the CLI).
 
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { access, copyFile, open, rm, stat } from 'node:fs/promises';
 import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -33,7 +33,7 @@ export type { LaunchSpec } from './cmdline.js';
 export { saveSnapshot, restoreSnapshot, SnapshotError, consoleLogOf, snapshotFileBytes } from './snapshot.js';
 export { ramImageOf } from './guest-ram.js';
 export { QmpClient, QmpError, QmpConnectionError, QmpState, type QmpEvent } from './qmp.js';
-export { ownedTempDir, isStaleOwner, sweepStaleOnce, removeOwnedSync } from './temp-dirs.js';
+export { ownedTempDir, isStaleOwner, sweepStaleOnce } from './temp-dirs.js';
 
 /** From spawn to QMP ready. TCG start-up is ~50 ms; a loaded host with 8 boots is far slower. */
 export const kLaunchTimeoutMs = 30_000;
@@ -91,28 +91,20 @@ export function qemuEnv(): NodeJS.ProcessEnv {
 
 /** Every QEMU this process launched and has not seen exit: for killAllQemu(). */
 const live = new Set<QemuVm>();
-/**
- * Every scratch dir this process made and has not removed yet, with its guest's RAM file: from
- * before QEMU starts (one it started mid-launch dies with the launcher) to after QEMU exited.
- */
-const unremoved = new Set<ScratchFiles>();
-interface ScratchFiles {
-  scratchDir: string;
-  ram?: GuestRam;
-}
 let exitHookInstalled = false;
 
-/** Synchronously SIGKILLs every live QEMU this process launched and removes their scratch dirs and RAM files. */
+/**
+ * At exit, or a forced kill: synchronously SIGKILLs every live QEMU this process launched, and
+ * removes everything it owns in the temp dirs (removeOwnedSync): scratch dirs and RAM files of
+ * QEMUs running, exited but not stopped yet, or still launching (a QEMU started mid-launch dies
+ * with the launcher), and whatever else a cut-short teardown left.
+ */
 export function killAllQemu(): void {
   for (const vm of live) {
     try { process.kill(vm.pid, 'SIGKILL'); } catch { /* already gone */ }
   }
-  for (const files of unremoved) {
-    try { rmSync(files.scratchDir, { recursive: true, force: true }); } catch { /* best effort at exit */ }
-    if (files.ram?.shared) try { rmSync(files.ram.path, { force: true }); } catch { /* best effort at exit */ }
-  }
   live.clear();
-  unremoved.clear();
+  removeOwnedSync();
 }
 
 export class QemuVm {
@@ -131,8 +123,6 @@ export class QemuVm {
   /** The console's last bytes, read just before stop() removed the scratch dir. */
   private _keptConsole: string | undefined;
   private _consoleCap: { stop(): void } | undefined;
-  /** Its scratch dir and RAM file, tracked until stop() removes them (killAllQemu removes them at exit). */
-  private _files: ScratchFiles | undefined;
 
   private constructor(
     readonly spec: LaunchSpec,
@@ -201,8 +191,7 @@ export class QemuVm {
     // 2. Private scratch dir, marked with our pid so a later run can sweep it if we die without
     //    cleaning up (SIGKILL); the first launch sweeps what dead runs left (temp-dirs.ts).
     const scratch = await ownedTempDir(kScratchPrefix);
-    const files: ScratchFiles = { scratchDir: scratch };
-    unremoved.add(files);
+    // From here on, an exit removes the scratch dir and the RAM file, whatever the launch got to.
     installExitHook();
     let server: Server | undefined;
     let ram: GuestRam | undefined;
@@ -210,7 +199,6 @@ export class QemuVm {
     try {
       const guestRam = await prepareGuestRam(spec);
       ram = guestRam.ram;
-      if (ram) files.ram = ram;
       const initrdPath = initrdParts.length <= 1 ? initrdParts[0] : await concatInitrds(initrdParts, join(scratch, 'initrd.img'));
       const paths = {
         qmpSocketPath: join(scratch, 'qmp.sock'),
@@ -241,7 +229,6 @@ export class QemuVm {
       });
       const exit: Promise<QemuExit> = launched.exit.then(async (e) => ({ ...e, stderrTail: await tailFile(stderrPath, kStderrTailBytes) }));
       const vm = new QemuVm(spec, accel, scratch, launched.pid, argv, ram, exit);
-      vm._files = files;
       spawned = true;
       live.add(vm);
       // A chatty guest must not fill the temp dir: the log keeps its boot and its last MiBs.
@@ -280,7 +267,6 @@ export class QemuVm {
       await rm(scratch, { recursive: true, force: true });
       // Once QEMU was spawned, its exit removes the RAM file.
       if (ram?.shared && !spawned) await rm(ram.path, { force: true });
-      unremoved.delete(files);
       throw err;
     } finally {
       server?.close();
@@ -326,7 +312,6 @@ export class QemuVm {
     }
     this._keptConsole = await tailFile(this.consoleLogPath, kConsoleKeptBytes);
     await rm(this.scratchDir, { recursive: true, force: true });
-    if (this._files) unremoved.delete(this._files);
   }
 }
 
@@ -433,8 +418,5 @@ export async function tailFile(path: string, maxBytes: number): Promise<string> 
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
-    killAllQemu();
-    removeOwnedSync();
-  });
+  process.on('exit', killAllQemu);
 }
