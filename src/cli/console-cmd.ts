@@ -8,8 +8,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { access, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { buildFilesCpio } from '../broker/boot-files.js';
@@ -25,6 +24,7 @@ import { imageInfo } from '../vmm/image.js';
 import { qemuBinary } from '../vmm/paths.js';
 import { agentOverlayPath } from '../vmm/qemu.js';
 import { pickProfile } from './profile-pick.js';
+import { findExecutable } from './wiring.js';
 
 export interface ConsoleFlags {
   mem?: string;
@@ -95,7 +95,7 @@ export async function consoleCommand(
 
   // 3. QEMU owns the terminal until it exits, so it is spawned here, not by the process
   // launcher; it dies with us (setpriv's pdeathsig).
-  const setpriv = await findSetpriv();
+  const setpriv = await findExecutable('setpriv', { PATH: `${process.env['PATH'] ?? ''}:/usr/bin:/bin` });
   const full = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...argv] : argv;
   const ignore = (): void => {};
   process.on('SIGINT', ignore);
@@ -151,18 +151,4 @@ async function consoleInitrd(profile: Profile, cacheDir: string): Promise<string
 /** POSIX shell quoting: bare when safe, else single-quoted. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
-/** setpriv(1) on PATH, for --pdeathsig (the console's QEMU dies with provium). */
-async function findSetpriv(): Promise<string | undefined> {
-  for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
-    const p = path.join(dir, 'setpriv');
-    try {
-      await access(p, constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
 }
