@@ -6,10 +6,10 @@
 // Beside each `<key>.snap`: its RAM image (`.ram`, guest-ram.ts), its console log (`.console`,
 // replayed on restore) and its checksum (`.sum`: size, mtime and sha1 when saved; the RAM image's
 // size and mtime, as hashing its 512 MiB of mostly holes would cost more than the boot it saves).
-// lookup() compares the size and mtime (a stat); a file
-// written since is hashed, and other bytes make it corrupt: it is removed with one line naming it,
-// and the boot is cold and saves a new one. A snapshot that fails to restore is removed the same
-// way (discard). sha1 is against corruption, not an attacker: 1.5 GB/s here, sha256 0.3 GB/s.
+// lookup() compares the size and mtime (a stat); a file written since is hashed, and other bytes
+// make it corrupt: it is removed with one line naming it, and the boot is cold and saves a new one.
+// A snapshot that fails to restore is removed the same way (discard). sha1 is against corruption,
+// not an attacker: 1.5 GB/s here, sha256 0.3 GB/s.
 
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';

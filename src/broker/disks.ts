@@ -245,14 +245,7 @@ export class SessionDisks {
       if (vd.disk instanceof Disk) {
         const name = `vm${vm.id}-${id}.${++this._media}`;
         const overlayPath = path.join(await this._ensureDir(), `${name}.overlay`);
-        const disk = await Disk.open({
-          name,
-          image: { kind: 'overlay', backingPath: saved, overlayPath, sizeBytes: vd.disk.sizeBytes },
-          readOnly: vd.readonly,
-          random: vd.owner.random,
-          onFault: vd.owner.onFault,
-        });
-        await this._moveTo(vd, disk, [overlayPath]);
+        await this._moveTo(vd, await openSavedClone(file, id, { name, overlayPath, readOnly: vd.readonly, owner: vd.owner }), [overlayPath]);
         continue;
       }
       // A read-only image QEMU reads in place is the user's file, unchanged: never written.
@@ -493,6 +486,20 @@ export async function slotBackendGone(d: SlotDevice): Promise<boolean> {
 /** Where a snapshot keeps a disk's contents. */
 export function diskFileOf(snapshot: string, id: string): string {
   return `${snapshot}.disk-${id}`;
+}
+
+/**
+ * A disk on a copy-on-write clone of the contents `snapshot` saved for disk `id` (saveContents:
+ * the whole disk, sparse), its writes going to `overlayPath`.
+ */
+export function openSavedClone(snapshot: string, id: string, opts: { name: string; overlayPath: string; readOnly: boolean; owner: DiskOwner }): Promise<Disk> {
+  return Disk.open({
+    name: opts.name,
+    image: { kind: 'overlay', backingPath: diskFileOf(snapshot, id), overlayPath: opts.overlayPath },
+    readOnly: opts.readOnly,
+    random: opts.owner.random,
+    onFault: opts.owner.onFault,
+  });
 }
 
 /** Whether `file` is a disk's contents beside a snapshot (diskFileOf). */

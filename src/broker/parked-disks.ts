@@ -6,13 +6,13 @@
 // faults and report to nobody; once taken, they draw their randomness and report their faults as
 // the file's own disk of that id.
 
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Disk } from '../disk/disk.js';
+import type { Disk } from '../disk/disk.js';
 import { NbdServer } from '../disk/nbd-server.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
 import { ownedTempDir } from '../vmm/qemu.js';
-import { diskFileOf, type DiskHandover, type DiskOwner } from './disks.js';
+import { openSavedClone, type DiskHandover, type DiskOwner } from './disks.js';
 import type { ManagedVm } from './managed-vm.js';
 import { ParkedBySpare } from './parked.js';
 
@@ -52,14 +52,12 @@ export class ParkedDisks implements DiskHandover {
       await server.start();
       const tag = nextSpareDisks++;
       for (const d of devices) {
-        const contents = diskFileOf(snapshot, d.serial);
         const answersTo = { owner: kNobody };
-        const disk = await Disk.open({
+        const disk = await openSavedClone(snapshot, d.serial, {
           name: `spare${tag}-${d.serial}`,
-          image: { kind: 'overlay', backingPath: contents, overlayPath: path.join(dir, `${d.serial}.overlay`), sizeBytes: (await stat(contents)).size },
+          overlayPath: path.join(dir, `${d.serial}.overlay`),
           readOnly: d.readonly,
-          random: () => answersTo.owner.random(),
-          onFault: (event) => answersTo.owner.onFault(event),
+          owner: { random: () => answersTo.owner.random(), onFault: (event) => answersTo.owner.onFault(event) },
         });
         disks.set(d.serial, { disk, answersTo });
         server.addExport(disk);

@@ -1,8 +1,8 @@
 // The HTML report's timeline, from the event stream: one lane per worker (per shard and worker
 // when shards are merged) showing the files it ran, their tests, VM boots (cold, from the boot
 // snapshot, from the warm pool) and restores (of fixtures, resets, vm:restore and lab:restore),
-// and the network and disk faults the tests injected; fixture
-// builds run in threads of their own and get a lane of their own. Times are ms from each stream's
+// and the network and disk faults the tests injected; fixture builds run in threads of their own
+// and get a lane of their own. Times are ms from each stream's
 // run_started, so merged shards line up at their starts.
 
 import { createHash } from 'node:crypto';
