@@ -144,12 +144,24 @@ end)
 });
 
 describe('what a killed run left behind', () => {
-  it('the next run sweeps scratch, boot-files, disk and bridge dirs, parked NICs and disks of warm spares, and snapshot files of dead processes, and nothing else', async () => {
+  /** Runs `use` with the runtime dir and TMPDIR on a new directory of its own. */
+  const inRuntimeDir = async (use: (runtime: string) => Promise<void>): Promise<void> => {
     const runtime = mkdtempSync(path.join(scratch, 'rt-'));
     const saved = { rt: process.env['PROVIUM_RUNTIME_DIR'], tmp: process.env['TMPDIR'] };
     process.env['PROVIUM_RUNTIME_DIR'] = runtime;
     process.env['TMPDIR'] = runtime;
     try {
+      await use(runtime);
+    } finally {
+      for (const [k, v] of [['PROVIUM_RUNTIME_DIR', saved.rt], ['TMPDIR', saved.tmp]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  };
+
+  it('the next run sweeps scratch, boot-files, disk and bridge dirs, parked NICs and disks of warm spares, and snapshot files of dead processes, and nothing else', () =>
+    inRuntimeDir(async (runtime) => {
       const dead = deadPid();
       const mine = await ownedTempDir('provium-files-');
       assert.equal(statSync(mine).mode & 0o777, 0o700);
@@ -176,20 +188,10 @@ describe('what a killed run left behind', () => {
       assert.deepEqual(removed.sort(), stale.sort());
       for (const p of stale) assert.equal(existsSync(p), false, p);
       for (const p of keep) assert.equal(existsSync(p), true, p);
-    } finally {
-      for (const [k, v] of [['PROVIUM_RUNTIME_DIR', saved.rt], ['TMPDIR', saved.tmp]] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  });
+    }));
 
-  it('at exit (or a forced kill) a run removes everything it owns in the temp dirs, and nothing else', async () => {
-    const runtime = mkdtempSync(path.join(scratch, 'own-'));
-    const saved = { rt: process.env['PROVIUM_RUNTIME_DIR'], tmp: process.env['TMPDIR'] };
-    process.env['PROVIUM_RUNTIME_DIR'] = runtime;
-    process.env['TMPDIR'] = runtime;
-    try {
+  it('at exit (or a forced kill) a run removes everything it owns in the temp dirs, and nothing else', () =>
+    inRuntimeDir(async (runtime) => {
       const mine = [await ownedTempDir('provium-disks-'), await ownedTempDir('provium-parked-disks-'), path.join(runtime, `provium-snap-${process.pid}-7.bin`)];
       writeFileSync(mine[2]!, 'snapshot');
       const others = [path.join(runtime, `provium-snap-${process.pid + 1}-7.bin`), path.join(runtime, 'provium-br-other'), path.join(runtime, 'unrelated')];
@@ -200,13 +202,7 @@ describe('what a killed run left behind', () => {
       removeOwnedSync();
       for (const p of mine) assert.equal(existsSync(p), false, p);
       for (const p of others) assert.equal(existsSync(p), true, p);
-    } finally {
-      for (const [k, v] of [['PROVIUM_RUNTIME_DIR', saved.rt], ['TMPDIR', saved.tmp]] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  });
+    }));
 
   it("boot-snapshot .tmp files of a dead process are swept; a live save's and the snapshots are kept", async () => {
     const cache = mkdtempSync(path.join(scratch, 'cache-'));
