@@ -1216,9 +1216,10 @@ async function benchDisk(work: string, timingsFile: string): Promise<void> {
 // 12. Restores, the warm pool and fixtures. (a) Boot-snapshot restores one at a time beside two at
 // once (--no-warm-pool, so each boot restores), from `vm_spawned.boot_ns`. (b) A boot that takes
 // a warm spare beside a restore and a cold boot; a fixture with a data disk taken from the pool
-// beside restored (its disk a clone of the saved contents either way). (c) A suite of 40 files that all start from the
-// same set-up (10 files written, a process started): through a fixture, doing the set-up in every
-// file, and doing it in every file with cold boots, at -j2; the ideal is 40 × a lone restore ÷ 2.
+// beside restored (its disk a clone of the saved contents either way). (c) A suite of 40 files
+// that all start from the same set-up (10 files written, a process started): through a fixture,
+// doing the set-up in every file, and doing it in every file with cold boots, at -j2; the ideal
+// is 40 × a lone restore ÷ 2.
 // Floors: plain QEMU restoring the fixture's snapshot alone and two at once, and doing the suite's
 // 40 restores and checks two at a time (plainRestore).
 
