@@ -1,7 +1,8 @@
 // The warm pool with the real CLI and real guests: a later file's boot takes a spare restored
 // while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
 // a clone of its own (its own random bytes), the first file's boot finds one when the files name
-// its profile, a lab fixture's guests come with their NICs, and --no-warm-pool keeps none.
+// its profile, a lab fixture's guests come with their NICs, a fixture's or a reset's with their
+// disks (either backend), and --no-warm-pool keeps none.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -68,6 +69,32 @@ describe('the warm pool (real guests)', () => {
     assert.ok(run.events.some((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 'r'), 'a reset took a spare');
   });
 
+  it('reset_between_tests with a "qemu" disk: a spare runs on its own copy, under the file\'s fault rules', async () => {
+    const test = path.join(dir, 'reset-qemu-disk.test.lua');
+    await writeFile(
+      test,
+      [
+        'provium.reset_between_tests = true',
+        'local vm = provium:vm("q", "minimal", {memory = "128M", disks = {{id = "data", size = "4M", backend = "qemu"}}}):boot()',
+        'vm:disk("data"):write_sectors(0, "top level" .. string.rep("\\0", 503))',
+        'vm:disk("data"):fail_reads()',
+        'for i = 1, 3 do',
+        '  test("t" .. i, function(t)',
+        '    local data = vm:disk("data")',
+        '    t:assert_eq(data:read_sectors(0, 1):sub(1, 9), "top level")',
+        '    t:assert(not vm:run("dd if=/dev/vda of=/dev/null bs=4k count=1 iflag=direct"):ok(), "the file\'s fault reaches the guest")',
+        '    data:write_sectors(0, ("test " .. i .. string.rep("\\0", 512)):sub(1, 512))',
+        '    vm:run("sleep 1"):assert_ok()',
+        '  end)',
+        'end',
+        '',
+      ].join('\n'),
+    );
+    const run = await runProvium(dir, ['--json', test], path.join(dir, 'reset-qemu-disk.bin'));
+    assert.equal(run.code, 0, run.out);
+    assert.ok(run.events.some((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 'q'), `a reset took a spare: ${JSON.stringify(run.events.filter((e) => e.kind.startsWith('pool_')))}`);
+  });
+
   it('the first boot of a run takes a spare: the pool starts on the profiles the files name', async () => {
     const plain = (n: number) => `local vm = provium:vm("p", "minimal"):boot()\ntest("plain ${n}", function(t) vm:run("true"):assert_ok() end)\n`;
     await writeFile(path.join(dir, 'plain1.test.lua'), plain(1));
@@ -127,12 +154,12 @@ describe('the warm pool (real guests)', () => {
     assert.deepEqual(run.out.match(/seen=\d+/g), ['seen=0', 'seen=0', 'seen=0'], 'no file saw another file\'s marker');
   });
 
-  it('a vm fixture with a disk: later files take spares whose disk is a clone of their own', async () => {
+  for (const backend of ['nbd', 'qemu']) it(`a vm fixture with a disk (backend "${backend}"): later files take spares whose disk is a clone of their own`, async () => {
     await mkdir(path.join(dir, 't/fx'), { recursive: true });
     await writeFile(
-      path.join(dir, 't/fx/store.fixture.lua'),
+      path.join(dir, `t/fx/store-${backend}.fixture.lua`),
       [
-        'local vm = provium:vm("s", "minimal", {memory = "128M", disks = {{id = "data", size = "8M"}}})',
+        `local vm = provium:vm("s", "minimal", {memory = "128M", disks = {{id = "data", size = "8M", backend = "${backend}"}}})`,
         'vm:boot()',
         'vm:disk("data"):write_sectors(0, "from the fixture" .. string.rep("\\0", 496))',
         'return vm:snapshot()',
@@ -141,11 +168,11 @@ describe('the warm pool (real guests)', () => {
     );
     const files: string[] = [];
     for (let n = 1; n <= 3; n++) {
-      files.push(`t/disk${n}.test.lua`);
+      files.push(`t/disk-${backend}${n}.test.lua`);
       await writeFile(
         path.join(dir, files.at(-1)!),
         [
-          'local vm = provium:vm_fixture("fx/store")',
+          `local vm = provium:vm_fixture("fx/store-${backend}")`,
           `test("disk file ${n}", function(t)`,
           '  local data = vm:disk("data")',
           '  t:assert_eq(data:device(), "/dev/vda")',
@@ -162,7 +189,7 @@ describe('the warm pool (real guests)', () => {
         ].join('\n'),
       );
     }
-    const run = await runProvium(dir, ['--json', '-j1', ...files], path.join(dir, 'disk.bin'));
+    const run = await runProvium(dir, ['--json', '-j1', ...files], path.join(dir, `disk-${backend}.bin`));
     assert.equal(run.code, 0, run.out);
     const hits = run.events.filter((e) => e.kind === 'pool_hit' && e.payload['vm_name'] === 's');
     assert.ok(hits.some((h) => h.payload['file'] !== files[0]), `a later file took a spare: ${JSON.stringify(run.events.filter((e) => e.kind.startsWith('pool_')))}`);

@@ -2,8 +2,8 @@
 // after every boot (so a VM with disks still boots from its boot snapshot), keeps its contents
 // across shutdown and boot, and goes when the VM's scope ends. A restore puts a snapshot's
 // contents on a new medium: a copy-on-write clone of the file the snapshot saved them in (so a
-// restore costs nothing per byte), or, for a warm spare's guest, the clone it was restored with
-// (parked-disks.ts). Two backends:
+// restore costs nothing per byte), or, for a warm spare's guest, the clone or copy it was restored
+// with (parked-disks.ts). Two backends:
 // - "nbd" (the default): one NBD server per session (src/disk) with an export per disk, over a
 //   sparse raw image or a copy-on-write overlay of a backing image. The server applies every
 //   fault and keeps the disk's volatile write cache, so the guest sees all of them.
@@ -43,11 +43,17 @@ export interface DiskOwner {
   onFault: (event: FaultEvent) => void;
 }
 
+/**
+ * A disk a guest already runs on, handed to a file: an NBD export's Disk, or a "qemu" disk's file
+ * and the blkdebug node QEMU runs it under.
+ */
+export type HandedDisk = { kind: 'nbd'; disk: Disk } | { kind: 'file'; path: string; filterNode: string };
+
 /** Disks a guest already runs on, to be handed to a file (a warm spare's: parked-disks.ts). */
 export interface DiskHandover {
   serials(): string[];
   /** Disk `serial`, now answering to `owner`. */
-  take(serial: string, owner: DiskOwner): Disk | undefined;
+  take(serial: string, owner: DiskOwner): HandedDisk | undefined;
 }
 
 interface VmDisk {
@@ -58,6 +64,10 @@ interface VmDisk {
   readonly: boolean;
   /** QEMU's block node, unique per VM. */
   node: string;
+  /** A "qemu" disk's blkdebug node: the one its QEMU has, or gets at its next start. */
+  filterNode: string;
+  /** A "qemu" disk taken from a warm spare runs under no rules until its policy's are swapped in. */
+  rulesPending: boolean;
   device: string | null;
   detached: boolean;
   /** The guest generation it was plugged into. */
@@ -257,8 +267,30 @@ export class SessionDisks {
   async adoptParked(vm: ManagedVm, parked: DiskHandover): Promise<void> {
     for (const id of parked.serials()) {
       const vd = this._disk(vm, id);
-      await this._moveTo(vd, parked.take(id, vd.owner)!, []);
+      const handed = parked.take(id, vd.owner)!;
+      if (handed.kind === 'nbd') await this._moveTo(vd, handed.disk, []);
+      else await this._adoptFile(vd, handed.path, handed.filterNode);
     }
+  }
+
+  /**
+   * Puts "qemu" disk `vd` on the file a spare's QEMU runs it on. The file moves into this session's
+   * dir (QEMU keeps its open file; the spare's dir goes with that QEMU) and keeps the disk's policy,
+   * whose rules go in once the guest is this file's (markRestored).
+   */
+  private async _adoptFile(vd: VmDisk, parkedPath: string, filterNode: string): Promise<void> {
+    const old = vd.disk as FileDisk;
+    const file = path.join(await this._ensureDir(), `vm${vd.vm.id}-${vd.id}.${++this._media}.img`);
+    await rename(parkedPath, file);
+    const disk = await FileDisk.open({ name: old.name, path: file, readOnly: vd.readonly, onFault: vd.owner.onFault });
+    disk.faults.copyFrom(old.faults);
+    vd.disk = disk;
+    vd.filterNode = filterNode;
+    vd.rulesPending = true;
+    const oldFiles = vd.files;
+    vd.files = [file];
+    await old.close().catch(() => undefined);
+    await Promise.all(oldFiles.map((f) => rm(f, { force: true })));
   }
 
   /** Puts `vd` on a new medium: its export now serves `disk`, which keeps the disk's fault policy. */
@@ -288,6 +320,11 @@ export class SessionDisks {
       vd.pluggedGeneration = vm.info().generation;
       vd.device = saved.guestDevice ?? (await this._findDevice(vd));
       vm.noteDiskDevice(vd.node, vd.device);
+      if (vd.rulesPending && vd.disk instanceof FileDisk) {
+        vd.rulesPending = false;
+        const rules = vd.disk.rules();
+        if (rules['inject-error'].length > 0 || rules['set-state'].length > 0) await this._installRules(vd, vd.disk);
+      }
     }
   }
 
@@ -371,7 +408,8 @@ export class SessionDisks {
       });
       (await this._ensureServer()).addExport(disk);
     }
-    return { vm, id: spec.id, disk, readonly, node: `disk-${spec.id}`, device: null, detached: false, pluggedGeneration: null, owner, files };
+    const node = `disk-${spec.id}`;
+    return { vm, id: spec.id, disk, readonly, node, filterNode: this._filterName(node), rulesPending: false, device: null, detached: false, pluggedGeneration: null, owner, files };
   }
 
   /** Where disk `id` of `vm` is served now: a restore gives it to the new QEMU in place of the snapshot's. */
@@ -380,7 +418,7 @@ export class SessionDisks {
   }
 
   private async _backend(vd: VmDisk): Promise<DiskBackendSpec> {
-    if (vd.disk instanceof FileDisk) return { kind: 'file', path: vd.disk.path, filterNode: this._filterName(vd), rules: vd.disk.rules() };
+    if (vd.disk instanceof FileDisk) return { kind: 'file', path: vd.disk.path, filterNode: vd.filterNode, rules: vd.disk.rules() };
     return { kind: 'nbd', socketPath: (await this._ensureServer()).socketPath, exportName: vd.disk.name };
   }
 
@@ -393,13 +431,15 @@ export class SessionDisks {
     vd.vm.noteDiskDevice(vd.node, vd.device);
   }
 
-  /** The current policy's rules, in the running QEMU. */
+  /** The current policy's rules, in the running QEMU, under a new blkdebug node. */
   private async _installRules(vd: VmDisk, disk: FileDisk): Promise<void> {
-    await vd.vm.swapDiskFilter(vd.node, this._filterName(vd), disk.rules());
+    const next = this._filterName(vd.node);
+    await vd.vm.swapDiskFilter(vd.node, next, disk.rules());
+    vd.filterNode = next;
   }
 
-  private _filterName(vd: VmDisk): string {
-    return `${vd.node}-f${++this._filters}`;
+  private _filterName(node: string): string {
+    return `${node}-f${++this._filters}`;
   }
 
   /** The /dev/vdX whose serial is the disk's id, once the guest shows it. */
