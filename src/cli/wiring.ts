@@ -122,11 +122,22 @@ export async function prepareUsedProfiles(config: ProviumConfig, prep: RunPrepar
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
 }
 
+type ProfileUse = Awaited<ReturnType<typeof profilesUsedBy>>;
+/** Per run: a fresh machine's run asks before and after building the image, for the same files. */
+const profileUseOf = new WeakMap<RunPrepare, Promise<ProfileUse | undefined>>();
+
 /** The profile names the run's files use (statically), or undefined when no file will run. */
-async function usedProfiles(config: ProviumConfig, prep: RunPrepare): Promise<Awaited<ReturnType<typeof profilesUsedBy>> | undefined> {
-  const plan = await planRun(planOptionsOf(prep.options, prep.cwd), () => {});
-  if (plan.kind !== 'files' || plan.files.length === 0) return undefined;
-  return profilesUsedBy(plan.files.map((f) => ({ file: f.file, roots: taskRoots(config.roots, f) })));
+function usedProfiles(config: ProviumConfig, prep: RunPrepare): Promise<ProfileUse | undefined> {
+  let use = profileUseOf.get(prep);
+  if (!use) {
+    use = (async () => {
+      const plan = await planRun(planOptionsOf(prep.options, prep.cwd), () => {});
+      if (plan.kind !== 'files' || plan.files.length === 0) return undefined;
+      return profilesUsedBy(plan.files.map((f) => ({ file: f.file, roots: taskRoots(config.roots, f) })));
+    })();
+    profileUseOf.set(prep, use);
+  }
+  return use;
 }
 
 /**
