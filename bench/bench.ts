@@ -1216,10 +1216,10 @@ async function benchDisk(work: string, timingsFile: string): Promise<void> {
 // 12. Restores, the warm pool and fixtures. (a) Boot-snapshot restores one at a time beside two at
 // once (--no-warm-pool, so each boot restores), from `vm_spawned.boot_ns`. (b) A boot that takes
 // a warm spare beside a restore and a cold boot; a fixture with a data disk taken from the pool
-// beside restored (its disk a clone of the saved contents either way). (c) A suite of 40 files
-// that all start from the same set-up (10 files written, a process started): through a fixture,
-// doing the set-up in every file, and doing it in every file with cold boots, at -j2; the ideal
-// is 40 × a lone restore ÷ 2.
+// beside restored, on each backend (an NBD disk a clone of the saved contents either way; a
+// "qemu" disk a copy of them). (c) A suite of 40 files that all start from the same set-up (10
+// files written, a process started): through a fixture, doing the set-up in every file, and doing
+// it in every file with cold boots, at -j2; the ideal is 40 × a lone restore ÷ 2.
 // Floors: plain QEMU restoring the fixture's snapshot alone and two at once, and doing the suite's
 // 40 restores and checks two at a time (plainRestore).
 
@@ -1266,14 +1266,14 @@ function poolLua(): string {
 const kDiskFixtureMiB = 256;
 const kDiskFixtureWrittenMiB = 32;
 
-/** A fixture whose VM has a data disk with random data on it, and a file that takes copies of it. */
-async function writeDiskFixture(dir: string): Promise<string> {
+/** A fixture whose VM has a data disk (on `backend`) with random data on it, and a file that takes copies of it. */
+async function writeDiskFixture(dir: string, backend: 'nbd' | 'qemu'): Promise<string> {
   await mkdir(path.join(dir, 'fx'), { recursive: true });
   await writeFile(path.join(dir, 'provium.toml'), '[provium]\nroots = ["."]\n');
   await writeFile(
     path.join(dir, 'fx/data.fixture.lua'),
     [
-      `local vm = provium:vm("data", "minimal", {disks = {{id = "data", size = "${kDiskFixtureMiB}M"}}}):boot()`,
+      `local vm = provium:vm("data", "minimal", {disks = {{id = "data", size = "${kDiskFixtureMiB}M", backend = "${backend}"}}}):boot()`,
       `vm:run("dd if=/dev/urandom of=/dev/vda bs=1M count=${kDiskFixtureWrittenMiB} oflag=direct"):assert_ok()`,
       'return vm:snapshot()',
       '',
@@ -1411,23 +1411,26 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
   }
   if (hits < pooled.length) problems.push(`warm pool: ${pooled.length - hits} of ${pooled.length} boots found no spare ready`);
 
-  // A fixture with a data disk: restored each time (--no-warm-pool), then from spares (a file queued behind).
-  const diskDir = path.join(work, 'disk-fixture');
-  const diskFile = await writeDiskFixture(diskDir);
-  const diskQueued = path.join(diskDir, 'queued.test.lua');
-  await writeFile(diskQueued, 'test("waits its turn", function(t) end)\n');
-  mustPass(await runCli([diskFile, '--no-progress', '--no-warm-pool'], { cwd: diskDir, timingsFile, events: false }), 'disk fixture warm-up');
-  const diskRestores = { restored: [] as number[], pooled: [] as number[] };
-  const restoredOf = (run: CliRun) => run.events.filter((e) => e.kind === 'vm_restored' && /^d\d+$/.test(String(e.payload['vm_name'])));
-  for (let round = 0; round < 2; round++) {
-    const r = mustPass(await runCli([diskFile, '--no-progress', '--no-warm-pool'], { cwd: diskDir, timingsFile }), 'disk fixture restores');
-    diskRestores.restored.push(...restoredOf(r).map((e) => Number(e.payload['restore_ns']) / 1e6));
-    const p = mustPass(await runCli([diskFile, diskQueued, '--no-progress', '-j1'], { cwd: diskDir, timingsFile }), 'disk fixture from the pool');
-    // The first copy of a run is restored (no spare yet); the later ones are what the pool gives.
-    diskRestores.pooled.push(...restoredOf(p).filter((e) => e.payload['pooled'] === true).map((e) => Number(e.payload['restore_ns']) / 1e6));
+  // A fixture with a data disk, on each backend: restored each time (--no-warm-pool), then from spares (a file queued behind).
+  const diskRestores = { nbd: { restored: [] as number[], pooled: [] as number[] }, qemu: { restored: [] as number[], pooled: [] as number[] } };
+  for (const backend of ['nbd', 'qemu'] as const) {
+    const diskDir = path.join(work, `disk-fixture-${backend}`);
+    const diskFile = await writeDiskFixture(diskDir, backend);
+    const diskQueued = path.join(diskDir, 'queued.test.lua');
+    await writeFile(diskQueued, 'test("waits its turn", function(t) end)\n');
+    mustPass(await runCli([diskFile, '--no-progress', '--no-warm-pool'], { cwd: diskDir, timingsFile, events: false }), `disk fixture (${backend}) warm-up`);
+    const copies = diskRestores[backend];
+    const restoredOf = (run: CliRun) => run.events.filter((e) => e.kind === 'vm_restored' && /^d\d+$/.test(String(e.payload['vm_name'])));
+    for (let round = 0; round < 2; round++) {
+      const r = mustPass(await runCli([diskFile, '--no-progress', '--no-warm-pool'], { cwd: diskDir, timingsFile }), `disk fixture (${backend}) restores`);
+      copies.restored.push(...restoredOf(r).map((e) => Number(e.payload['restore_ns']) / 1e6));
+      const p = mustPass(await runCli([diskFile, diskQueued, '--no-progress', '-j1'], { cwd: diskDir, timingsFile }), `disk fixture (${backend}) from the pool`);
+      // The first copy of a run is restored (no spare yet); the later ones are what the pool gives.
+      copies.pooled.push(...restoredOf(p).filter((e) => e.payload['pooled'] === true).map((e) => Number(e.payload['restore_ns']) / 1e6));
+    }
+    if (copies.pooled.length < 2 * (kPoolRounds - 1)) problems.push(`warm pool: ${2 * (kPoolRounds - 1) - copies.pooled.length} of ${2 * (kPoolRounds - 1)} copies of the disk fixture (${backend}) found no spare ready`);
+    log(`disk fixture, backend ${backend} (${secs(performance.now() - started)}): restored ${ms(median(copies.restored))}, from the pool ${ms(median(copies.pooled))}`);
   }
-  if (diskRestores.pooled.length < 2 * (kPoolRounds - 1)) problems.push(`warm pool: ${2 * (kPoolRounds - 1) - diskRestores.pooled.length} of ${2 * (kPoolRounds - 1)} copies of the disk fixture found no spare ready`);
-  log(`disk fixture (${secs(performance.now() - started)}): restored ${ms(median(diskRestores.restored))}, from the pool ${ms(median(diskRestores.pooled))}`);
 
   // The 40-file suites: the fixture is built by a warm-up run, so the rounds measure its use.
   const suites = { fixture: path.join(work, 'suite40-fixture'), setup: path.join(work, 'suite40-setup') };
@@ -1466,9 +1469,14 @@ async function benchPool(work: string, timingsFile: string): Promise<void> {
   out.push({ figure: '  plain QEMU: two at once / one alone', floor: ms(median(floorAlone)), harness: ms(median(floorPairs)), ratio: times(plainTwo), note: `the floor of the line above: ${floorAlone.length} lone, ${floorPairs.length} pairs of plainRestore (the fixture's snapshot, to the raw hello)` });
   out.push({ figure: 'boot(): warm pool / restore', floor: ms(lone), harness: ms(median(pooled)), ratio: times(median(pooled) / lone), note: `target ≤ 20 ms: ${median(pooled) <= 20 ? 'met' : 'MISSED'}; ${hits} of ${pooled.length} boots took a spare` });
   out.push({ figure: '  cold boot (PROVIUM_BOOT_SNAPSHOTS=0)', floor: '', harness: ms(median(cold)), ratio: '', note: 'the same run' });
-  const diskRestored = median(diskRestores.restored);
-  const diskPooled = median(diskRestores.pooled);
-  out.push({ figure: `vm_fixture() with a ${kDiskFixtureMiB} MiB disk: pool / restore`, floor: ms(diskRestored), harness: ms(diskPooled), ratio: times(diskPooled / diskRestored), note: `vm_restored.restore_ns, disk plugged; ${kDiskFixtureWrittenMiB} MiB written; ${diskRestores.restored.length} restores, ${diskRestores.pooled.length} from spares` });
+  for (const backend of ['nbd', 'qemu'] as const) {
+    const d = diskRestores[backend];
+    const restored = median(d.restored);
+    const pooledMs = median(d.pooled);
+    const figure = backend === 'nbd' ? `vm_fixture() with a ${kDiskFixtureMiB} MiB disk: pool / restore` : '  the same, backend "qemu"';
+    const what = backend === 'nbd' ? `vm_restored.restore_ns, disk plugged; ${kDiskFixtureWrittenMiB} MiB written` : 'the disk a sparse copy (the spare\'s, or copied in by the restore)';
+    out.push({ figure, floor: ms(restored), harness: ms(pooledMs), ratio: times(pooledMs / restored), note: `${what}; ${d.restored.length} restores, ${d.pooled.length} from spares` });
+  }
   const ideal = (kSuite40Files * lone) / 2;
   const fx = median(wall.fixture);
   out.push({ figure: `suite of ${kSuite40Files}: fixture / ideal`, floor: secs(ideal), harness: secs(fx), ratio: times(fx / ideal), note: `target ≤ 1.30×: ${fx / ideal <= 1.3 ? 'met' : 'MISSED'}; ideal = files × lone restore ÷ 2 cores` });
