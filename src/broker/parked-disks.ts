@@ -40,7 +40,7 @@ export class ParkedDisks implements DiskHandover {
   private constructor(
     private readonly _dir: string,
     private readonly _server: NbdServer,
-    /** The disks as the spare's QEMU plugs them: exports of this object's server. */
+    /** The disks as the spare's QEMU plugs them: exports of this object's server, or files in its dir. */
     readonly devices: DiskDevice[],
     /** Untaken disks, by serial. */
     private readonly _disks: Map<string, Parked>,
