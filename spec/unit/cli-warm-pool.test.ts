@@ -2,7 +2,8 @@
 // while an earlier file ran; a spare goes to one file only (nothing leaks between files), is
 // a clone of its own (its own random bytes), the first file's boot finds one when the files name
 // its profile, a lab fixture's guests come with their NICs, a fixture's or a reset's with their
-// disks (either backend), and --no-warm-pool keeps none.
+// disks (either backend; a reset's not when it reads an image in place), and --no-warm-pool keeps
+// none.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -199,6 +200,31 @@ describe('the warm pool (real guests)', () => {
     assert.equal(restores.filter((e) => e.payload['pooled'] === true).length, hits.length, 'vm_restored says which came from a spare');
     const faults = run.events.filter((e) => e.kind === 'disk_fault' && e.payload['kind'] === 'fail_reads');
     assert.deepEqual(faults.map((e) => e.payload['file']).sort(), files.slice().sort(), 'each file\'s fault is reported as its own');
+  });
+
+  it('reset_between_tests on a VM reading an image in place (read-only, backend "qemu") restores, not copying it into spares', async () => {
+    const image = path.join(dir, 'golden.img');
+    await writeFile(image, Buffer.concat([Buffer.from('golden image'), Buffer.alloc(1024 * 1024 - 12)]));
+    const test = path.join(dir, 'reset-golden.test.lua');
+    await writeFile(
+      test,
+      [
+        'provium.reset_between_tests = true',
+        `local vm = provium:vm("g", "minimal", {memory = "128M", disks = {{id = "base", image = ${JSON.stringify(image)}, readonly = true, backend = "qemu"}}}):boot()`,
+        'for i = 1, 3 do',
+        '  test("t" .. i, function(t)',
+        '    t:assert_eq(vm:run("dd if=/dev/vda bs=4k count=1 iflag=direct 2>/dev/null | head -c 12").stdout, "golden image")',
+        '    vm:run("sleep 1"):assert_ok()',
+        '  end)',
+        'end',
+        '',
+      ].join('\n'),
+    );
+    const run = await runProvium(dir, ['--json', test], path.join(dir, 'reset-golden.bin'));
+    assert.equal(run.code, 0, run.out);
+    const restores = run.events.filter((e) => e.kind === 'vm_restored' && e.payload['vm_name'] === 'g');
+    assert.ok(restores.length >= 2, `the later tests restored the VM: ${restores.length}`);
+    assert.ok(restores.every((e) => e.payload['pooled'] === false), 'every reset restored the VM itself');
   });
 
   it('--no-warm-pool keeps no spares', async () => {

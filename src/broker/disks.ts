@@ -412,6 +412,16 @@ export class SessionDisks {
     return { vm, id: spec.id, disk, readonly, node, filterNode: this._filterName(node), rulesPending: false, device: null, detached: false, pluggedGeneration: null, owner, files };
   }
 
+  /**
+   * Whether disk `id` of `vm` is a "qemu" disk that reads the user's image in place (read-only): a
+   * restore copies nothing for it, where a warm spare would copy the whole image.
+   */
+  readsImageInPlace(vm: ManagedVm, id: string): boolean {
+    if (!this.has(vm, id)) return false;
+    const vd = this._disk(vm, id);
+    return vd.disk instanceof FileDisk && !vd.files.includes(vd.disk.path);
+  }
+
   /** Where disk `id` of `vm` is served now: a restore gives it to the new QEMU in place of the snapshot's. */
   async backendOf(vm: ManagedVm, id: string): Promise<DiskBackendSpec> {
     return this._backend(this._disk(vm, id));

@@ -168,11 +168,12 @@ export class Session {
     // A guest can come from the warm pool: a fixture's VM (while files wait to start), or a
     // reset_between_tests snapshot (while later tests will want it again). Its NICs wait parked
     // until it is taken (parked-nics.ts), and its disks are clones of the snapshot's contents
-    // (parked-disks.ts).
+    // (parked-disks.ts). Not one that reads a user's image in place: its spares would copy it.
     const warm = this._deps.warm;
     const fixture = this._fixtureDirs.has(path.dirname(file));
-    if (again) this._resets.add(file);
-    const pooled = warm?.enabled && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
+    const poolable = !serials.some((id) => this._disks.readsImageInPlace(vm, id));
+    if (again && poolable) this._resets.add(file);
+    const pooled = warm?.enabled && poolable && (fixture || this._resets.has(file)) ? `restore:${file}` : undefined;
     const spare = pooled ? await warm!.take(pooled) : undefined;
     if (pooled && spare) this._deps.bus.emit('pool_hit', { file: this.displayPath, vm_name: vm.name });
     else if (pooled) this._deps.bus.emit('pool_miss', { file: this.displayPath, vm_name: vm.name, reason: 'no spare ready' });
