@@ -227,6 +227,36 @@ describe('the warm pool (real guests)', () => {
     assert.ok(restores.every((e) => e.payload['pooled'] === false), 'every reset restored the VM itself');
   });
 
+  it('a vm fixture with a read-only "qemu" image: each file reads the image, restored or from a spare', async () => {
+    await mkdir(path.join(dir, 't/fx'), { recursive: true });
+    const image = path.join(dir, 'golden-fx.img');
+    await writeFile(image, Buffer.concat([Buffer.from('golden image'), Buffer.alloc(1024 * 1024 - 12)]));
+    await writeFile(
+      path.join(dir, 't/fx/golden.fixture.lua'),
+      [`local vm = provium:vm("g", "minimal", {memory = "128M", disks = {{id = "base", image = ${JSON.stringify(image)}, readonly = true, backend = "qemu"}}})`, 'vm:boot()', 'return vm:snapshot()', ''].join('\n'),
+    );
+    const files = ['t/golden1.test.lua', 't/golden2.test.lua', 't/golden3.test.lua'];
+    for (const file of files) {
+      await writeFile(
+        path.join(dir, file),
+        [
+          'local vm = provium:vm_fixture("fx/golden")',
+          'test("reads the image", function(t)',
+          '  t:assert_eq(vm:run("dd if=/dev/vda bs=4k count=1 iflag=direct 2>/dev/null | head -c 12").stdout, "golden image")',
+          '  t:assert(not vm:run("echo x | dd of=/dev/vda oflag=direct 2>/dev/null"):ok(), "the disk is read-only")',
+          '  vm:run("sleep 1"):assert_ok()',
+          'end)',
+          '',
+        ].join('\n'),
+      );
+    }
+    const run = await runProvium(dir, ['--json', '-j1', ...files], path.join(dir, 'golden.bin'));
+    assert.equal(run.code, 0, run.out);
+    const restores = run.events.filter((e) => e.kind === 'vm_restored' && e.payload['vm_name'] === 'g');
+    assert.deepEqual(restores.map((e) => e.payload['file']), files);
+    assert.ok(restores.some((e) => e.payload['pooled'] === true) && restores.some((e) => e.payload['pooled'] === false), 'both paths ran');
+  });
+
   it('--no-warm-pool keeps no spares', async () => {
     const run = await runProvium(dir, ['--json', '-j1', '--no-warm-pool', 't/f1.test.lua', 't/f2.test.lua'], path.join(dir, 'nopool.bin'));
     assert.equal(run.code, 0, run.out);

@@ -1,7 +1,7 @@
 // Guest RAM in a file (src/vmm/guest-ram.ts): the argv, the choice between a shared tmpfs file, a
 // private map of a snapshot's image and anonymous memory, and the real CLI on real guests both with
 // a RAM dir (snapshots get a sparse `.ram` image) and without one (whole-stream snapshots), each
-// leaving nothing in the RAM dir.
+// leaving nothing in the RAM dir; and a saved file linked, or copied sparse across file systems.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { minimalProfile } from '../../src/config/profiles.js';
 import { buildQemuArgs } from '../../src/vmm/cmdline.js';
-import { prepareGuestRam, ramImageOf } from '../../src/vmm/guest-ram.js';
+import { linkOrCopySparse, prepareGuestRam, ramImageOf } from '../../src/vmm/guest-ram.js';
 import { assertNothingLeft, start } from './faults-run.js';
 
 const profile = minimalProfile({ kernel: '/k', initrd: '/i', agentOverlay: '/a' } as never);
@@ -89,6 +89,33 @@ describe('guest RAM: where it lives', () => {
     assert.deepEqual(await withRamDir('none', () => prepareGuestRam({ memoryBytes: 1 << 20, sharedRam: true })), { fillFirst: [] });
     const tooBig = Number.MAX_SAFE_INTEGER;
     assert.deepEqual(await withRamDir(dir, () => prepareGuestRam({ memoryBytes: tooBig, ramImage: image })), { ram: { path: image, shared: false }, fillFirst: [] });
+  });
+});
+
+describe('a saved file shared or copied (linkOrCopySparse)', () => {
+  it('links on one file system, and copies, holes kept, across two', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'provium-link-test-'));
+    const shm = await mkdtemp('/dev/shm/provium-link-test-');
+    try {
+      const saved = path.join(dir, 'saved');
+      const f = await open(saved, 'w');
+      await f.write(Buffer.from('saved contents'), 0, 14, 1 << 20);
+      await f.truncate(4 << 20);
+      await f.close();
+      const linked = path.join(dir, 'linked');
+      await linkOrCopySparse(saved, linked);
+      assert.equal((await stat(linked)).ino, (await stat(saved)).ino, 'the same file');
+      const copied = path.join(shm, 'copied');
+      await linkOrCopySparse(saved, copied);
+      const st = await stat(copied);
+      assert.notEqual(st.ino, (await stat(saved)).ino);
+      assert.equal(st.size, 4 << 20);
+      assert.ok(st.blocks * 512 < 1 << 20, `sparse: ${st.blocks * 512} bytes allocated`);
+      assert.deepEqual(await readFile(copied), await readFile(saved));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      await rm(shm, { recursive: true, force: true });
+    }
   });
 });
 

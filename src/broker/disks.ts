@@ -21,7 +21,7 @@ import type { EventBus } from '../events/bus.js';
 import { Prng } from '../net/prng.js';
 import type { DiskBackend, DiskFault, DiskSpec, DiskView } from '../protocol/rpc.js';
 import type { DiskBackendSpec, SlotDevice } from '../vmm/cmdline.js';
-import { copySparse } from '../vmm/guest-ram.js';
+import { copySparse, linkOrCopySparse } from '../vmm/guest-ram.js';
 import { ownedTempDir } from '../vmm/qemu.js';
 import type { ManagedVm } from './managed-vm.js';
 import { runGuestScript, waitForSysfsEntry } from './guest-script.js';
@@ -243,7 +243,7 @@ export class SessionDisks {
   /**
    * A restore of `vm` from `file`: each disk the snapshot saved gets those contents back before
    * the guest is plugged again. An NBD disk moves to a copy-on-write clone of the saved file; a
-   * "qemu" disk, whose file QEMU opens by path, has the saved file copied over its own (sparse).
+   * "qemu" disk, whose file QEMU opens by path, to a sparse copy of it (a read-only one, a link).
    */
   async loadContents(vm: ManagedVm, file: string, serials: string[]): Promise<void> {
     for (const id of serials) {
@@ -258,8 +258,11 @@ export class SessionDisks {
         await this._moveTo(vd, await openSavedClone(file, id, { name, overlayPath, readOnly: vd.readonly, owner: vd.owner }), [overlayPath]);
         continue;
       }
-      // A read-only image QEMU reads in place is the user's file, unchanged: never written.
-      if (vd.files.includes(vd.disk.path)) await copySparse(saved, vd.disk.path);
+      // A read-only image QEMU reads in place is the user's file, unchanged: read as it is.
+      if (!vd.files.includes(vd.disk.path)) continue;
+      const medium = path.join(await this._ensureDir(), `vm${vm.id}-${id}.${++this._media}.img`);
+      await placeSavedContents(file, id, medium, vd.readonly);
+      await this._moveToFile(vd, medium);
     }
   }
 
@@ -279,14 +282,19 @@ export class SessionDisks {
    * whose rules go in once the guest is this file's (markRestored).
    */
   private async _adoptFile(vd: VmDisk, parkedPath: string, filterNode: string): Promise<void> {
-    const old = vd.disk as FileDisk;
     const file = path.join(await this._ensureDir(), `vm${vd.vm.id}-${vd.id}.${++this._media}.img`);
     await rename(parkedPath, file);
+    await this._moveToFile(vd, file);
+    vd.filterNode = filterNode;
+    vd.rulesPending = true;
+  }
+
+  /** Puts "qemu" disk `vd` on `file`, which this session made: the disk keeps its policy, and its old medium's files go. */
+  private async _moveToFile(vd: VmDisk, file: string): Promise<void> {
+    const old = vd.disk as FileDisk;
     const disk = await FileDisk.open({ name: old.name, path: file, readOnly: vd.readonly, onFault: vd.owner.onFault });
     disk.faults.copyFrom(old.faults);
     vd.disk = disk;
-    vd.filterNode = filterNode;
-    vd.rulesPending = true;
     const oldFiles = vd.files;
     vd.files = [file];
     await old.close().catch(() => undefined);
@@ -550,6 +558,14 @@ export function openSavedClone(snapshot: string, id: string, opts: { name: strin
     random: opts.owner.random,
     onFault: opts.owner.onFault,
   });
+}
+
+/**
+ * A "qemu" disk's file at `to` with the contents `snapshot` saved for disk `id`: a sparse copy of
+ * its own, or, for a read-only disk (nothing writes either file), a link where one can be made.
+ */
+export function placeSavedContents(snapshot: string, id: string, to: string, readOnly: boolean): Promise<void> {
+  return (readOnly ? linkOrCopySparse : copySparse)(diskFileOf(snapshot, id), to);
 }
 
 /** Whether `file` is a disk's contents beside a snapshot (diskFileOf). */

@@ -1,8 +1,8 @@
 // A warm spare's disks before a file takes it. A restored guest's disks are on its QEMU's argv, so
 // they must be served before the spare starts, and the file that will take it is not known yet.
 // So each NBD disk of the snapshot gets a copy-on-write clone of the snapshot's contents here,
-// served by an NBD server of the spare's own, and each "qemu" disk a sparse copy of them that
-// QEMU opens. The taking file's SessionDisks adopts them (adoptParked), and the guest's
+// served by an NBD server of the spare's own, and each "qemu" disk a sparse copy of them (a
+// read-only one, a link) that QEMU opens. The taking file's SessionDisks adopts them (adoptParked), and the guest's
 // connection to them never drops. Until then the disks have no faults and report to nobody; once
 // taken, they draw their randomness and report their faults as the file's own disk of that id.
 
@@ -10,9 +10,8 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { NbdServer } from '../disk/nbd-server.js';
 import type { SlotDevice } from '../vmm/cmdline.js';
-import { copySparse } from '../vmm/guest-ram.js';
 import { ownedTempDir } from '../vmm/qemu.js';
-import { diskFileOf, openSavedClone, type DiskHandover, type DiskOwner, type HandedDisk } from './disks.js';
+import { openSavedClone, placeSavedContents, type DiskHandover, type DiskOwner, type HandedDisk } from './disks.js';
 import type { ManagedVm } from './managed-vm.js';
 import { ParkedBySpare } from './parked.js';
 
@@ -60,7 +59,7 @@ export class ParkedDisks implements DiskHandover {
         const answersTo = { owner: kNobody };
         if (d.backend.kind === 'file') {
           const file = path.join(dir, `${d.serial}.img`);
-          await copySparse(diskFileOf(snapshot, d.serial), file);
+          await placeSavedContents(snapshot, d.serial, file, d.readonly);
           const filterNode = `${d.node}-spare`;
           disks.set(d.serial, { handed: { kind: 'file', path: file, filterNode }, answersTo });
           parked.devices.push({ ...d, backend: { kind: 'file', path: file, filterNode, rules: kNoRules } });

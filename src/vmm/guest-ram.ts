@@ -16,7 +16,7 @@
 // VMs' snapshots are whole migration streams, as before, and restore as such.
 
 import { randomBytes } from 'node:crypto';
-import { statfs } from 'node:fs/promises';
+import { link, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** Where a VM's RAM lives: a shared file in a tmpfs, or a private map of a snapshot's image. */
@@ -79,6 +79,20 @@ export async function copySparse(from: string, to: string): Promise<void> {
   const { execa } = await import('execa');
   const r = await execa(cp!, [...flags, from, to], { reject: false });
   if (r.exitCode !== 0) throw new Error(`${kSparseCopy.join(' ')} ${from} ${to}: ${(r.stderr || r.shortMessage || `exit code ${r.exitCode}`).trim()}`);
+}
+
+/**
+ * `to` as a hard link of `from`, a file nobody writes again (a snapshot's saved disk contents), or
+ * a sparse copy where a link cannot be made (another file system).
+ */
+export async function linkOrCopySparse(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw err;
+    await copySparse(from, to);
+  }
 }
 
 /**
