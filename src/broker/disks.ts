@@ -90,7 +90,7 @@ export class SessionDisks {
   private _server: Promise<NbdServer> | undefined;
   /** Names each blkdebug node a "qemu" disk gets; QEMU wants them unique. */
   private _filters = 0;
-  /** Names each medium a restore puts a disk on; exports of the server are unique. */
+  /** Counts the media a restore or a warm spare puts a disk on (_newMediumName): exports and files stay unique. */
   private _media = 0;
 
   constructor(private readonly _deps: DiskDeps) {}
@@ -253,14 +253,14 @@ export class SessionDisks {
         throw new BrokerError(`disk \`${id}\`: the snapshot's contents are missing: ${err.message}`);
       });
       if (vd.disk instanceof Disk) {
-        const name = `vm${vm.id}-${id}.${++this._media}`;
+        const name = this._newMediumName(vd);
         const overlayPath = path.join(await this._ensureDir(), `${name}.overlay`);
         await this._moveTo(vd, await openSavedClone(file, id, { name, overlayPath, readOnly: vd.readonly, owner: vd.owner }), [overlayPath]);
         continue;
       }
       // A read-only image QEMU reads in place is the user's file, unchanged: read as it is.
       if (!vd.files.includes(vd.disk.path)) continue;
-      const medium = path.join(await this._ensureDir(), `vm${vm.id}-${id}.${++this._media}.img`);
+      const medium = path.join(await this._ensureDir(), `${this._newMediumName(vd)}.img`);
       await placeSavedContents(file, id, medium, vd.readonly);
       await this._moveToFile(vd, medium);
     }
@@ -282,7 +282,7 @@ export class SessionDisks {
    * whose rules go in once the guest is this file's (markRestored).
    */
   private async _adoptFile(vd: VmDisk, parkedPath: string, filterNode: string): Promise<void> {
-    const file = path.join(await this._ensureDir(), `vm${vd.vm.id}-${vd.id}.${++this._media}.img`);
+    const file = path.join(await this._ensureDir(), `${this._newMediumName(vd)}.img`);
     await rename(parkedPath, file);
     await this._moveToFile(vd, file);
     vd.filterNode = filterNode;
@@ -454,6 +454,11 @@ export class SessionDisks {
     const next = this._filterName(vd.node);
     await vd.vm.swapDiskFilter(vd.node, next, disk.rules());
     vd.filterNode = next;
+  }
+
+  /** A name no medium of this session had: an export's, and its files' stem. */
+  private _newMediumName(vd: VmDisk): string {
+    return `vm${vd.vm.id}-${vd.id}.${++this._media}`;
   }
 
   private _filterName(node: string): string {

@@ -2,9 +2,10 @@
 // they must be served before the spare starts, and the file that will take it is not known yet.
 // So each NBD disk of the snapshot gets a copy-on-write clone of the snapshot's contents here,
 // served by an NBD server of the spare's own, and each "qemu" disk a sparse copy of them (a
-// read-only one, a link) that QEMU opens. The taking file's SessionDisks adopts them (adoptParked), and the guest's
-// connection to them never drops. Until then the disks have no faults and report to nobody; once
-// taken, they draw their randomness and report their faults as the file's own disk of that id.
+// read-only one, a link) that QEMU opens. The taking file's SessionDisks adopts them
+// (adoptParked), and the guest's connection to them never drops. Until then the disks have no
+// faults and report to nobody; once taken, they draw their randomness and report their faults as
+// the file's own disk of that id.
 
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
